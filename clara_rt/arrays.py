@@ -1,0 +1,159 @@
+"""Array-module helper: the same operator code runs on NumPy (host) and CuPy (GPU).
+
+Write operators once against ``xp``::
+
+    xp = get_array_module(volume)      # cupy for a CuPy array, numpy otherwise
+    out = xp.clip(volume, 0, 1)
+
+CuPy is optional and imported lazily: ``import clara_rt`` never imports it, and everything here
+works (and is tested) on a machine without a GPU. :func:`default_xp` picks CuPy only when a CUDA
+device is really usable.
+
+CUDA streams: each worker thread gets its own non-blocking stream (CuPy's current stream is
+thread-local). When an operator emits GPU arrays, the runtime records an event on the producer's
+stream; a consumer running on another worker waits on that event (``stream.wait_event``), so it
+waits for its producer only, never for the whole device. On NumPy these helpers are no-ops.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import cupy
+
+    Array = np.ndarray[Any, Any] | cupy.ndarray
+else:
+    Array = Any
+
+__all__ = [
+    "Array",
+    "cuda_available",
+    "data_pointer",
+    "default_xp",
+    "device_of",
+    "get_array_module",
+    "record_event",
+    "same_buffer",
+    "wait_event",
+    "worker_stream",
+]
+
+_local = threading.local()
+
+
+def get_array_module(*arrays: Any) -> ModuleType:
+    """Return ``cupy`` if any argument is a CuPy array, else ``numpy``.
+
+    Example:
+        >>> xp = get_array_module(np.zeros(3))
+        >>> xp.__name__
+        'numpy'
+    """
+    for a in arrays:
+        if type(a).__module__.startswith("cupy"):
+            import cupy
+
+            return cupy
+    return np
+
+
+@functools.cache
+def cuda_available() -> bool:
+    """Return whether CuPy is installed and sees at least one CUDA device (cached)."""
+    try:
+        import cupy
+    except ImportError:
+        return False
+    try:
+        return bool(cupy.cuda.runtime.getDeviceCount() > 0)
+    except Exception:  # CUDARuntimeError without a driver; any other failure means "no GPU"
+        return False
+
+
+def default_xp() -> ModuleType:
+    """Return ``cupy`` when a CUDA device is usable, else ``numpy``."""
+    if cuda_available():
+        import cupy
+
+        return cupy
+    return np
+
+
+def device_of(value: Any) -> str | None:
+    """Return ``"cpu"`` or ``"cuda"`` for an array-like, or ``None`` if ``value`` is no array.
+
+    Recognises NumPy arrays, anything with ``__cuda_array_interface__`` (CuPy, Numba, PyTorch
+    CUDA tensors), ``__array_interface__`` and DLPack (``__dlpack_device__``). Never copies.
+    """
+    if isinstance(value, np.ndarray):
+        return "cpu"
+    if hasattr(value, "__cuda_array_interface__"):
+        return "cuda"
+    if hasattr(value, "__array_interface__"):
+        return "cpu"
+    dlpack_device = getattr(value, "__dlpack_device__", None)
+    if dlpack_device is not None:
+        device_type = int(dlpack_device()[0])
+        return "cpu" if device_type in (1, 3) else "cuda"  # kDLCPU, kDLCUDAHost; else device
+    return None
+
+
+def data_pointer(value: Any) -> int:
+    """Return the address of an array's first element (host or device pointer).
+
+    Used to show that the runtime hands arrays over without copying.
+    """
+    cai = getattr(value, "__cuda_array_interface__", None)
+    if cai is not None:
+        return int(cai["data"][0])
+    return int(value.__array_interface__["data"][0])
+
+
+def same_buffer(a: Any, b: Any) -> bool:
+    """Return whether two arrays are views of the same memory start (same device and pointer)."""
+    return device_of(a) == device_of(b) and data_pointer(a) == data_pointer(b)
+
+
+def worker_stream() -> Any:
+    """Return this thread's non-blocking CUDA stream (made and ``use()``-d once), or ``None``.
+
+    ``None`` when no GPU is usable. Thread-safe: each thread has its own stream.
+    """
+    if not cuda_available():
+        return None
+    stream = getattr(_local, "stream", None)
+    if stream is None:
+        import cupy
+
+        stream = cupy.cuda.Stream(non_blocking=True)
+        stream.use()
+        _local.stream = stream
+    return stream
+
+
+def record_event(values: Any) -> Any:
+    """Record a CUDA event on this thread's stream if any of ``values`` is a GPU array.
+
+    Returns the event (to be passed to :func:`wait_event` by consumers) or ``None``.
+    """
+    if not any(type(v).__module__.startswith("cupy") for v in values):
+        return None
+    stream = worker_stream()
+    if stream is None:
+        return None
+    return stream.record()
+
+
+def wait_event(event: Any) -> None:
+    """Make this thread's stream wait for ``event`` (a producer's); no-op for ``None``."""
+    if event is None:
+        return
+    stream = worker_stream()
+    if stream is not None:
+        stream.wait_event(event)

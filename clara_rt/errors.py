@@ -1,0 +1,96 @@
+"""Exceptions raised by clara-rt.
+
+Everything clara-rt raises on purpose derives from :class:`ClaraRTError`, so a caller can catch the
+whole family in one place. Each class says when it is raised and what the caller can do about it.
+"""
+
+from __future__ import annotations
+
+
+class ClaraRTError(Exception):
+    """Base class of every error clara-rt raises on purpose."""
+
+
+class PipelineError(ClaraRTError):
+    """The pipeline is wired wrongly.
+
+    Raised while a pipeline is built (``Pipeline.add`` / ``Pipeline.connect`` / ``Pipeline.validate``)
+    or when a job is submitted with a payload that does not match the pipeline's open inputs:
+    unknown operator or port, duplicate operator name, incompatible port types, a cycle, a missing
+    input. The message names the operator and port and lists the valid choices; fix the pipeline.
+    """
+
+
+class PortTypeError(PipelineError):
+    """A value broke the type its port declares (dtype, shape, device, kind).
+
+    Raised at run time when an operator emits, or a payload supplies, a value that does not match
+    the port's :class:`~clara_rt.PortSpec`. The job fails; the message says which operator, which
+    port, what was expected and what arrived.
+    """
+
+
+class DefinitionError(ClaraRTError):
+    """A pipeline definition file (Clara YAML) is invalid.
+
+    Carries ``path`` and ``line`` (1-based, or ``None`` when unknown) so that ``clara-rt validate``
+    can point at the offending line.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = f"{path}:{line}: " if path and line else (f"{path}: " if path else "")
+        super().__init__(f"{where}{message}")
+
+
+class SchedulerError(ClaraRTError):
+    """The C++ scheduler core rejected a request.
+
+    Converted from the ``ValueError`` / ``RuntimeError`` that ``clara_rt._core`` raises. Usually a
+    bug in clara-rt itself, or a call on a runtime that has been closed; report it with the message.
+    """
+
+
+class RuntimeClosedError(ClaraRTError):
+    """A job was submitted to a :class:`~clara_rt.Runtime` after ``close()``. Create a new runtime."""
+
+
+class OperatorError(ClaraRTError):
+    """An operator's ``compute`` (or ``start``) raised.
+
+    Carries ``operator`` (its name), ``job_id`` and ``traceback`` (the formatted traceback text of
+    the original exception, which is also chained as ``__cause__``). Only the failing job fails;
+    other jobs and the worker threads carry on.
+    """
+
+    def __init__(self, message: str, *, operator: str, job_id: int, traceback: str = "") -> None:
+        self.operator = operator
+        self.job_id = job_id
+        self.traceback = traceback
+        super().__init__(message)
+
+
+class JobCancelledError(ClaraRTError):
+    """``job.result()`` was called on a job that was cancelled (``job.cancel()`` or shutdown)."""
+
+
+class JobTimeoutError(ClaraRTError, TimeoutError):
+    """The job ran past the ``timeout`` given to ``Runtime.submit``; it was stopped.
+
+    Also a :class:`TimeoutError`. Operators already running finish in the background and their
+    outputs are discarded; raise the timeout if the pipeline legitimately needs longer.
+    """
+
+
+class BackendError(ClaraRTError):
+    """An inference backend failed. Carries ``model`` and ``url`` where known."""
+
+    def __init__(self, message: str, *, model: str | None = None, url: str | None = None) -> None:
+        self.model = model
+        self.url = url
+        super().__init__(message)
+
+
+class BackendUnavailableError(BackendError):
+    """The inference server is unreachable or the model is not ready; retry later or check it."""

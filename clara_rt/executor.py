@@ -1,0 +1,503 @@
+"""Runtime: worker threads that run operators as the C++ scheduler releases them.
+
+Design
+------
+* ``clara_rt._core.Scheduler`` (C++) owns all scheduling state as integers: one immutable graph
+  per compiled pipeline, one dependency-counter set per job, ready queues per priority, per-
+  operator concurrency limits. It never holds a Python object, so it never needs the GIL; its
+  blocking wait releases it.
+* Python keeps the id -> object tables: ``_jobs`` (job id -> :class:`Job`) and each job's
+  :class:`~clara_rt.plan.Plan` (node id -> operator, slots). Port values live in the job's slot
+  list; handing a value over is a list store, never a copy.
+* Each worker loops: take a ready ``(job, node)`` (``try_next`` with the GIL held, else
+  ``wait_next`` without it), run the operator, then ``complete(job, node)``. ``complete``
+  releases the successors and immediately returns the next task *for this worker* by the
+  priority policy, so a linear chain runs on one thread with no hand-off, while a waiting
+  immediate job still overtakes at the operator boundary.
+* Failures are caught on the worker, stored on their job (first one wins) and re-raised by
+  ``job.result()``. The scheduler then stops that job; other jobs and the worker carry on.
+* ``Runtime(workers=0)`` runs everything inline on the submitting thread (like dask's
+  synchronous scheduler): deterministic, for debugging and tests.
+
+Lock order: ``Runtime._lock`` (Python) may be held while calling into the scheduler; the
+scheduler's own mutex is never held while calling Python.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from clara_rt import _core
+from clara_rt.arrays import cuda_available, record_event, wait_event, worker_stream
+from clara_rt.errors import (
+    ClaraRTError,
+    OperatorError,
+    PipelineError,
+    PortTypeError,
+    RuntimeClosedError,
+    SchedulerError,
+)
+from clara_rt.job import Job, JobState, Priority
+from clara_rt.operator import Inputs, Operator, Outputs
+from clara_rt.pipeline import Pipeline
+from clara_rt.plan import Plan, PlanNode
+from clara_rt.ports import bind_symbols
+
+__all__ = ["Runtime", "RuntimeStats", "run"]
+
+log = logging.getLogger("clara_rt")
+_perf_ns = time.perf_counter_ns
+_PENDING, _RUNNING = JobState.PENDING, JobState.RUNNING
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeStats:
+    """A snapshot of a runtime: threads, jobs and the scheduler's counters."""
+
+    workers: int
+    jobs_active: int
+    jobs_submitted: int
+    jobs_finished: int
+    tasks_dispatched: int
+    ready: dict[str, int]
+    running: int
+    parked: int
+
+
+class Runtime:
+    """Runs jobs of any number of pipelines on a pool of worker threads.
+
+    Args:
+        workers: Worker threads; ``None`` means one per CPU core, ``0`` runs every job inline on
+            the thread that submits it.
+        weights: Shares of the ``high``, ``normal`` and ``low`` classes (``immediate`` is always
+            served first).
+        freeze_shared: Mark NumPy arrays read-only (``flags.writeable = False``) when they fan
+            out to several consumers, so that an operator that writes into a shared input fails
+            loudly instead of corrupting another branch.
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, workers: int | None = None, *, weights: tuple[int, int, int] = (4, 2, 1),
+                 freeze_shared: bool = False) -> None:
+        if workers is None:
+            workers = os.cpu_count() or 1
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+            raise ValueError(f"workers must be an int >= 0 (0 runs jobs inline), got {workers!r}")
+        try:
+            self._sched = _core.Scheduler(weights=tuple(weights))
+        except (ValueError, TypeError) as exc:
+            raise SchedulerError(f"invalid priority weights {weights!r}: {exc}") from exc
+        self.workers = workers
+        self._freeze_shared = freeze_shared
+        self._cuda = cuda_available()
+        self._lock = threading.Lock()
+        self._jobs: dict[int, Job] = {}
+        self._graphs: dict[int, tuple[Plan, int]] = {}  # id(plan) -> (plan, graph id)
+        self._started: dict[int, Operator] = {}  # id(op) -> op, for stop()
+        self._resources: dict[int, int] = {}  # id(op) -> scheduler resource id
+        self._closed = False
+        self._stopping = False
+        self._deadlines: list[tuple[float, int, Job]] = []
+        self._deadline_seq = itertools.count()
+        self._deadline_cv = threading.Condition(self._lock)
+        self._deadline_thread: threading.Thread | None = None
+        self._threads = [threading.Thread(target=self._worker, name=f"clara-rt-worker-{i}",
+                                          daemon=True) for i in range(workers)]
+        for t in self._threads:
+            t.start()
+
+    # --- public ---------------------------------------------------------------------------
+
+    def submit(self, pipeline: Pipeline, payload: Mapping[str, Any] | None = None, *,
+               priority: Priority | str | int = "normal", timeout: float | None = None) -> Job:
+        """Start a job of ``pipeline`` on ``payload`` and return at once.
+
+        Args:
+            pipeline: The pipeline to run (validated and compiled on first use).
+            payload: A value for every unconnected input, keyed ``"op.port"``.
+            priority: ``immediate``, ``high``, ``normal`` or ``low``.
+            timeout: Seconds after which the job is stopped as ``timed_out``.
+
+        Raises:
+            PipelineError: invalid pipeline, or payload keys that do not match its open inputs.
+            PortTypeError: a payload value does not fit its port.
+            OperatorError: an operator's ``start()`` raised (first use in this runtime).
+            RuntimeClosedError: the runtime is closed.
+        """
+        prio = Priority.parse(priority)
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        plan = pipeline.validate()
+        values = _payload_values(plan, payload or {})
+        graph = self._graph_for(plan)
+        job = Job(self, plan, -1, prio, values, _perf_ns())
+        with self._lock:
+            if self._closed:
+                raise RuntimeClosedError("this Runtime is closed; create a new one to run jobs")
+            try:
+                job.id = job.context.job_id = self._sched.submit(graph, int(prio))
+            except (ValueError, RuntimeError) as exc:
+                raise SchedulerError(str(exc)) from exc
+            self._jobs[job.id] = job
+            if timeout is not None:
+                self._add_deadline(job, timeout)
+        if not self._threads:
+            self._run_inline()
+        return job
+
+    def run(self, pipeline: Pipeline, payload: Mapping[str, Any] | None = None,
+            **kwargs: Any) -> dict[str, Any]:
+        """Submit a job and wait for its results (keyword arguments as for :meth:`submit`)."""
+        return self.submit(pipeline, payload, **kwargs).result()
+
+    def close(self, *, cancel: bool = False, timeout: float | None = None) -> None:
+        """Stop accepting jobs, finish (or with ``cancel=True`` cancel) the rest, stop threads.
+
+        Calls every started operator's ``stop()``. Idempotent.
+
+        Args:
+            cancel: Cancel unfinished jobs instead of letting them finish.
+            timeout: Seconds to wait for jobs to drain before cancelling what is left.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            jobs = list(self._jobs.values())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for job in jobs:
+            if cancel:
+                self._stop_job(job, JobState.CANCELLED)
+            elif not job.wait(None if deadline is None else max(0.0, deadline - time.monotonic())):
+                self._stop_job(job, JobState.CANCELLED)
+        for job in jobs:
+            job.wait()
+        self._stopping = True
+        self._sched.shutdown()
+        with self._lock:
+            self._deadline_cv.notify_all()
+        for t in self._threads:
+            t.join()
+        if self._deadline_thread is not None:
+            self._deadline_thread.join()
+        for op in self._started.values():
+            try:
+                op.stop()
+            except Exception:
+                log.exception("operator '%s' raised in stop()", op.name)
+
+    def stats(self) -> RuntimeStats:
+        """Return a frozen snapshot of threads, jobs and scheduler counters."""
+        s = self._sched.stats()
+        return RuntimeStats(
+            workers=self.workers,
+            jobs_active=int(s["jobs_active"]),
+            jobs_submitted=int(s["jobs_submitted"]),
+            jobs_finished=int(s["jobs_finished"]),
+            tasks_dispatched=int(s["dispatched"]),
+            ready={p.name.lower(): int(s[f"ready_{p.name.lower()}"]) for p in Priority},
+            running=int(s["running"]),
+            parked=int(s["parked"]),
+        )
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close(cancel=exc_type is not None)
+
+    # --- graphs and operators -------------------------------------------------------------
+
+    def _graph_for(self, plan: Plan) -> int:
+        entry = self._graphs.get(id(plan))
+        if entry is not None and entry[0] is plan:
+            return entry[1]
+        with self._lock:
+            entry = self._graphs.get(id(plan))
+            if entry is not None and entry[0] is plan:
+                return entry[1]
+            for node in plan.nodes:
+                self._start_operator(node.operator)
+            resources = [self._resource_for(node.operator) for node in plan.nodes]
+            try:
+                graph = self._sched.add_graph(len(plan.nodes), list(plan.edges), resources)
+            except (ValueError, RuntimeError) as exc:
+                raise SchedulerError(f"pipeline '{plan.name}': {exc}") from exc
+            self._graphs[id(plan)] = (plan, graph)
+            return graph
+
+    def _start_operator(self, op: Operator) -> None:
+        if id(op) in self._started:
+            return
+        try:
+            op.start()
+        except Exception as exc:
+            raise OperatorError(f"operator '{op.name}' failed in start(): {exc!r}",
+                                operator=op.name, job_id=-1,
+                                traceback=traceback.format_exc()) from exc
+        self._started[id(op)] = op
+
+    def _resource_for(self, op: Operator) -> int:
+        limit = op.concurrency_limit()
+        if limit is None:
+            return -1
+        rid = self._resources.get(id(op))
+        if rid is None:
+            rid = self._resources[id(op)] = len(self._resources)
+            self._sched.set_resource_limit(rid, limit)
+        return rid
+
+    # --- workers --------------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        if self._cuda:
+            worker_stream()
+        sched = self._sched
+        try_next, wait_next = sched.try_next, sched.wait_next
+        while True:
+            task = try_next()
+            if task is None:
+                task = wait_next(0.5)
+                if task is None:
+                    if self._stopping:
+                        return
+                    continue
+            self._run_chain(*task)
+
+    def _run_inline(self) -> None:
+        try_next = self._sched.try_next
+        while (task := try_next()) is not None:
+            self._run_chain(*task)
+
+    def _run_chain(self, job_id: int, node: int) -> None:
+        """Run ``(job_id, node)`` and whatever the scheduler hands this worker next."""
+        complete = self._sched.complete
+        jobs = self._jobs
+        run_task = self._run_task
+        while job_id >= 0:
+            job = jobs.get(job_id)
+            if job is None:  # submit() may still be between sched.submit and the dict insert
+                with self._lock:
+                    job = jobs[job_id]
+            try:
+                run_task(job, job._plan.nodes[node])
+                finished, next_job, node = complete(job_id, node)
+            except Exception as exc:  # a bug in clara-rt itself: fail the job, keep the worker
+                log.exception("internal error on job %s", job_id)
+                self._record_failure(job, SchedulerError(f"internal error: {exc!r}"))
+                return
+            if finished:
+                self._finalize(job)
+            job_id = next_job
+
+    def _run_task(self, job: Job, pn: PlanNode) -> None:
+        """Run one operator of one job; on failure record it on the job (never raise)."""
+        if job._stop_reason is not None:
+            return
+        values = job._values
+        inputs = Inputs()
+        inputs._operator = pn.operator
+        for port, slot in pn.inputs:
+            inputs[port] = values[slot]
+        outputs = Outputs()
+        if self._cuda:
+            wait_event(job._events.get(pn.index))
+        t0 = _perf_ns()
+        if job._state is _PENDING:
+            job._state = _RUNNING
+            job.started_ns = t0
+        try:
+            pn.compute(inputs, outputs, job.context)
+        except Exception as exc:
+            job._times[2 * pn.index] = t0
+            job._times[2 * pn.index + 1] = _perf_ns()
+            self._operator_failed(job, pn, exc)
+            return
+        times = job._times
+        times[2 * pn.index] = t0
+        times[2 * pn.index + 1] = _perf_ns()
+        if len(outputs) != len(pn.outputs) or not pn.output_names.issuperset(outputs):
+            self._record_failure(job, _outputs_error(job, pn, outputs))
+            return
+        for port, slot, spec in pn.outputs:
+            value = outputs[port]
+            problem = spec.value_problem(value)
+            if problem is not None:
+                self._record_failure(job, PortTypeError(
+                    f"operator '{pn.operator.name}' emitted a bad value on output '{port}' "
+                    f"(job {job.id}): {problem}; the port is {spec.describe()}"))
+                return
+            values[slot] = value
+        if pn.symbolic:
+            problem = bind_symbols((spec, inputs.get(port) if not is_out else outputs[port])
+                                   for spec, is_out, port in pn.symbolic)
+            if problem is not None:
+                self._record_failure(job, PortTypeError(
+                    f"operator '{pn.operator.name}' (job {job.id}): {problem}"))
+                return
+        for slot in pn.release:
+            values[slot] = None
+        if self._freeze_shared:
+            _freeze(job._plan, pn, values)
+        if self._cuda:
+            job._events[pn.index] = record_event(outputs.values())
+
+    # --- job endings ----------------------------------------------------------------------
+
+    def _operator_failed(self, job: Job, pn: PlanNode, exc: Exception) -> None:
+        name = pn.operator.name
+        error = OperatorError(f"operator '{name}' failed in job {job.id} ('{job.pipeline}'): "
+                              f"{type(exc).__name__}: {exc}", operator=name, job_id=job.id,
+                              traceback=traceback.format_exc())
+        error.__cause__ = exc
+        self._record_failure(job, error)
+
+    def _record_failure(self, job: Job, error: ClaraRTError) -> None:
+        with self._lock:
+            first = job._stop_reason is None and not job._done.is_set()
+            if first:
+                job._stop_reason = JobState.FAILED
+                job.context._stopped = True
+                job._error = error
+                self._sched.fail(job.id)  # the failing task is still running: never quiescent
+        if not first:
+            log.warning("job %s: further failure after the job stopped: %s", job.id, error)
+
+    def _stop_job(self, job: Job, state: JobState) -> bool:
+        with self._lock:
+            if job._stop_reason is not None or job._done.is_set():
+                return False
+            job._stop_reason = state
+            job.context._stopped = True
+            quiescent = self._sched.cancel(job.id)
+        if quiescent:
+            self._finalize(job)
+        return True
+
+    def _finalize(self, job: Job) -> None:
+        with self._lock:
+            if job._done.is_set():
+                return
+            # A stop request wins even when the operators it interrupted went on to finish.
+            if job._error is not None:
+                state = JobState.FAILED
+            else:
+                state = job._stop_reason or JobState.SUCCEEDED
+            job._state = state
+            job.finished_ns = _perf_ns()
+            job._error = job._final_error(state)
+            values = job._values
+            job._values = [None] * len(values)
+            if state is JobState.SUCCEEDED:
+                for slot in job._plan.results.values():
+                    job._values[slot] = values[slot]
+            job._events.clear()
+            self._jobs.pop(job.id, None)
+            callbacks, job._callbacks = job._callbacks, []
+            job._done.set()
+        for fn in callbacks:
+            self._call_back(job, fn)
+
+    def _call_back(self, job: Job, fn: Any) -> None:
+        try:
+            fn(job)
+        except Exception:
+            log.exception("done-callback of job %s raised", job.id)
+
+    # --- timeouts -------------------------------------------------------------------------
+
+    def _add_deadline(self, job: Job, timeout: float) -> None:
+        """Register a deadline (caller holds ``_lock``)."""
+        heapq.heappush(self._deadlines, (time.monotonic() + timeout, next(self._deadline_seq),
+                                         job))
+        if self._deadline_thread is None:
+            self._deadline_thread = threading.Thread(target=self._watch_deadlines,
+                                                     name="clara-rt-deadlines", daemon=True)
+            self._deadline_thread.start()
+        self._deadline_cv.notify()
+
+    def _watch_deadlines(self) -> None:
+        while True:
+            with self._lock:
+                while True:
+                    if self._stopping:
+                        return
+                    now = time.monotonic()
+                    while self._deadlines and self._deadlines[0][2]._done.is_set():
+                        heapq.heappop(self._deadlines)
+                    if self._deadlines and self._deadlines[0][0] <= now:
+                        job = heapq.heappop(self._deadlines)[2]
+                        break
+                    wait = self._deadlines[0][0] - now if self._deadlines else None
+                    self._deadline_cv.wait(wait)
+            self._stop_job(job, JobState.TIMED_OUT)
+
+
+def run(pipeline: Pipeline, payload: Mapping[str, Any] | None = None, *,
+        workers: int | None = 0, priority: Priority | str | int = "normal",
+        timeout: float | None = None) -> dict[str, Any]:
+    """Run one job of ``pipeline`` in a fresh runtime and return its results.
+
+    ``workers=0`` (default) runs it inline on this thread.
+    """
+    with Runtime(workers=workers) as rt:
+        return rt.submit(pipeline, payload, priority=priority, timeout=timeout).result()
+
+
+def _payload_values(plan: Plan, payload: Mapping[str, Any]) -> list[Any]:
+    """Check ``payload`` against the plan's open inputs and lay it out in a slot list."""
+    values: list[Any] = [None] * plan.num_slots
+    unknown = [k for k in payload if k not in plan.payload]
+    missing = [k for k, (_, spec) in plan.payload.items()
+               if k not in payload and not spec.optional]
+    if unknown or missing:
+        expected = ", ".join(plan.payload) or "(none: every input is connected)"
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(missing))
+        if unknown:
+            parts.append("unknown " + ", ".join(unknown))
+        raise PipelineError(f"payload for pipeline '{plan.name}': {'; '.join(parts)}; "
+                            f"its open inputs are: {expected}")
+    for key, value in payload.items():
+        slot, spec = plan.payload[key]
+        if value is None and spec.optional:
+            continue
+        problem = spec.value_problem(value)
+        if problem is not None:
+            raise PortTypeError(f"payload '{key}' of pipeline '{plan.name}': {problem}; the port "
+                                f"is {spec.describe()}")
+        values[slot] = value
+    return values
+
+
+def _outputs_error(job: Job, pn: PlanNode, outputs: Outputs) -> PipelineError:
+    name = pn.operator.name
+    unknown = sorted(set(outputs) - pn.output_names)
+    if unknown:
+        return PipelineError(f"operator '{name}' emitted unknown output '{unknown[0]}' in job "
+                             f"{job.id}; outputs are: {', '.join(sorted(pn.output_names))}")
+    missing = sorted(pn.output_names - set(outputs))
+    return PipelineError(f"operator '{name}' did not emit output(s) {', '.join(missing)} in job "
+                         f"{job.id}; compute() must set every declared output")
+
+
+def _freeze(plan: Plan, pn: PlanNode, values: list[Any]) -> None:
+    for _, slot, _ in pn.outputs:
+        if slot in plan.shared_slots and isinstance(values[slot], np.ndarray):
+            values[slot].flags.writeable = False

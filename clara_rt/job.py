@@ -1,0 +1,243 @@
+"""Jobs: one run of a pipeline on one payload.
+
+States::
+
+    pending --(first operator starts)--> running --> succeeded
+                                            |   \\--> failed      (an operator raised, or a value
+                                            |                       broke its port type)
+        (pending or running) ---------------+-----> cancelled   (job.cancel(), runtime closed)
+                                                \\--> timed_out  (ran past its timeout)
+
+A job is finished once it reaches one of the last four states; it never leaves it. The first
+failure of a job stops the rest of that job (no further operator of it is dispatched) and is
+raised from :meth:`Job.result`; later failures of the same job go to the log. Other jobs never
+notice.
+
+Thread-safety: a job is written by the runtime's worker threads and read by anyone. ``result``,
+``wait``, ``cancel`` and the properties may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from clara_rt.errors import (
+    ClaraRTError,
+    JobCancelledError,
+    JobTimeoutError,
+    PipelineError,
+)
+
+if TYPE_CHECKING:
+    from clara_rt.executor import Runtime
+    from clara_rt.plan import Plan
+
+__all__ = ["Context", "Job", "JobState", "JobStats", "Priority"]
+
+
+class Priority(enum.IntEnum):
+    """Clara job priorities; a lower value is more urgent.
+
+    ``IMMEDIATE`` jobs wait in their own queue, drained before any other is served; ``HIGH``,
+    ``NORMAL`` and ``LOW`` share the rest by weight (default 4:2:1), so a lower class is served
+    less often but never starved. Applied at every operator dispatch.
+    """
+
+    IMMEDIATE = 0
+    HIGH = 1
+    NORMAL = 2
+    LOW = 3
+
+    @classmethod
+    def parse(cls, value: Priority | str | int) -> Priority:
+        """Accept a :class:`Priority`, its name in any case (``"high"``) or its value."""
+        if isinstance(value, Priority):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls[value.strip().upper()]
+            except KeyError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 3:
+            return cls(value)
+        names = ", ".join(p.name.lower() for p in cls)
+        raise PipelineError(f"unknown priority {value!r}; priorities are: {names}")
+
+
+class JobState(enum.Enum):
+    """Where a job is in its life; the last four are final."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the state is final."""
+        return self not in (JobState.PENDING, JobState.RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class JobStats:
+    """A snapshot of a job, safe to keep and pass around.
+
+    Times are ``time.perf_counter_ns()`` values; ``queued_ns`` is submit to first operator start,
+    ``run_ns`` first start to finish (``None`` while not known).
+    """
+
+    id: int
+    pipeline: str
+    priority: Priority
+    state: JobState
+    queued_ns: int | None
+    run_ns: int | None
+    operators_run: int
+    operators_total: int
+
+
+class Context:
+    """What ``compute`` gets besides its ports: which job it serves and whether to stop early.
+
+    One per job, shared by its operators. ``cancelled`` turns true when the job is cancelled,
+    times out or fails elsewhere; a long ``compute`` may poll it and return early.
+    """
+
+    __slots__ = ("_stopped", "job_id", "pipeline", "priority")
+
+    def __init__(self, job: Job) -> None:
+        # No reference back to the job: a Job <-> Context cycle would keep every finished job
+        # (and its arrays) alive until the cyclic garbage collector happens to run.
+        self._stopped = False
+        self.job_id = job.id
+        self.pipeline = job.pipeline
+        self.priority = job.priority
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the job has been stopped (cancel, timeout or another operator's failure)."""
+        return self._stopped
+
+    def __repr__(self) -> str:
+        return f"<Context job={self.job_id} pipeline='{self.pipeline}'>"
+
+
+class Job:
+    """A submitted run of a pipeline. Made by :meth:`Runtime.submit`, not by users."""
+
+    def __init__(self, runtime: Runtime, plan: Plan, job_id: int, priority: Priority,
+                 values: list[Any], submitted_ns: int) -> None:
+        self.id = job_id
+        self.pipeline = plan.name
+        self.priority = priority
+        self.submitted_ns = submitted_ns
+        self.started_ns: int | None = None
+        self.finished_ns: int | None = None
+        self._runtime = runtime
+        self._plan = plan
+        self._values = values
+        self._times = [0] * (2 * len(plan.nodes))
+        self._state = JobState.PENDING
+        self._stop_reason: JobState | None = None  # set once when the job must stop early
+        self._error: ClaraRTError | None = None
+        self._done = threading.Event()
+        self._callbacks: list[Callable[[Job], None]] = []
+        self._events: dict[int, Any] = {}  # node -> CUDA event recorded after it ran (GPU only)
+        self.context = Context(self)
+
+    # --- for users ------------------------------------------------------------------------
+
+    @property
+    def state(self) -> JobState:
+        """The current :class:`JobState`."""
+        return self._state
+
+    @property
+    def done(self) -> bool:
+        """Whether the job is finished (any final state)."""
+        return self._done.is_set()
+
+    @property
+    def error(self) -> ClaraRTError | None:
+        """Why the job did not succeed (``None`` while running or after success)."""
+        return self._error
+
+    @property
+    def timings(self) -> dict[str, tuple[int, int]]:
+        """``{operator: (start_ns, end_ns)}`` for each operator that ran (perf_counter_ns)."""
+        times = self._times
+        return {node.operator.name: (times[2 * i], times[2 * i + 1])
+                for i, node in enumerate(self._plan.nodes) if times[2 * i + 1]}
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job is finished; return whether it is (``False`` on timeout)."""
+        return self._done.wait(timeout)
+
+    def result(self, timeout: float | None = None) -> dict[str, Any]:
+        """Wait for the job and return its results: every unconnected output, keyed ``op.port``.
+
+        Args:
+            timeout: Seconds to wait; ``None`` waits as long as it takes.
+
+        Raises:
+            TimeoutError: ``timeout`` passed first (the job goes on).
+            OperatorError / PortTypeError: the job failed (original exception in ``__cause__``).
+            JobCancelledError: the job was cancelled.
+            JobTimeoutError: the job ran past the timeout given at submit.
+        """
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"job {self.id} ('{self.pipeline}') still {self._state.value} "
+                               f"after {timeout} s")
+        if self._state is JobState.SUCCEEDED:
+            values = self._values
+            return {key: values[slot] for key, slot in self._plan.results.items()}
+        assert self._error is not None
+        raise self._error
+
+    def cancel(self) -> bool:
+        """Stop the job: nothing more of it is dispatched; running operators finish first.
+
+        Returns whether this call cancelled it (``False`` if it was already finished).
+        """
+        return self._runtime._stop_job(self, JobState.CANCELLED)
+
+    def add_done_callback(self, fn: Callable[[Job], None]) -> None:
+        """Call ``fn(job)`` once the job is finished (at once if it already is).
+
+        Runs on the thread that finishes the job; exceptions are logged and ignored.
+        """
+        with self._runtime._lock:
+            if not self._done.is_set():
+                self._callbacks.append(fn)
+                return
+        self._runtime._call_back(self, fn)
+
+    def stats(self) -> JobStats:
+        """Return a frozen snapshot of this job."""
+        queued = None if self.started_ns is None else self.started_ns - self.submitted_ns
+        run = None
+        if self.started_ns is not None and self.finished_ns is not None:
+            run = self.finished_ns - self.started_ns
+        ran = sum(1 for i in range(1, len(self._times), 2) if self._times[i])
+        return JobStats(self.id, self.pipeline, self.priority, self._state, queued, run, ran,
+                        len(self._plan.nodes))
+
+    def __repr__(self) -> str:
+        return (f"<Job {self.id} '{self.pipeline}' {self.priority.name.lower()} "
+                f"{self._state.value}>")
+
+    # --- for the runtime ------------------------------------------------------------------
+
+    def _final_error(self, state: JobState) -> ClaraRTError | None:
+        if state is JobState.CANCELLED:
+            return JobCancelledError(f"job {self.id} ('{self.pipeline}') was cancelled")
+        if state is JobState.TIMED_OUT:
+            return JobTimeoutError(f"job {self.id} ('{self.pipeline}') ran past its timeout "
+                                   "and was stopped")
+        return self._error

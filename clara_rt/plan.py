@@ -1,0 +1,125 @@
+"""Plan: a pipeline compiled into flat tables for the executor's hot path.
+
+Every port value of a job lives in one list, ``job.values``, indexed by *slot*: one slot per
+output port and one per open input (the payload). A node reads its inputs from the slots of the
+outputs that feed it and writes its outputs into its own slots, so handing a value to N consumers
+is one list store, and every consumer gets the very same object.
+
+Nodes are numbered in topological order; the C++ scheduler sees only these numbers and the edges
+between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from clara_rt.operator import Operator
+from clara_rt.ports import PortSpec
+
+if TYPE_CHECKING:
+    from clara_rt.pipeline import Pipeline
+
+__all__ = ["Plan", "PlanNode"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanNode:
+    """One operator of a compiled pipeline.
+
+    Attributes:
+        index: Node id (topological position) used by the scheduler.
+        operator: The operator instance (shared by all jobs).
+        compute: The operator's bound ``compute`` (looked up once).
+        inputs: ``(port, slot)`` for every input; slot ``-1`` for an absent optional input.
+        outputs: ``(port, slot, spec)`` for every output.
+        output_names: Declared output names, to detect unknown or missing outputs.
+        release: Input slots that no other node reads, dropped as soon as this node is done.
+        symbolic: ``(spec, is_output, port)`` of the ports with symbolic dimensions.
+    """
+
+    index: int
+    operator: Operator
+    compute: Any
+    inputs: tuple[tuple[str, int], ...]
+    outputs: tuple[tuple[str, int, PortSpec], ...]
+    output_names: frozenset[str]
+    release: tuple[int, ...]
+    symbolic: tuple[tuple[PortSpec, bool, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A validated, compiled pipeline (immutable; shared by every job of that pipeline).
+
+    Attributes:
+        name: Pipeline name.
+        nodes: One :class:`PlanNode` per operator, in topological order.
+        edges: ``(src_node, dst_node)`` pairs, deduplicated.
+        payload: ``"op.port"`` -> ``(slot, spec)`` for every open input.
+        results: ``"op.port"`` -> slot for every open output.
+        shared_slots: Slots read by more than one node (fan-out).
+        num_slots: Length of a job's value list.
+    """
+
+    name: str
+    nodes: tuple[PlanNode, ...]
+    edges: tuple[tuple[int, int], ...]
+    payload: dict[str, tuple[int, PortSpec]]
+    results: dict[str, int]
+    shared_slots: frozenset[int]
+    num_slots: int
+
+    @classmethod
+    def build(cls, pipeline: Pipeline) -> Plan:
+        """Compile ``pipeline`` (already checked edge by edge by ``connect``)."""
+        order = pipeline.topological_order()
+        index = {name: i for i, name in enumerate(order)}
+        out_slot: dict[tuple[str, str], int] = {}
+        for name in order:
+            for port in pipeline.operator(name).spec.outputs:
+                out_slot[(name, port)] = len(out_slot)
+        num_slots = len(out_slot)
+        payload: dict[str, tuple[int, PortSpec]] = {}
+        readers: dict[int, int] = {}
+        node_inputs: list[list[tuple[str, int]]] = []
+        edges: set[tuple[int, int]] = set()
+        for name in order:
+            op = pipeline.operator(name)
+            ins: list[tuple[str, int]] = []
+            for port, spec in op.spec.inputs.items():
+                conn = pipeline.feeding(name, port)
+                if conn is None:
+                    slot = num_slots
+                    num_slots += 1
+                    payload[f"{name}.{port}"] = (slot, spec)
+                else:
+                    slot = out_slot[(conn.src, conn.src_port)]
+                    edges.add((index[conn.src], index[name]))
+                ins.append((port, slot))
+                readers[slot] = readers.get(slot, 0) + 1
+            node_inputs.append(ins)
+        results = {f"{n}.{p}": s for (n, p), s in out_slot.items() if s not in readers}
+        nodes = tuple(_node(i, pipeline.operator(name), node_inputs[i], out_slot, readers)
+                      for i, name in enumerate(order))
+        return cls(name=pipeline.name, nodes=nodes, edges=tuple(sorted(edges)), payload=payload,
+                   results=results, shared_slots=frozenset(s for s, n in readers.items() if n > 1),
+                   num_slots=num_slots)
+
+
+def _node(i: int, op: Operator, ins: list[tuple[str, int]], out_slot: dict[tuple[str, str], int],
+          readers: dict[int, int]) -> PlanNode:
+    spec = op.spec
+    outs = tuple((port, out_slot[(op.name, port)], ps) for port, ps in spec.outputs.items())
+    symbolic = tuple((ps, False, port) for port, ps in spec.inputs.items() if ps.symbols) + tuple(
+        (ps, True, port) for port, ps in spec.outputs.items() if ps.symbols)
+    return PlanNode(
+        index=i,
+        operator=op,
+        compute=op.compute,
+        inputs=tuple(ins),
+        outputs=outs,
+        output_names=frozenset(spec.outputs),
+        release=tuple(slot for _, slot in ins if readers[slot] == 1),
+        symbolic=symbolic,
+    )

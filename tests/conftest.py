@@ -1,0 +1,57 @@
+"""Shared fixtures: array modules, GPU detection, peers policy."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from clara_rt.arrays import cuda_available
+
+REQUIRE_PEERS = os.environ.get("CLARA_RT_REQUIRE_PEERS") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """GPU tests run whenever CuPy finds a device; otherwise they are skipped, never faked."""
+    if cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs CuPy and a CUDA device (none found)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def need_peer(available: bool, what: str) -> None:
+    """Skip when a peer is missing, except in CI (CLARA_RT_REQUIRE_PEERS=1) where it fails."""
+    if available:
+        return
+    if REQUIRE_PEERS:
+        pytest.fail(f"{what} is required (CLARA_RT_REQUIRE_PEERS=1) but not available")
+    pytest.skip(f"{what} not available")
+
+
+@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+def xp(request: pytest.FixtureRequest) -> ModuleType:
+    """The array module under test: numpy always, cupy when a GPU is present."""
+    if request.param == "numpy":
+        return np
+    import cupy
+
+    return cupy
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leak() -> Iterator[None]:
+    """Every test must stop the threads it starts (runtimes closed)."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    leaked = [t for t in threading.enumerate()
+              if t.ident not in before and t.name.startswith("clara-rt") and t.is_alive()]
+    for t in leaked:
+        t.join(timeout=2.0)
+    leaked = [t.name for t in leaked if t.is_alive()]
+    assert not leaked, f"threads left running: {leaked}"

@@ -1,0 +1,122 @@
+"""Small operators shared by the tests (real operators, real arrays)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from clara_rt import Operator
+from clara_rt.arrays import get_array_module
+
+
+class Source(Operator):
+    """Emit the payload array (a pipeline entry point with one input)."""
+
+    def setup(self, spec: Any) -> None:
+        spec.input("in", dtype="float32", shape=(-1,))
+        spec.output("out", dtype="float32", shape=(-1,))
+
+    def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
+        outputs["out"] = inputs["in"]
+
+
+class Scale(Operator):
+    """out = in * factor (a new array)."""
+
+    factor = 1.0
+
+    def setup(self, spec: Any) -> None:
+        spec.input("in", dtype="float32", shape=(-1,))
+        spec.output("out", dtype="float32", shape=(-1,))
+
+    def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
+        outputs["out"] = (inputs["in"] * self.factor).astype("float32")
+
+
+class Passthrough(Operator):
+    """Forward the very object it received (for zero-copy checks); records what it saw."""
+
+    def setup(self, spec: Any) -> None:
+        spec.input("in", dtype="float32", shape=(-1,))
+        spec.output("out", dtype="float32", shape=(-1,))
+        self.seen: list[int] = []
+
+    def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
+        value = inputs.receive("in")
+        self.seen.append(id(value))
+        outputs.emit("out", value)
+
+
+class Add(Operator):
+    """out = a + b (fan-in)."""
+
+    def setup(self, spec: Any) -> None:
+        spec.input("a", dtype="float32", shape=(-1,))
+        spec.input("b", dtype="float32", shape=(-1,))
+        spec.output("out", dtype="float32", shape=(-1,))
+
+    def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
+        xp = get_array_module(inputs["a"])
+        outputs["out"] = xp.add(inputs["a"], inputs["b"], dtype="float32")
+
+
+class Sleep(Operator):
+    """Sleep ``seconds`` (polling cancellation), then forward; tracks concurrency."""
+
+    seconds = 0.05
+
+    def setup(self, spec: Any) -> None:
+        spec.input("in", dtype="float32", shape=(-1,))
+        spec.output("out", dtype="float32", shape=(-1,))
+        self.lock = threading.Lock()
+        self.active = 0
+        self.peak = 0
+        self.calls = 0
+
+    def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
+        with self.lock:
+            self.active += 1
+            self.calls += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            end = time.monotonic() + self.seconds
+            while time.monotonic() < end and not context.cancelled:
+                time.sleep(0.002)
+        finally:
+            with self.lock:
+                self.active -= 1
+        outputs["out"] = inputs["in"]
+
+
+class Fail(Operator):
+    """Raise on purpose."""
+
+    def setup(self, spec: Any) -> None:
+        spec.input("in", dtype="float32", shape=(-1,))
+        spec.output("out", dtype="float32", shape=(-1,))
+
+    def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
+        raise ValueError("boom from Fail")
+
+
+class Record(Operator):
+    """Append (job_id, operator) to a shared list when it runs, then forward."""
+
+    def __init__(self, name: str, log: list[tuple[int, str]]) -> None:
+        super().__init__(name)
+        self.log = log
+
+    def setup(self, spec: Any) -> None:
+        spec.input("in", dtype="float32", shape=(-1,))
+        spec.output("out", dtype="float32", shape=(-1,))
+
+    def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
+        self.log.append((context.job_id, self.name))
+        outputs["out"] = inputs["in"]
+
+
+def vec(n: int = 4, value: float = 1.0) -> np.ndarray:
+    return np.full(n, value, dtype=np.float32)

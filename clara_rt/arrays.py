@@ -38,8 +38,10 @@ __all__ = [
     "default_xp",
     "device_of",
     "get_array_module",
+    "record_caller_event",
     "record_event",
     "same_buffer",
+    "synchronize",
     "wait_event",
     "worker_stream",
 ]
@@ -148,6 +150,26 @@ def record_event(values: Any) -> Any:
     if stream is None:
         return None
     return stream.record()
+
+
+def record_caller_event(values: Any) -> Any:
+    """Record an event on the *calling* thread's current CuPy stream if any value is on the GPU.
+
+    Used at submit: workers run on their own non-blocking streams, which do not synchronise with
+    the caller's stream by themselves, so the first operators wait on this event.
+    """
+    if not any(type(v).__module__.startswith("cupy") for v in values):
+        return None
+    import cupy
+
+    return cupy.cuda.get_current_stream().record()
+
+
+def synchronize(events: Any) -> None:
+    """Block the calling thread until every (non-``None``) event has completed."""
+    for event in events:
+        if event is not None:
+            event.synchronize()
 
 
 def wait_event(event: Any) -> None:

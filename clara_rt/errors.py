@@ -14,10 +14,11 @@ class ClaraRTError(Exception):
 class PipelineError(ClaraRTError):
     """The pipeline is wired wrongly.
 
-    Raised while a pipeline is built (``Pipeline.add`` / ``Pipeline.connect`` / ``Pipeline.validate``)
-    or when a job is submitted with a payload that does not match the pipeline's open inputs:
-    unknown operator or port, duplicate operator name, incompatible port types, a cycle, a missing
-    input. The message names the operator and port and lists the valid choices; fix the pipeline.
+    Raised while a pipeline is built (``Pipeline.add``, ``Pipeline.connect``,
+    ``Pipeline.validate``) or when a job is submitted with a payload that does not match the
+    pipeline's open inputs: unknown operator or port, duplicate operator name, incompatible port
+    types, a cycle, a missing input. The message names the operator and port and lists the valid
+    choices; fix the pipeline.
     """
 
 
@@ -53,7 +54,10 @@ class SchedulerError(ClaraRTError):
 
 
 class RuntimeClosedError(ClaraRTError):
-    """A job was submitted to a :class:`~clara_rt.Runtime` after ``close()``. Create a new runtime."""
+    """A job was submitted to a :class:`~clara_rt.Runtime` after ``close()``.
+
+    Create a new runtime to run more jobs.
+    """
 
 
 class OperatorError(ClaraRTError):

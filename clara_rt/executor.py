@@ -40,7 +40,14 @@ from typing import Any
 import numpy as np
 
 from clara_rt import _core
-from clara_rt.arrays import cuda_available, record_event, wait_event, worker_stream
+from clara_rt.arrays import (
+    cuda_available,
+    record_caller_event,
+    record_event,
+    synchronize,
+    wait_event,
+    worker_stream,
+)
 from clara_rt.errors import (
     ClaraRTError,
     OperatorError,
@@ -145,6 +152,8 @@ class Runtime:
         values = _payload_values(plan, payload or {})
         graph = self._graph_for(plan)
         job = Job(self, plan, -1, prio, values, _perf_ns())
+        if self._cuda:
+            job._events[-1] = record_caller_event(values)
         with self._lock:
             if self._closed:
                 raise RuntimeClosedError("this Runtime is closed; create a new one to run jobs")
@@ -180,9 +189,8 @@ class Runtime:
             jobs = list(self._jobs.values())
         deadline = None if timeout is None else time.monotonic() + timeout
         for job in jobs:
-            if cancel:
-                self._stop_job(job, JobState.CANCELLED)
-            elif not job.wait(None if deadline is None else max(0.0, deadline - time.monotonic())):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if cancel or not job.wait(left):
                 self._stop_job(job, JobState.CANCELLED)
         for job in jobs:
             job.wait()
@@ -315,8 +323,9 @@ class Runtime:
         for port, slot in pn.inputs:
             inputs[port] = values[slot]
         outputs = Outputs()
-        if self._cuda:
-            wait_event(job._events.get(pn.index))
+        if self._cuda:  # wait for the producers' streams only, never the whole device
+            for producer in pn.producers:
+                wait_event(job._events.get(producer))
         t0 = _perf_ns()
         if job._state is _PENDING:
             job._state = _RUNNING
@@ -331,18 +340,22 @@ class Runtime:
         times = job._times
         times[2 * pn.index] = t0
         times[2 * pn.index + 1] = _perf_ns()
-        if len(outputs) != len(pn.outputs) or not pn.output_names.issuperset(outputs):
+        if len(outputs) != len(pn.outputs):
             self._record_failure(job, _outputs_error(job, pn, outputs))
             return
-        for port, slot, spec in pn.outputs:
-            value = outputs[port]
-            problem = spec.value_problem(value)
-            if problem is not None:
-                self._record_failure(job, PortTypeError(
-                    f"operator '{pn.operator.name}' emitted a bad value on output '{port}' "
-                    f"(job {job.id}): {problem}; the port is {spec.describe()}"))
-                return
-            values[slot] = value
+        try:
+            for port, slot, spec in pn.outputs:
+                value = outputs[port]
+                problem = spec.value_problem(value)
+                if problem is not None:
+                    self._record_failure(job, PortTypeError(
+                        f"operator '{pn.operator.name}' emitted a bad value on output '{port}' "
+                        f"(job {job.id}): {problem}; the port is {spec.describe()}"))
+                    return
+                values[slot] = value
+        except KeyError:  # as many outputs as declared, but not the declared names
+            self._record_failure(job, _outputs_error(job, pn, outputs))
+            return
         if pn.symbolic:
             problem = bind_symbols((spec, inputs.get(port) if not is_out else outputs[port])
                                    for spec, is_out, port in pn.symbolic)
@@ -390,6 +403,9 @@ class Runtime:
         return True
 
     def _finalize(self, job: Job) -> None:
+        if self._cuda and job._error is None and job._stop_reason is None:
+            # Results must be complete on the GPU when job.result() hands them to any stream.
+            synchronize(job._events.get(n) for n in job._plan.result_nodes)
         with self._lock:
             if job._done.is_set():
                 return

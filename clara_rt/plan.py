@@ -36,6 +36,8 @@ class PlanNode:
         output_names: Declared output names, to detect unknown or missing outputs.
         release: Input slots that no other node reads, dropped as soon as this node is done.
         symbolic: ``(spec, is_output, port)`` of the ports with symbolic dimensions.
+        producers: Nodes whose outputs this node reads (GPU: their CUDA events are waited on);
+            ``-1`` stands for the payload (the submitting thread's stream).
     """
 
     index: int
@@ -46,6 +48,7 @@ class PlanNode:
     output_names: frozenset[str]
     release: tuple[int, ...]
     symbolic: tuple[tuple[PortSpec, bool, str], ...]
+    producers: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,7 @@ class Plan:
         edges: ``(src_node, dst_node)`` pairs, deduplicated.
         payload: ``"op.port"`` -> ``(slot, spec)`` for every open input.
         results: ``"op.port"`` -> slot for every open output.
+        result_nodes: Nodes that produce a result (GPU: synchronised before the job is done).
         shared_slots: Slots read by more than one node (fan-out).
         num_slots: Length of a job's value list.
     """
@@ -67,6 +71,7 @@ class Plan:
     edges: tuple[tuple[int, int], ...]
     payload: dict[str, tuple[int, PortSpec]]
     results: dict[str, int]
+    result_nodes: tuple[int, ...]
     shared_slots: frozenset[int]
     num_slots: int
 
@@ -84,6 +89,7 @@ class Plan:
         readers: dict[int, int] = {}
         node_inputs: list[list[tuple[str, int]]] = []
         edges: set[tuple[int, int]] = set()
+        edges_from_payload: set[int] = set()
         for name in order:
             op = pipeline.operator(name)
             ins: list[tuple[str, int]] = []
@@ -93,6 +99,7 @@ class Plan:
                     slot = num_slots
                     num_slots += 1
                     payload[f"{name}.{port}"] = (slot, spec)
+                    edges_from_payload.add(index[name])
                 else:
                     slot = out_slot[(conn.src, conn.src_port)]
                     edges.add((index[conn.src], index[name]))
@@ -100,15 +107,21 @@ class Plan:
                 readers[slot] = readers.get(slot, 0) + 1
             node_inputs.append(ins)
         results = {f"{n}.{p}": s for (n, p), s in out_slot.items() if s not in readers}
-        nodes = tuple(_node(i, pipeline.operator(name), node_inputs[i], out_slot, readers)
+        producers: dict[int, set[int]] = {i: {-1} for i in edges_from_payload}
+        for src, dst in edges:
+            producers.setdefault(dst, set()).add(src)
+        nodes = tuple(_node(i, pipeline.operator(name), node_inputs[i], out_slot, readers,
+                            tuple(sorted(producers.get(i, ()))))
                       for i, name in enumerate(order))
+        result_nodes = {index[n] for (n, _), s in out_slot.items() if s not in readers}
         return cls(name=pipeline.name, nodes=nodes, edges=tuple(sorted(edges)), payload=payload,
-                   results=results, shared_slots=frozenset(s for s, n in readers.items() if n > 1),
+                   results=results, result_nodes=tuple(sorted(result_nodes)),
+                   shared_slots=frozenset(s for s, n in readers.items() if n > 1),
                    num_slots=num_slots)
 
 
 def _node(i: int, op: Operator, ins: list[tuple[str, int]], out_slot: dict[tuple[str, str], int],
-          readers: dict[int, int]) -> PlanNode:
+          readers: dict[int, int], producers: tuple[int, ...]) -> PlanNode:
     spec = op.spec
     outs = tuple((port, out_slot[(op.name, port)], ps) for port, ps in spec.outputs.items())
     symbolic = tuple((ps, False, port) for port, ps in spec.inputs.items() if ps.symbols) + tuple(
@@ -122,4 +135,5 @@ def _node(i: int, op: Operator, ins: list[tuple[str, int]], out_slot: dict[tuple
         output_names=frozenset(spec.outputs),
         release=tuple(slot for _, slot in ins if readers[slot] == 1),
         symbolic=symbolic,
+        producers=producers,
     )

@@ -63,6 +63,7 @@ class PortSpec:
     _np_dtype: np.dtype[Any] | None = field(default=None, init=False, repr=False, compare=False)
     _fixed: tuple[tuple[int, int], ...] = field(default=(), init=False, repr=False, compare=False)
     _symbols: tuple[tuple[int, str], ...] = field(default=(), init=False, repr=False, compare=False)
+    _check: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -82,6 +83,7 @@ class PortSpec:
             object.__setattr__(self, "_np_dtype", np_dtype)
         if self.shape is not None:
             self._init_shape(tuple(self.shape))
+        object.__setattr__(self, "_check", self._make_check())
 
     def _init_shape(self, shape: tuple[Dim, ...]) -> None:
         fixed: list[tuple[int, int]] = []
@@ -126,6 +128,25 @@ class PortSpec:
         Symbolic dimensions are not checked here (they need the other ports of the operator; see
         :func:`bind_symbols`). Thread-safe; never copies or touches array data.
         """
+        return self._check(value)  # type: ignore[no-any-return]
+
+    def _make_check(self) -> Any:
+        """Build the checker: a fast path for the common host-array case, else the full check."""
+        full = self._full_problem
+        if self.kind != "array" or self.device == "cuda" or self._fixed:
+            return full
+        ndarray, np_dtype = np.ndarray, self._np_dtype
+        ndim = None if self.shape is None else len(self.shape)
+
+        def check(value: Any) -> str | None:
+            if (type(value) is ndarray and (np_dtype is None or value.dtype is np_dtype)
+                    and (ndim is None or value.ndim == ndim)):
+                return None
+            return full(value)
+
+        return check
+
+    def _full_problem(self, value: Any) -> str | None:
         kind = self.kind
         if kind == "array":
             return self._array_problem(value)

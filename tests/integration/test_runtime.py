@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
@@ -48,7 +49,7 @@ def chain(*ops: Operator, name: str = "chain") -> Pipeline:
     p = Pipeline(name)
     for op in ops:
         p.add(op)
-    for a, b in zip(ops, ops[1:], strict=False):
+    for a, b in itertools.pairwise(ops):
         p.connect(a, "out", b, "in")
     return p
 
@@ -206,7 +207,8 @@ class _Emit(Operator):
         (np.zeros((2, 2), np.float32), "out", PortTypeError,
          r"expected 1-d shape \(\*\), got 2-d shape \(2, 2\)"),
         ([1.0, 2.0], "out", PortTypeError, r"expected an array, got list"),
-        (vec(), "oops", PipelineError, r"operator 'emit' emitted unknown output 'oops'.*outputs are: out"),
+        (vec(), "oops", PipelineError,
+         r"operator 'emit' emitted unknown output 'oops'.*outputs are: out"),
         (vec(), "", PipelineError, r"operator 'emit' did not emit output\(s\) out"),
     ],
 )
@@ -235,7 +237,8 @@ def test_symbolic_dimensions_must_agree_within_an_operator() -> None:
     with Runtime(workers=0) as rt:
         assert rt.run(p, {"s.a": vec(3), "s.b": vec(3)})["s.out"].shape == (3,)
         job = rt.submit(p, {"s.a": vec(3), "s.b": vec(4)})
-        with pytest.raises(PortTypeError, match=r"dimension 'N' is 3 on port 'a' but 4 on port 'b'"):
+        with pytest.raises(PortTypeError,
+                           match=r"dimension 'N' is 3 on port 'a' but 4 on port 'b'"):
             job.result()
 
 
@@ -246,7 +249,8 @@ def test_payload_errors() -> None:
             rt.submit(p, {})
         with pytest.raises(PipelineError, match=r"unknown src.inn; its open inputs are: src.in"):
             rt.submit(p, {"src.in": vec(), "src.inn": vec()})
-        with pytest.raises(PortTypeError, match=r"payload 'src.in' .*expected dtype float32, got float64"):
+        with pytest.raises(PortTypeError,
+                           match=r"payload 'src.in' .*expected dtype float32, got float64"):
             rt.submit(p, {"src.in": np.zeros(3)})
         with pytest.raises(PipelineError, match=r"unknown priority 'urgent'; priorities are: "
                                                 r"immediate, high, normal, low"):

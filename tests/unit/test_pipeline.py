@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -32,7 +33,7 @@ class Typed(Operator):
 def chain(n: int) -> Pipeline:
     p = Pipeline("chain")
     ops = [p.add(Scale(f"s{i}")) for i in range(n)]
-    for a, b in zip(ops, ops[1:], strict=False):
+    for a, b in itertools.pairwise(ops):
         p.connect(a, "out", b, "in")
     return p
 
@@ -77,7 +78,8 @@ def test_unknown_input_port_lists_inputs() -> None:
     p = Pipeline("x")
     p.add(Scale("a"))
     p.add(Add("seg"))
-    with pytest.raises(PipelineError, match=r"^operator 'seg' has no input 'imgae'; inputs are: a, b$"):
+    with pytest.raises(PipelineError,
+                       match=r"^operator 'seg' has no input 'imgae'; inputs are: a, b$"):
         p.connect("a", "out", "seg", "imgae")
 
 
@@ -122,8 +124,10 @@ def test_cycle_is_printed() -> None:
     ("out", "inp", "message"),
     [
         ({"dtype": "float32"}, {"dtype": "int16"}, r"dtype float32 cannot feed dtype int16"),
-        ({"shape": (3, -1)}, {"shape": (-1, -1, -1)}, r"shape \(3, \*\) \(2-d\) cannot feed shape \(\*, \*, \*\) \(3-d\)"),
-        ({"shape": (3, 4)}, {"shape": (3, 5)}, r"shape \(3, 4\) cannot feed shape \(3, 5\) \(axis 1: 4 vs 5\)"),
+        ({"shape": (3, -1)}, {"shape": (-1, -1, -1)},
+         r"shape \(3, \*\) \(2-d\) cannot feed shape \(\*, \*, \*\) \(3-d\)"),
+        ({"shape": (3, 4)}, {"shape": (3, 5)},
+         r"shape \(3, 4\) cannot feed shape \(3, 5\) \(axis 1: 4 vs 5\)"),
         ({"device": "cuda"}, {"device": "cpu"}, r"device cuda cannot feed device cpu"),
         ({"format": "dicom"}, {"format": "nifti"}, r"format dicom cannot feed format nifti"),
         ({"kind": "stream"}, {"kind": "array"}, r"kind stream cannot feed kind array"),
@@ -194,11 +198,12 @@ def test_empty_pipeline_rejected() -> None:
 
 def test_plan_fan_out_fan_in_slots() -> None:
     p = Pipeline("diamond")
-    src, l, r, m = (p.add(Source("src")), p.add(Scale("l")), p.add(Scale("r")), p.add(Add("m")))
-    p.connect(src, "out", l, "in")
-    p.connect(src, "out", r, "in")
-    p.connect(l, "out", m, "a")
-    p.connect(r, "out", m, "b")
+    src, left, right = p.add(Source("src")), p.add(Scale("l")), p.add(Scale("r"))
+    merge = p.add(Add("m"))
+    p.connect(src, "out", left, "in")
+    p.connect(src, "out", right, "in")
+    p.connect(left, "out", merge, "a")
+    p.connect(right, "out", merge, "b")
     plan = p.validate()
     assert [n.operator.name for n in plan.nodes] == ["src", "l", "r", "m"]
     assert plan.edges == ((0, 1), (0, 2), (1, 3), (2, 3))

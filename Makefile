@@ -1,0 +1,41 @@
+# clara-rt developer entry points. `make demo` and `make test` work on a fresh machine:
+# they create .venv, install the project (building the C++ scheduler) and run.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall (and rebuild the extension) whenever the build inputs change.
+$(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.hpp)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel pybind11
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	@if command -v clang-format >/dev/null; then \
+	  clang-format --dry-run --Werror csrc/*.cpp csrc/*.hpp && echo "clang-format: clean"; \
+	else echo "clang-format not installed: C++ formatting not checked"; fi
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	@command -v clang-format >/dev/null && clang-format -i csrc/*.cpp csrc/*.hpp || true
+
+clean:
+	rm -rf build dist *.egg-info clara_rt/_core*.so .pytest_cache .benchmarks

@@ -478,18 +478,9 @@ def run(pipeline: Pipeline, payload: Mapping[str, Any] | None = None, *,
 def _payload_values(plan: Plan, payload: Mapping[str, Any]) -> list[Any]:
     """Check ``payload`` against the plan's open inputs and lay it out in a slot list."""
     values: list[Any] = [None] * plan.num_slots
-    unknown = [k for k in payload if k not in plan.payload]
-    missing = [k for k, (_, spec) in plan.payload.items()
-               if k not in payload and not spec.optional]
-    if unknown or missing:
-        expected = ", ".join(plan.payload) or "(none: every input is connected)"
-        parts = []
-        if missing:
-            parts.append("missing " + ", ".join(missing))
-        if unknown:
-            parts.append("unknown " + ", ".join(unknown))
-        raise PipelineError(f"payload for pipeline '{plan.name}': {'; '.join(parts)}; "
-                            f"its open inputs are: {expected}")
+    problem = plan.payload_problem(payload)
+    if problem is not None:
+        raise PipelineError(problem)
     for key, value in payload.items():
         slot, spec = plan.payload[key]
         if value is None and spec.optional:

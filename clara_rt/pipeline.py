@@ -9,7 +9,7 @@ fills them); outputs left unconnected are its results.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, overload
 
@@ -173,11 +173,17 @@ class Pipeline:
                                 + ", ".join(n for n in self._operators if n not in order))
         return order
 
-    def validate(self) -> Plan:
+    def validate(self, inputs: Iterable[str] | None = None) -> Plan:
         """Check the whole pipeline and return its compiled :class:`~clara_rt.plan.Plan`.
 
         ``connect`` already checks each edge; this adds the whole-graph checks (not empty,
-        acyclic). Cached until the pipeline changes.
+        acyclic) and, given ``inputs``, checks that exactly these ``"op.port"`` inputs are left
+        for the payload: every other required input must be connected. Cached until the pipeline
+        changes.
+
+        Raises:
+            PipelineError: empty pipeline, or unconnected required inputs not in ``inputs`` (or
+                ``inputs`` naming ports that are connected or do not exist).
         """
         if self._plan is None:
             from clara_rt.plan import Plan
@@ -185,6 +191,11 @@ class Pipeline:
             if not self._operators:
                 raise PipelineError(f"pipeline '{self.name}' has no operators; add() some first")
             self._plan = Plan.build(self)
+        if inputs is not None:
+            problem = self._plan.payload_problem(inputs)
+            if problem is not None:
+                raise PipelineError(problem.replace("payload for", "inputs of", 1)
+                                    + " (connect the missing ones or provide them as inputs)")
         return self._plan
 
     def __iter__(self) -> Iterator[Operator]:

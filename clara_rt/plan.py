@@ -11,6 +11,7 @@ between them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +75,23 @@ class Plan:
     result_nodes: tuple[int, ...]
     shared_slots: frozenset[int]
     num_slots: int
+
+    def payload_problem(self, keys: Iterable[str]) -> str | None:
+        """Return what is wrong with a payload made of ``keys`` (missing or unknown), or None."""
+        keys = list(keys)
+        unknown = [k for k in keys if k not in self.payload]
+        missing = [k for k, (_, spec) in self.payload.items()
+                   if k not in keys and not spec.optional]
+        if not unknown and not missing:
+            return None
+        expected = ", ".join(self.payload) or "(none: every input is connected)"
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(missing))
+        if unknown:
+            parts.append("unknown " + ", ".join(unknown))
+        return (f"payload for pipeline '{self.name}': {'; '.join(parts)}; its open inputs are: "
+                f"{expected}")
 
     @classmethod
     def build(cls, pipeline: Pipeline) -> Plan:

@@ -191,6 +191,19 @@ def test_operator_name_rules() -> None:
         Scale("a", compute=1)
 
 
+def test_unconnected_required_input_reported_before_any_job() -> None:
+    p = Pipeline("fanin")
+    p.add(Scale("src"))
+    p.add(Add("merge"))
+    p.connect("src.out", "merge.a")
+    assert p.validate(inputs=["src.in", "merge.b"])
+    with pytest.raises(PipelineError, match=r"^inputs of pipeline 'fanin': missing merge.b; its "
+                                            r"open inputs are: src.in, merge.b \(connect the"):
+        p.validate(inputs=["src.in"])
+    with pytest.raises(PipelineError, match=r"unknown merge.a"):
+        p.validate(inputs=["src.in", "merge.b", "merge.a"])
+
+
 def test_empty_pipeline_rejected() -> None:
     with pytest.raises(PipelineError, match=r"pipeline 'empty' has no operators"):
         Pipeline("empty").validate()

@@ -1,0 +1,59 @@
+"""Type stub for the C++ scheduler core (csrc/, built as ``clara_rt._core``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__version__: str
+
+PRIORITY_IMMEDIATE: int  # 0: lower value is more urgent
+PRIORITY_HIGH: int  # 1
+PRIORITY_NORMAL: int  # 2
+PRIORITY_LOW: int  # 3
+
+class Scheduler:
+    """Decide which (job, node) runs next, by job priority, DAG readiness and resource limits.
+
+    Thread-safe; only ``wait_next`` blocks, and it releases the GIL.
+    """
+
+    def __init__(self, weights: Sequence[int] = (4, 2, 1)) -> None:
+        """Create a scheduler; three weights: high, normal, low (each >= 1, else ValueError)."""
+
+    def add_graph(
+        self, num_nodes: int, edges: Sequence[tuple[int, int]], resources: Sequence[int]
+    ) -> int:
+        """Register an immutable graph and return its id (ValueError on a bad graph or a cycle)."""
+
+    def set_resource_limit(self, resource: int, limit: int) -> None:
+        """Let at most ``limit`` (>= 1) tasks of ``resource`` (>= 0) run at once."""
+
+    def submit(self, graph: int, priority: int) -> int:
+        """Start a job and return its id; RuntimeError after ``shutdown()``."""
+
+    def try_next(self) -> tuple[int, int] | None:
+        """Pop the next ready ``(job, node)`` by priority policy, or None; never blocks."""
+
+    def wait_next(self, timeout_s: float) -> tuple[int, int] | None:
+        """Wait (GIL released) for a ready ``(job, node)``; None on timeout or shutdown."""
+
+    def complete(self, job: int, node: int) -> tuple[bool, int, int]:
+        """Record success of a running task; return ``(finished, next_job, next_node)``.
+
+        The next task is ``(-1, -1)`` when none is ready.
+        """
+
+    def fail(self, job: int) -> bool:
+        """Stop a job after a failure; True if none of its tasks is running (the job is over)."""
+
+    def cancel(self, job: int) -> bool:
+        """Stop a job at a user's request; same semantics as ``fail``."""
+
+    def shutdown(self) -> None:
+        """Wake every waiter; ``wait_next`` then returns None at once and ``submit`` raises."""
+
+    def stats(self) -> dict[str, int]:
+        """Return counters: jobs, ready tasks per class, parked, running, dispatched, slots."""
+
+def bench_dispatch(num_jobs: int, chain_length: int, threads: int) -> float:
+    """Time ``num_jobs * chain_length`` dispatches in pure C++ and return elapsed seconds."""

@@ -20,12 +20,12 @@ from __future__ import annotations
 import functools
 import threading
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 if TYPE_CHECKING:
-    import cupy
+    import cupy  # type: ignore[import-not-found, unused-ignore]
 
     Array = np.ndarray[Any, Any] | cupy.ndarray
 else:
@@ -61,7 +61,7 @@ def get_array_module(*arrays: Any) -> ModuleType:
         if type(a).__module__.startswith("cupy"):
             import cupy
 
-            return cupy
+            return cast(ModuleType, cupy)
     return np
 
 
@@ -83,7 +83,7 @@ def default_xp() -> ModuleType:
     if cuda_available():
         import cupy
 
-        return cupy
+        return cast(ModuleType, cupy)
     return np
 
 

@@ -72,6 +72,7 @@ class Inputs(dict[str, Any]):
     """
 
     __slots__ = ("_operator",)
+    _operator: Operator
 
     def receive(self, port: str) -> Any:
         """Return the value on input ``port``."""

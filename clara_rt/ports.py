@@ -112,7 +112,7 @@ class PortSpec:
 
     def describe(self) -> str:
         """Return a short human-readable type, e.g. ``array float32[*,*,*] cuda``."""
-        parts = [self.kind]
+        parts: list[str] = [self.kind]
         if self.kind == "array":
             dims = "" if self.shape is None else "[" + ",".join(
                 "*" if d in _ANY_DIMS else str(d) for d in self.shape) + "]"
@@ -165,9 +165,10 @@ class PortSpec:
         if type(value) is np.ndarray:
             device = "cpu"
         else:
-            device = device_of(value)
-            if device is None:
+            found = device_of(value)
+            if found is None:
                 return f"expected an array, got {type(value).__name__}"
+            device = found
         if self.device != "any" and device != self.device:
             return f"expected an array on {self.device}, got one on {device}"
         np_dtype = self._np_dtype

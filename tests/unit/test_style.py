@@ -30,3 +30,12 @@ def test_clang_format_clean() -> None:
     proc = subprocess.run([clang_format, "--dry-run", "--Werror", *sources], capture_output=True,
                           text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_mypy_strict_on_runtime() -> None:
+    mypy = shutil.which("mypy", path=str(Path(sys.executable).parent)) or shutil.which("mypy")
+    need_peer(mypy is not None, "mypy")
+    assert mypy is not None
+    proc = subprocess.run([mypy, "--strict", "--no-incremental", "clara_rt"], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]

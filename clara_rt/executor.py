@@ -478,9 +478,10 @@ def run(pipeline: Pipeline, payload: Mapping[str, Any] | None = None, *,
 def _payload_values(plan: Plan, payload: Mapping[str, Any]) -> list[Any]:
     """Check ``payload`` against the plan's open inputs and lay it out in a slot list."""
     values: list[Any] = [None] * plan.num_slots
-    problem = plan.payload_problem(payload)
-    if problem is not None:
-        raise PipelineError(problem)
+    if payload.keys() != plan.payload.keys():  # the common case (exact keys) skips the lists
+        problem = plan.payload_problem(payload)
+        if problem is not None:
+            raise PipelineError(problem)
     for key, value in payload.items():
         slot, spec = plan.payload[key]
         if value is None and spec.optional:

@@ -128,6 +128,38 @@ class Context:
         return f"<Context job={self.job_id} pipeline='{self.pipeline}'>"
 
 
+class _Latch:
+    """A one-shot event that is cheap to create (one lock; ``threading.Event`` builds a Condition).
+
+    ``set`` must be called at most once at a time (the runtime calls it under its lock). Each
+    waiter takes the lock and hands it straight back, so every waiter wakes.
+    """
+
+    __slots__ = ("_is_set", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._is_set = False
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+    def set(self) -> None:
+        if not self._is_set:
+            self._is_set = True
+            self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._is_set:
+            return True
+        acquired = (self._lock.acquire() if timeout is None
+                    else self._lock.acquire(timeout=max(timeout, 0.0)))
+        if acquired:
+            self._lock.release()
+        return acquired or self._is_set
+
+
 class Job:
     """A submitted run of a pipeline. Made by :meth:`Runtime.submit`, not by users."""
 
@@ -146,7 +178,7 @@ class Job:
         self._state = JobState.PENDING
         self._stop_reason: JobState | None = None  # set once when the job must stop early
         self._error: ClaraRTError | None = None
-        self._done = threading.Event()
+        self._done = _Latch()
         self._callbacks: list[Callable[[Job], None]] = []
         self._events: dict[int, Any] = {}  # node -> CUDA event recorded after it ran (GPU only)
         self.context = Context(self)

@@ -285,7 +285,10 @@ class Runtime:
                     if self._stopping:
                         return
                     continue
-            self._run_chain(*task)
+            try:
+                self._run_chain(*task)
+            except Exception:  # never let a worker die silently; _run_chain reports per job
+                log.exception("clara-rt worker: unexpected error on task %s", task)
 
     def _run_inline(self) -> None:
         try_next = self._sched.try_next
@@ -332,7 +335,7 @@ class Runtime:
             job.started_ns = t0
         try:
             pn.compute(inputs, outputs, job.context)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit from operator code must not kill the worker
             job._times[2 * pn.index] = t0
             job._times[2 * pn.index + 1] = _perf_ns()
             self._operator_failed(job, pn, exc)
@@ -372,7 +375,7 @@ class Runtime:
 
     # --- job endings ----------------------------------------------------------------------
 
-    def _operator_failed(self, job: Job, pn: PlanNode, exc: Exception) -> None:
+    def _operator_failed(self, job: Job, pn: PlanNode, exc: BaseException) -> None:
         name = pn.operator.name
         error = OperatorError(f"operator '{name}' failed in job {job.id} ('{job.pipeline}'): "
                               f"{type(exc).__name__}: {exc}", operator=name, job_id=job.id,

@@ -522,3 +522,16 @@ def _wait_for(cond: Any, timeout: float = 5.0) -> None:
         if time.monotonic() > end:
             raise AssertionError("condition not reached in time")
         time.sleep(0.001)
+
+
+class _Exit(Scale):
+    def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
+        raise SystemExit(3)
+
+
+def test_system_exit_in_operator_fails_job_not_worker() -> None:
+    with Runtime(workers=1) as rt:
+        job = rt.submit(chain(_Exit("quit")), {"quit.in": vec()})
+        with pytest.raises(OperatorError, match=r"operator 'quit' failed .*SystemExit: 3"):
+            job.result(timeout=5)
+        assert rt.run(chain(Scale("ok")), {"ok.in": vec()})["ok.out"] is not None

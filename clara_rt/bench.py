@@ -23,6 +23,8 @@ Not thread-safe: run one scenario at a time (they start and stop their own threa
 from __future__ import annotations
 
 import gc
+import importlib.metadata
+import itertools
 import os
 import platform
 import queue
@@ -35,7 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +58,20 @@ __all__ = [
     "QueueChain",
     "Target",
     "chain_pipeline",
+    "clara_stream",
     "construct",
     "core",
+    "dask_order_baseline",
+    "dask_stream",
     "format_table",
     "hops",
     "idle_rss",
+    "loaded_scheduler",
     "machine_info",
+    "python_drain",
     "run_scenario",
     "throughput",
+    "toposort_baseline",
 ]
 
 Progress = Callable[[str], None]
@@ -131,10 +139,8 @@ def machine_info() -> dict[str, Any]:
     except AttributeError:  # not on Linux
         usable = os.cpu_count() or 1
     try:
-        import dask
-
-        dask_version: str | None = dask.__version__
-    except ImportError:
+        dask_version: str | None = importlib.metadata.version("dask")
+    except importlib.metadata.PackageNotFoundError:
         dask_version = None
     return {
         "hostname": socket.gethostname(),
@@ -195,7 +201,7 @@ def chain_pipeline(stages: int, name: str = "chain") -> Pipeline:
     """Build ``op0 -> op1 -> ... -> op{stages-1}`` of :class:`NoopOp`; payload key ``op0.in``."""
     pipe = Pipeline(name)
     ops = [pipe.add(NoopOp(f"op{i}")) for i in range(stages)]
-    for a, b in zip(ops, ops[1:], strict=False):
+    for a, b in itertools.pairwise(ops):
         pipe.connect(a, "out", b, "in")
     return pipe
 
@@ -287,6 +293,92 @@ def _timed_stage(q_in: queue.Queue[Any], q_out: queue.Queue[Any],
     put(_STOP)
 
 
+def clara_stream(rt: Runtime, pipe: Pipeline, jobs: int, window: int) -> None:
+    """Run ``jobs`` jobs of a :func:`chain_pipeline` on ``rt``, at most ``window`` in flight.
+
+    Submits until ``window`` jobs are pending, then waits for the oldest before each further
+    submit; returns when every job has finished (``result()`` raises if one failed).
+    """
+    payload = {"op0.in": _ARRAY}
+    submit = rt.submit
+    pending: deque[Any] = deque()
+    for _ in range(jobs):
+        if len(pending) >= window:
+            pending.popleft().result()
+        pending.append(submit(pipe, payload))
+    while pending:
+        pending.popleft().result()
+
+
+def dask_stream(stages: int, jobs: int, window: int, workers: int) -> None:
+    """Run ``jobs`` no-op chains with ``dask.threaded.get``, one merged graph per ``window`` jobs.
+
+    Each job is ``stages`` tasks under unique keys (``"j{job}-{stage}"``), each task the same
+    dict-in / dict-out no-op body as :class:`NoopOp`. Building the graph is part of the work.
+    """
+    from dask.threaded import get
+
+    for first in range(0, jobs, window):
+        last = min(first + window, jobs)
+        dsk: dict[str, Any] = {"x": _ARRAY}
+        for j in range(first, last):
+            dsk[f"j{j}-0"] = (_noop_task, "x")
+            for i in range(1, stages):
+                dsk[f"j{j}-{i}"] = (_noop_task, f"j{j}-{i - 1}")
+        get(dsk, [f"j{j}-{stages - 1}" for j in range(first, last)], num_workers=workers)
+
+
+def loaded_scheduler(jobs: int, chain: int) -> _core.Scheduler:
+    """Return a ``_core.Scheduler`` holding ``jobs`` submitted ``chain``-node linear jobs."""
+    sched = _core.Scheduler()
+    graph = sched.add_graph(chain, [(i, i + 1) for i in range(chain - 1)], [-1] * chain)
+    submit, normal = sched.submit, _core.PRIORITY_NORMAL
+    for _ in range(jobs):
+        submit(graph, normal)
+    return sched
+
+
+def python_drain(sched: _core.Scheduler) -> None:
+    """Dispatch every ready task from Python, as a C++ worker of ``bench_dispatch`` does."""
+    try_next, complete = sched.try_next, sched.complete
+    while (task := try_next()) is not None:
+        job, node = task
+        while job >= 0:
+            _, job, node = complete(job, node)
+
+
+def toposort_baseline(n: int) -> list[str]:
+    """Build an ``n``-node chain as a dict of successors and sort it (Kahn): no checks at all."""
+    names = [f"op{i}" for i in range(n)]
+    succ: dict[str, list[str]] = {name: [] for name in names}
+    for a, b in itertools.pairwise(names):
+        succ[a].append(b)
+    indegree = dict.fromkeys(names, 0)
+    for out in succ.values():
+        for b in out:
+            indegree[b] += 1
+    ready = deque(k for k, d in indegree.items() if d == 0)
+    order: list[str] = []
+    while ready:
+        node = ready.popleft()
+        order.append(node)
+        for b in succ[node]:
+            indegree[b] -= 1
+            if indegree[b] == 0:
+                ready.append(b)
+    return order
+
+
+def dask_order_baseline(n: int) -> dict[Any, Any]:
+    """Build the equivalent ``n``-task dask graph dict and run ``dask.order.order`` on it."""
+    from dask.order import order
+
+    dsk: dict[Any, Any] = {"op0": (_noop_task, _ARRAY)}
+    for i in range(1, n):
+        dsk[f"op{i}"] = (_noop_task, f"op{i - 1}")
+    return order(dsk)
+
+
 # --- scenarios ----------------------------------------------------------------------------
 
 
@@ -344,20 +436,21 @@ def hops(stages: int = 10, jobs: int = 3000, *, repeat: int = 1, warmup: int = 1
 
 
 def throughput(jobs: int = 100_000, stages: int = 10, *, window: int = 1000, workers: int = 2,
-               dask_jobs: int | None = None, repeat: int = 1,
-               progress: Progress | None = None) -> BenchRecord:
+               extra_workers: tuple[int, ...] = (1,), dask_jobs: int | None = None,
+               repeat: int = 1, progress: Progress | None = None) -> BenchRecord:
     """Measure jobs/s and operator dispatches/s with up to ``window`` jobs in flight.
 
     * clara-rt: ``Runtime(workers)``; ``submit`` until ``window`` jobs are pending, then
-      ``result()`` of the oldest before each further submit.
+      ``result()`` of the oldest before each further submit (:func:`clara_stream`). Also run
+      with each of ``extra_workers`` for reference (no target).
     * queue-threads: :class:`QueueChain` with one thread per stage, same window.
     * dask: ``dask.threaded.get(graph, keys, num_workers=workers)`` on one graph per batch of
-      ``window`` jobs, each job the same ``stages``-task chain under unique keys. Batching is the
-      fairest choice: one ``get`` per job would charge dask its per-call setup (thread pool
-      lookup, state building) for every 10 tasks, while one graph for all jobs would hold every
-      job in flight at once. Building the graph dict is timed, as ``submit`` is for clara-rt.
-      dask runs ``dask_jobs`` jobs (default ``min(jobs, 10_000)``): it is slower per task and
-      the rates are comparable.
+      ``window`` jobs, each job the same ``stages``-task chain under unique keys
+      (:func:`dask_stream`). Batching is the fairest choice: one ``get`` per job would charge
+      dask its per-call setup (thread pool lookup, state building) for every 10 tasks, while one
+      graph for all jobs would hold every job in flight at once. Building the graph dict is
+      timed, as ``submit`` is for clara-rt. dask runs ``dask_jobs`` jobs (default
+      ``min(jobs, 10_000)``): it is slower per task, and rates are comparable.
 
     Best round per system is reported; runtime and thread start-up are not timed.
 
@@ -365,49 +458,49 @@ def throughput(jobs: int = 100_000, stages: int = 10, *, window: int = 1000, wor
         jobs: Jobs per round for clara-rt and the queue baseline.
         stages: Operators per job.
         window: Most jobs in flight.
-        workers: clara-rt worker threads and dask pool threads.
+        workers: clara-rt worker threads (the figure the target applies to) and dask threads.
+        extra_workers: Further clara-rt worker counts to report.
         dask_jobs: Jobs per round for dask; 0 skips dask.
         repeat: Rounds (systems alternate within a round).
         progress: Called with one-line progress messages.
     """
     say = progress or _quiet
-    if dask_jobs is None:
-        dask_jobs = min(jobs, 10_000)
+    dask_jobs = min(jobs, 10_000) if dask_jobs is None else dask_jobs
+    dask_jobs = dask_jobs if _have_dask() else 0
     pipe = chain_pipeline(stages, "throughput")
-    counts = {f"clara-rt (workers={workers})": jobs, "queue-threads": jobs}
-    runners: dict[str, Callable[[], float]] = {
-        f"clara-rt (workers={workers})": _bind(_clara_stream, pipe, jobs, window, workers),
-        "queue-threads": _bind(_queue_stream, stages, jobs, window)}
-    if dask_jobs > 0 and _have_dask():
-        counts[f"dask-threaded (workers={workers})"] = dask_jobs
-        runners[f"dask-threaded (workers={workers})"] = _bind(_dask_stream, stages, dask_jobs,
-                                                              window, workers)
+    runners: dict[str, tuple[int, Callable[[], float]]] = {
+        f"clara-rt (workers={w})": (jobs, _bind(_clara_stream, pipe, jobs, window, w))
+        for w in (workers, *extra_workers)}
+    runners["queue-threads"] = (jobs, _bind(_queue_stream, stages, jobs, window))
+    if dask_jobs > 0:
+        runners[f"dask-threaded (workers={workers})"] = (
+            dask_jobs, _bind(_dask_stream, stages, dask_jobs, window, workers))
     best: dict[str, float] = {}
     for r in range(repeat):
-        for name, run in runners.items():
-            say(f"throughput: round {r + 1}/{repeat}: {name}, {counts[name]} jobs")
+        for name, (count, run) in runners.items():
+            say(f"throughput: round {r + 1}/{repeat}: {name}, {count} jobs")
             elapsed = run()
             best[name] = min(best.get(name, elapsed), elapsed)
-    figures = {name: {"jobs": counts[name], "seconds": best[name],
-                      "jobs_per_s": counts[name] / best[name],
-                      "dispatch_per_s": counts[name] * stages / best[name],
-                      "us_per_dispatch": best[name] * 1e6 / (counts[name] * stages)}
-               for name in runners}
-    clara_name = f"clara-rt (workers={workers})"
-    clara = figures[clara_name]
-    ratios = {f"clara-rt / {name} jobs_per_s": _ratio(clara["jobs_per_s"], fig["jobs_per_s"])
-              for name, fig in figures.items() if name != clara_name}
+    figures = {name: {"jobs": count, "seconds": best[name], "jobs_per_s": count / best[name],
+                      "dispatch_per_s": count * stages / best[name],
+                      "us_per_dispatch": best[name] * 1e6 / (count * stages)}
+               for name, (count, _) in runners.items()}
+    claras = [name for name in figures if name.startswith("clara-rt")]
+    ratios = {f"{clara} / {name} jobs_per_s": _ratio(figures[clara]["jobs_per_s"],
+                                                     fig["jobs_per_s"])
+              for clara in claras for name, fig in figures.items() if name not in claras}
     return BenchRecord(
         scenario="throughput",
         title=f"{stages}-stage no-op chain, <= {window} jobs in flight, best of {repeat} round(s)",
         machine=machine_info(),
         params={"jobs": jobs, "stages": stages, "window": window, "workers": workers,
-                "dask_jobs": dask_jobs if "dask" in "".join(runners) else 0, "repeat": repeat},
+                "extra_workers": list(extra_workers), "dask_jobs": dask_jobs, "repeat": repeat},
         figures=figures, ratios=ratios,
-        targets=(Target(f"{clara_name} dispatches/s", clara["dispatch_per_s"], 100_000.0,
-                        "/s", True),),
+        targets=(Target(f"{claras[0]} dispatches/s", figures[claras[0]]["dispatch_per_s"],
+                        100_000.0, "/s", True),),
         notes="dask runs one graph per batch of `window` jobs (graph building timed) and "
-              "fewer jobs than the others; rates are comparable.")
+              "fewer jobs than the others; rates are comparable. No-op operators hold the GIL, "
+              "so extra workers only add contention here.")
 
 
 def core(jobs: int = 200_000, chain: int = 10, *, repeat: int = 3,
@@ -438,7 +531,7 @@ def core(jobs: int = 200_000, chain: int = 10, *, repeat: int = 3,
             elapsed = run()
             best[name] = min(best.get(name, elapsed), elapsed)
     n = jobs * chain
-    figures = {name: {"dispatch_per_s": n / s, "ns_per_dispatch": s * 1e9 / n, "seconds": s}
+    figures = {name: {"dispatch_per_s": n / s, "ns_per_dispatch": s * 1e9 / n, "ms": s * 1e3}
                for name, s in best.items()}
     py = figures["python-driven (1 thread)"]["dispatch_per_s"]
     cpp = [name for name in figures if name.startswith("c++")]
@@ -474,9 +567,9 @@ def construct(n: int = 100, *, repeat: int = 30,
     say = progress or _quiet
     runners: dict[str, Callable[[], Any]] = {
         "clara-rt": lambda: chain_pipeline(n, "construct").validate(),
-        "python-dict+toposort": _bind(_dict_toposort, n)}
+        "python-dict+toposort": _bind(toposort_baseline, n)}
     if _have_dask():
-        runners["dask-graph+order"] = _bind(_dask_order, n)
+        runners["dask-graph+order"] = _bind(dask_order_baseline, n)
     samples: dict[str, list[int]] = {name: [] for name in runners}
     say(f"construct: {n} operators, {repeat} builds per system")
     for _ in range(repeat):
@@ -590,7 +683,7 @@ def _clara_hops(pipe: Pipeline, jobs: int, warmup: int,
                 job.result()
                 e2e.append(_now() - t0)
                 spans = [job.timings[n] for n in names]
-                gaps += [b[0] - a[1] for a, b in zip(spans, spans[1:], strict=False)]
+                gaps += [b[0] - a[1] for a, b in itertools.pairwise(spans)]
     return gaps, e2e
 
 
@@ -632,19 +725,11 @@ def _inline_hops(stages: int, jobs: int) -> tuple[list[int], list[int]]:
 
 
 def _clara_stream(pipe: Pipeline, jobs: int, window: int, workers: int) -> float:
-    payload = {"op0.in": _ARRAY}
     with Runtime(workers=workers) as rt:
-        for _ in range(min(jobs, 100)):
-            rt.submit(pipe, payload).result()
-        pending: deque[Any] = deque()
+        clara_stream(rt, pipe, min(jobs, 100), window)
         with _collected():
             t0 = time.perf_counter()
-            for _ in range(jobs):
-                if len(pending) >= window:
-                    pending.popleft().result()
-                pending.append(rt.submit(pipe, payload))
-            while pending:
-                pending.popleft().result()
+            clara_stream(rt, pipe, jobs, window)
             return time.perf_counter() - t0
 
 
@@ -658,68 +743,18 @@ def _queue_stream(stages: int, jobs: int, window: int) -> float:
 
 
 def _dask_stream(stages: int, jobs: int, window: int, workers: int) -> float:
-    from dask.threaded import get
-
-    def batch(first: int, count: int) -> float:
-        t0 = time.perf_counter()
-        dsk: dict[str, Any] = {"x": _ARRAY}
-        for j in range(first, first + count):
-            dsk[f"j{j}-0"] = (_noop_task, "x")
-            for i in range(1, stages):
-                dsk[f"j{j}-{i}"] = (_noop_task, f"j{j}-{i - 1}")
-        get(dsk, [f"j{j}-{stages - 1}" for j in range(first, first + count)],
-            num_workers=workers)
-        return time.perf_counter() - t0
-
-    batch(0, min(jobs, 100))  # warm-up: creates dask's thread pool
+    dask_stream(stages, min(jobs, 100), window, workers)  # creates dask's thread pool
     with _collected():
-        return sum(batch(first, min(window, jobs - first)) for first in range(0, jobs, window))
+        t0 = time.perf_counter()
+        dask_stream(stages, jobs, window, workers)
+        return time.perf_counter() - t0
 
 
 def _python_dispatch(jobs: int, chain: int) -> float:
-    sched = _core.Scheduler()
-    graph = sched.add_graph(chain, [(i, i + 1) for i in range(chain - 1)], [-1] * chain)
-    for _ in range(jobs):
-        sched.submit(graph, _core.PRIORITY_NORMAL)
-    try_next, complete = sched.try_next, sched.complete
+    sched = loaded_scheduler(jobs, chain)
     t0 = time.perf_counter()
-    while (task := try_next()) is not None:
-        job, node = task
-        while job >= 0:
-            _, job, node = complete(job, node)
-    elapsed = time.perf_counter() - t0
-    sched.shutdown()
-    return elapsed
-
-
-def _dict_toposort(n: int) -> list[str]:
-    names = [f"op{i}" for i in range(n)]
-    succ: dict[str, list[str]] = {name: [] for name in names}
-    for a, b in zip(names, names[1:], strict=False):
-        succ[a].append(b)
-    indegree = dict.fromkeys(names, 0)
-    for out in succ.values():
-        for b in out:
-            indegree[b] += 1
-    ready = deque(k for k, d in indegree.items() if d == 0)
-    order: list[str] = []
-    while ready:
-        node = ready.popleft()
-        order.append(node)
-        for b in succ[node]:
-            indegree[b] -= 1
-            if indegree[b] == 0:
-                ready.append(b)
-    return order
-
-
-def _dask_order(n: int) -> dict[Any, Any]:
-    from dask.order import order
-
-    dsk: dict[str, Any] = {"op0": (_noop_task, _ARRAY)}
-    for i in range(1, n):
-        dsk[f"op{i}"] = (_noop_task, f"op{i - 1}")
-    return order(dsk)
+    python_drain(sched)
+    return time.perf_counter() - t0
 
 
 # --- private: helpers ---------------------------------------------------------------------

@@ -19,8 +19,10 @@ Design
 * ``Runtime(workers=0)`` runs everything inline on the submitting thread (like dask's
   synchronous scheduler): deterministic, for debugging and tests.
 
-Lock order: ``Runtime._lock`` (Python) may be held while calling into the scheduler; the
-scheduler's own mutex is never held while calling Python.
+Locks: each job's ``_lock`` guards its ending (failure, cancel, timeout, finalize), so workers
+finishing different jobs never contend; ``Runtime._lock`` guards submit, graph registration,
+deadlines and close. Either may be held while calling into the scheduler; the scheduler's own
+mutex is never held while calling Python.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class Runtime:
         self.workers = workers
         self._freeze_shared = freeze_shared
         self._cuda = cuda_available()
+        self._gpu_or_freeze = self._cuda or freeze_shared
         self._lock = threading.Lock()
         self._jobs: dict[int, Job] = {}
         self._graphs: dict[int, tuple[Plan, int]] = {}  # id(plan) -> (plan, graph id)
@@ -300,11 +303,13 @@ class Runtime:
         complete = self._sched.complete
         jobs = self._jobs
         run_task = self._run_task
+        job = None
         while job_id >= 0:
-            job = jobs.get(job_id)
-            if job is None:  # submit() may still be between sched.submit and the dict insert
-                with self._lock:
-                    job = jobs[job_id]
+            if job is None or job.id != job_id:
+                job = jobs.get(job_id)
+                if job is None:  # submit() may still be between sched.submit and the dict insert
+                    with self._lock:
+                        job = jobs[job_id]
             try:
                 run_task(job, job._plan.nodes[node])
                 finished, next_job, node = complete(job_id, node)
@@ -347,10 +352,11 @@ class Runtime:
             self._record_failure(job, _outputs_error(job, pn, outputs))
             return
         try:
-            for port, slot, spec in pn.outputs:
+            for port, slot, check in pn.checks:
                 value = outputs[port]
-                problem = spec.value_problem(value)
+                problem = check(value)
                 if problem is not None:
+                    spec = pn.operator.spec.outputs[port]
                     self._record_failure(job, PortTypeError(
                         f"operator '{pn.operator.name}' emitted a bad value on output '{port}' "
                         f"(job {job.id}): {problem}; the port is {spec.describe()}"))
@@ -368,6 +374,10 @@ class Runtime:
                 return
         for slot in pn.release:
             values[slot] = None
+        if self._gpu_or_freeze:
+            self._after_task(job, pn, values, outputs)
+
+    def _after_task(self, job: Job, pn: PlanNode, values: list[Any], outputs: Outputs) -> None:
         if self._freeze_shared:
             _freeze(job._plan, pn, values)
         if self._cuda:
@@ -384,7 +394,7 @@ class Runtime:
         self._record_failure(job, error)
 
     def _record_failure(self, job: Job, error: ClaraRTError) -> None:
-        with self._lock:
+        with job._lock:
             first = job._stop_reason is None and not job._done.is_set()
             if first:
                 job._stop_reason = JobState.FAILED
@@ -395,7 +405,7 @@ class Runtime:
             log.warning("job %s: further failure after the job stopped: %s", job.id, error)
 
     def _stop_job(self, job: Job, state: JobState) -> bool:
-        with self._lock:
+        with job._lock:
             if job._stop_reason is not None or job._done.is_set():
                 return False
             job._stop_reason = state
@@ -409,7 +419,7 @@ class Runtime:
         if self._cuda and job._error is None and job._stop_reason is None:
             # Results must be complete on the GPU when job.result() hands them to any stream.
             synchronize(job._events.get(n) for n in job._plan.result_nodes)
-        with self._lock:
+        with job._lock:
             if job._done.is_set():
                 return
             # A stop request wins even when the operators it interrupted went on to finish.

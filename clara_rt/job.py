@@ -179,6 +179,7 @@ class Job:
         self._stop_reason: JobState | None = None  # set once when the job must stop early
         self._error: ClaraRTError | None = None
         self._done = _Latch()
+        self._lock = threading.Lock()  # guards the ending: stop reason, error, state, callbacks
         self._callbacks: list[Callable[[Job], None]] = []
         self._events: dict[int, Any] = {}  # node -> CUDA event recorded after it ran (GPU only)
         self.context = Context(self)
@@ -244,7 +245,7 @@ class Job:
 
         Runs on the thread that finishes the job; exceptions are logged and ignored.
         """
-        with self._runtime._lock:
+        with self._lock:
             if not self._done.is_set():
                 self._callbacks.append(fn)
                 return

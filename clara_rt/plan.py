@@ -11,7 +11,7 @@ between them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,8 @@ class PlanNode:
         compute: The operator's bound ``compute`` (looked up once).
         inputs: ``(port, slot)`` for every input; slot ``-1`` for an absent optional input.
         outputs: ``(port, slot, spec)`` for every output.
+        checks: ``(port, slot, check)`` for every output, ``check`` being the port's compiled
+            value checker (returns ``None`` or the problem), for the hot path.
         output_names: Declared output names, to detect unknown or missing outputs.
         release: Input slots that no other node reads, dropped as soon as this node is done.
         symbolic: ``(spec, is_output, port)`` of the ports with symbolic dimensions.
@@ -46,6 +48,7 @@ class PlanNode:
     compute: Any
     inputs: tuple[tuple[str, int], ...]
     outputs: tuple[tuple[str, int, PortSpec], ...]
+    checks: tuple[tuple[str, int, Callable[[Any], str | None]], ...]
     output_names: frozenset[str]
     release: tuple[int, ...]
     symbolic: tuple[tuple[PortSpec, bool, str], ...]
@@ -150,6 +153,7 @@ def _node(i: int, op: Operator, ins: list[tuple[str, int]], out_slot: dict[tuple
         compute=op.compute,
         inputs=tuple(ins),
         outputs=outs,
+        checks=tuple((port, slot, ps._check) for port, slot, ps in outs),
         output_names=frozenset(spec.outputs),
         release=tuple(slot for _, slot in ins if readers[slot] == 1),
         symbolic=symbolic,

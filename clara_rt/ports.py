@@ -15,6 +15,7 @@ size in one task; across a connection a name matches anything).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -76,10 +77,10 @@ class PortSpec:
                              f"got {self.device!r}")
         if self.dtype is not None:
             try:
-                np_dtype = np.dtype(self.dtype)
+                np_dtype, name = _dtype(self.dtype)
             except TypeError as exc:
                 raise ValueError(f"port '{self.name}': unknown dtype {self.dtype!r}") from exc
-            object.__setattr__(self, "dtype", np_dtype.name)
+            object.__setattr__(self, "dtype", name)
             object.__setattr__(self, "_np_dtype", np_dtype)
         if self.shape is not None:
             self._init_shape(tuple(self.shape))
@@ -237,6 +238,13 @@ def bind_symbols(ports: Iterable[tuple[PortSpec, Any]]) -> str | None:
                 return (f"dimension '{name}' is {first[0]} on port '{first[1]}' but {size} on "
                         f"port '{spec.name}'")
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _dtype(spelling: Any) -> tuple[np.dtype[Any], str]:
+    """Return the NumPy dtype and its canonical name (``dtype.name`` is slow, hence cached)."""
+    np_dtype = np.dtype(spelling)
+    return np_dtype, np_dtype.name
 
 
 def _fmt_shape(shape: tuple[Dim, ...]) -> str:

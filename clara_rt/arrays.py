@@ -33,6 +33,7 @@ else:
 
 __all__ = [
     "Array",
+    "as_array",
     "cuda_available",
     "data_pointer",
     "default_xp",
@@ -104,6 +105,33 @@ def device_of(value: Any) -> str | None:
         device_type = int(dlpack_device()[0])
         return "cpu" if device_type in (1, 3) else "cuda"  # kDLCPU, kDLCUDAHost; else device
     return None
+
+
+def as_array(value: Any) -> Any:
+    """Return ``value`` as a NumPy or CuPy array without copying.
+
+    NumPy and CuPy arrays come back as they are; other host arrays (``__array_interface__``,
+    DLPack on the CPU) become NumPy views, GPU ones (``__cuda_array_interface__``, DLPack on a
+    device) CuPy views of the same memory.
+
+    Raises:
+        TypeError: ``value`` exposes no array protocol.
+    """
+    if isinstance(value, np.ndarray) or type(value).__module__.startswith("cupy"):
+        return value
+    device = device_of(value)
+    if device == "cpu":
+        if hasattr(value, "__dlpack__"):
+            return np.from_dlpack(value)
+        return np.asarray(value)
+    if device == "cuda":
+        import cupy
+
+        if hasattr(value, "__dlpack__"):
+            return cupy.from_dlpack(value)
+        return cupy.asarray(value)
+    raise TypeError(f"expected an array (NumPy, CuPy, DLPack or array interface), got "
+                    f"{type(value).__name__}")
 
 
 def data_pointer(value: Any) -> int:

@@ -39,7 +39,6 @@ __all__ = [
     "default_xp",
     "device_of",
     "get_array_module",
-    "record_caller_event",
     "record_event",
     "same_buffer",
     "synchronize",
@@ -151,9 +150,11 @@ def same_buffer(a: Any, b: Any) -> bool:
 
 
 def worker_stream() -> Any:
-    """Return this thread's non-blocking CUDA stream (made and ``use()``-d once), or ``None``.
+    """Give this worker thread its own non-blocking CUDA stream and make it current.
 
-    ``None`` when no GPU is usable. Thread-safe: each thread has its own stream.
+    Called once by each runtime worker thread when it starts; returns the stream, or ``None``
+    when no GPU is usable. Not called on a user's thread (``Runtime(workers=0)`` runs operators
+    on the caller's current stream).
     """
     if not cuda_available():
         return None
@@ -168,23 +169,11 @@ def worker_stream() -> Any:
 
 
 def record_event(values: Any) -> Any:
-    """Record a CUDA event on this thread's stream if any of ``values`` is a GPU array.
+    """Record a CUDA event on the current stream if any of ``values`` is a CuPy array.
 
-    Returns the event (to be passed to :func:`wait_event` by consumers) or ``None``.
-    """
-    if not any(type(v).__module__.startswith("cupy") for v in values):
-        return None
-    stream = worker_stream()
-    if stream is None:
-        return None
-    return stream.record()
-
-
-def record_caller_event(values: Any) -> Any:
-    """Record an event on the *calling* thread's current CuPy stream if any value is on the GPU.
-
-    Used at submit: workers run on their own non-blocking streams, which do not synchronise with
-    the caller's stream by themselves, so the first operators wait on this event.
+    Producers call it after ``compute`` (on a worker, the current stream is the worker's own);
+    ``submit`` calls it for the payload on the caller's stream. Returns the event, for
+    :func:`wait_event`, or ``None`` when nothing is on the GPU.
     """
     if not any(type(v).__module__.startswith("cupy") for v in values):
         return None
@@ -193,17 +182,20 @@ def record_caller_event(values: Any) -> Any:
     return cupy.cuda.get_current_stream().record()
 
 
+def wait_event(event: Any) -> None:
+    """Make the current stream wait for ``event`` (a producer's); no-op for ``None``.
+
+    Only this stream waits, on the device: the host thread and other streams go on.
+    """
+    if event is None:
+        return
+    import cupy
+
+    cupy.cuda.get_current_stream().wait_event(event)
+
+
 def synchronize(events: Any) -> None:
     """Block the calling thread until every (non-``None``) event has completed."""
     for event in events:
         if event is not None:
             event.synchronize()
-
-
-def wait_event(event: Any) -> None:
-    """Make this thread's stream wait for ``event`` (a producer's); no-op for ``None``."""
-    if event is None:
-        return
-    stream = worker_stream()
-    if stream is not None:
-        stream.wait_event(event)

@@ -44,7 +44,6 @@ import numpy as np
 from clara_rt import _core
 from clara_rt.arrays import (
     cuda_available,
-    record_caller_event,
     record_event,
     synchronize,
     wait_event,
@@ -156,7 +155,7 @@ class Runtime:
         graph = self._graph_for(plan)
         job = Job(self, plan, -1, prio, values, _perf_ns())
         if self._cuda:
-            job._events[-1] = record_caller_event(values)
+            job._events[-1] = record_event(values)
         with self._lock:
             if self._closed:
                 raise RuntimeClosedError("this Runtime is closed; create a new one to run jobs")
@@ -372,16 +371,23 @@ class Runtime:
                 self._record_failure(job, PortTypeError(
                     f"operator '{pn.operator.name}' (job {job.id}): {problem}"))
                 return
-        for slot in pn.release:
-            values[slot] = None
         if self._gpu_or_freeze:
             self._after_task(job, pn, values, outputs)
+        else:
+            for slot in pn.release:  # free inputs nobody else reads as soon as possible
+                values[slot] = None
 
     def _after_task(self, job: Job, pn: PlanNode, values: list[Any], outputs: Outputs) -> None:
         if self._freeze_shared:
             _freeze(job._plan, pn, values)
         if self._cuda:
             job._events[pn.index] = record_event(outputs.values())
+            # GPU inputs stay referenced until the job ends: this node's kernels may still be
+            # reading them on its stream, and CuPy's pool would hand freed memory to the
+            # producer's stream at once.
+        else:
+            for slot in pn.release:
+                values[slot] = None
 
     # --- job endings ----------------------------------------------------------------------
 
@@ -416,9 +422,10 @@ class Runtime:
         return True
 
     def _finalize(self, job: Job) -> None:
-        if self._cuda and job._error is None and job._stop_reason is None:
-            # Results must be complete on the GPU when job.result() hands them to any stream.
-            synchronize(job._events.get(n) for n in job._plan.result_nodes)
+        if self._cuda:
+            # Results must be complete when job.result() hands them to any stream, and no
+            # kernel may still read the intermediate arrays this job is about to drop.
+            synchronize(list(job._events.values()))
         with job._lock:
             if job._done.is_set():
                 return

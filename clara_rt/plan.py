@@ -65,7 +65,6 @@ class Plan:
         edges: ``(src_node, dst_node)`` pairs, deduplicated.
         payload: ``"op.port"`` -> ``(slot, spec)`` for every open input.
         results: ``"op.port"`` -> slot for every open output.
-        result_nodes: Nodes that produce a result (GPU: synchronised before the job is done).
         shared_slots: Slots read by more than one node (fan-out).
         num_slots: Length of a job's value list.
     """
@@ -75,7 +74,6 @@ class Plan:
     edges: tuple[tuple[int, int], ...]
     payload: dict[str, tuple[int, PortSpec]]
     results: dict[str, int]
-    result_nodes: tuple[int, ...]
     shared_slots: frozenset[int]
     num_slots: int
 
@@ -134,9 +132,8 @@ class Plan:
         nodes = tuple(_node(i, pipeline.operator(name), node_inputs[i], out_slot, readers,
                             tuple(sorted(producers.get(i, ()))))
                       for i, name in enumerate(order))
-        result_nodes = {index[n] for (n, _), s in out_slot.items() if s not in readers}
         return cls(name=pipeline.name, nodes=nodes, edges=tuple(sorted(edges)), payload=payload,
-                   results=results, result_nodes=tuple(sorted(result_nodes)),
+                   results=results,
                    shared_slots=frozenset(s for s, n in readers.items() if n > 1),
                    num_slots=num_slots)
 

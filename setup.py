@@ -5,7 +5,7 @@ from __future__ import annotations
 from glob import glob
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
-from setuptools import setup
+from setuptools import find_packages, setup
 
 # Sorted so that the build is reproducible whatever order the file system lists them in.
 SOURCES = sorted(glob("csrc/*.cpp"))
@@ -21,4 +21,16 @@ ext_modules = [
     ),
 ]
 
-setup(ext_modules=ext_modules, cmdclass={"build_ext": build_ext})
+# Every package under clara_rt/, plus the top-level operators/ folder installed as
+# clara_rt.operators (found, so that new subpackages cannot be left out of the wheel).
+PACKAGES = find_packages(include=["clara_rt", "clara_rt.*"]) + [
+    "clara_rt.operators",
+    *(f"clara_rt.operators.{name}" for name in find_packages("operators")),
+]
+
+setup(
+    packages=PACKAGES,
+    package_dir={"clara_rt.operators": "operators"},
+    ext_modules=ext_modules,
+    cmdclass={"build_ext": build_ext},
+)

@@ -1,7 +1,7 @@
 """Run every clara-rt benchmark scenario at full size; print the tables, save the records.
 
 ``make bench`` runs this. Each scenario measures clara-rt and its baseline in the same run
-(see ``clara_rt/bench.py``); the records (a JSON list) go to
+(see ``clara_rt/bench/``); the records (a JSON list) go to
 ``benchmarks/results/<YYYY-MM-DD>-<host>.json``. About 1-3 minutes on a 2-core machine.
 
 Usage: ``.venv/bin/python benchmarks/run_all.py [--quick] [--out FILE]``

@@ -1,0 +1,75 @@
+"""Benchmark scenarios behind ``clara-rt bench`` and ``benchmarks/run_all.py``.
+
+Every scenario measures clara-rt *and* a baseline in the same process and the same run, and
+reports their ratio: on a shared machine absolute times are noise, ratios are not. Scenarios:
+
+* :func:`hops` -- per-hop latency of a chain of no-op operators, one job in flight; baseline:
+  one thread per stage joined by ``queue.Queue``.
+* :func:`throughput` -- jobs/s and operator dispatches/s with many jobs in flight; baselines: the
+  queue chain and dask's threaded scheduler.
+* :func:`core` -- dispatches/s of the C++ scheduler alone; baseline: the same loop driven from
+  Python through the bindings.
+* :func:`construct` -- time to build and validate a chain pipeline; baseline: a plain
+  dict-of-successors graph and its topological sort.
+* :func:`idle_rss` -- resident memory of a fresh process with a Runtime; baseline: numpy only.
+
+Each returns a frozen :class:`BenchRecord`; :func:`format_table` renders it. Ratios are always
+oriented so that **a value above 1 means clara-rt is better**: baseline/clara-rt for times and
+memory, clara-rt/baseline for rates.
+
+Not thread-safe: run one scenario at a time (they start and stop their own threads).
+
+Modules (private; import from ``clara_rt.bench``): ``_record`` (:class:`BenchRecord`,
+:class:`Target`, :func:`machine_info`, :func:`format_table`), ``_workload`` (:class:`NoopOp`,
+:func:`chain_pipeline`), ``_baselines`` (:class:`QueueChain`, :func:`dask_stream` and the other
+baselines), one module per scenario (``_hops``, ``_throughput``, ``_dispatch`` for ``core``,
+``_construct``, ``_rss``), and ``_scenarios`` (:data:`SCENARIOS`, :func:`run_scenario`).
+"""
+
+from __future__ import annotations
+
+from clara_rt.bench._baselines import QueueChain as QueueChain
+from clara_rt.bench._baselines import dask_order_baseline as dask_order_baseline
+from clara_rt.bench._baselines import dask_stream as dask_stream
+from clara_rt.bench._baselines import loaded_scheduler as loaded_scheduler
+from clara_rt.bench._baselines import python_drain as python_drain
+from clara_rt.bench._baselines import toposort_baseline as toposort_baseline
+from clara_rt.bench._construct import construct as construct
+from clara_rt.bench._dispatch import core as core
+from clara_rt.bench._hops import hops as hops
+from clara_rt.bench._record import BenchRecord as BenchRecord
+from clara_rt.bench._record import Progress as Progress
+from clara_rt.bench._record import Target as Target
+from clara_rt.bench._record import format_table as format_table
+from clara_rt.bench._record import machine_info as machine_info
+from clara_rt.bench._rss import idle_rss as idle_rss
+from clara_rt.bench._scenarios import SCENARIOS as SCENARIOS
+from clara_rt.bench._scenarios import run_scenario as run_scenario
+from clara_rt.bench._throughput import clara_stream as clara_stream
+from clara_rt.bench._throughput import throughput as throughput
+from clara_rt.bench._workload import NoopOp as NoopOp
+from clara_rt.bench._workload import chain_pipeline as chain_pipeline
+
+__all__ = [
+    "SCENARIOS",
+    "BenchRecord",
+    "NoopOp",
+    "Progress",
+    "QueueChain",
+    "Target",
+    "chain_pipeline",
+    "clara_stream",
+    "construct",
+    "core",
+    "dask_order_baseline",
+    "dask_stream",
+    "format_table",
+    "hops",
+    "idle_rss",
+    "loaded_scheduler",
+    "machine_info",
+    "python_drain",
+    "run_scenario",
+    "throughput",
+    "toposort_baseline",
+]

@@ -1,0 +1,42 @@
+"""The scenario table behind ``clara-rt bench``: :data:`SCENARIOS` and :func:`run_scenario`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from clara_rt.bench._construct import construct
+from clara_rt.bench._dispatch import core
+from clara_rt.bench._hops import hops
+from clara_rt.bench._record import BenchRecord, Progress
+from clara_rt.bench._rss import idle_rss
+from clara_rt.bench._throughput import throughput
+
+SCENARIOS: dict[str, Callable[..., BenchRecord]] = {
+    "hops": hops,
+    "throughput": throughput,
+    "core": core,
+    "construct": construct,
+    "rss": idle_rss,
+}
+"""Scenario name (as on the command line) -> function."""
+
+_TAKES_JOBS = frozenset({"hops", "throughput", "core"})
+
+
+def run_scenario(name: str, *, jobs: int | None = None, repeat: int | None = None,
+                 progress: Progress | None = None) -> BenchRecord:
+    """Run scenario ``name`` with its defaults, overriding ``jobs`` / ``repeat`` when given.
+
+    ``jobs`` applies to ``hops``, ``throughput`` and ``core`` and is ignored by the others.
+
+    Raises:
+        KeyError: ``name`` is not in :data:`SCENARIOS`.
+    """
+    func = SCENARIOS[name]
+    kwargs: dict[str, Any] = {"progress": progress}
+    if jobs is not None and name in _TAKES_JOBS:
+        kwargs["jobs"] = jobs
+    if repeat is not None:
+        kwargs["repeat"] = repeat
+    return func(**kwargs)

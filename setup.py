@@ -23,7 +23,8 @@ ext_modules = [
 
 # Every package under clara_rt/, plus the top-level operators/ folder installed as
 # clara_rt.operators (found, so that new subpackages cannot be left out of the wheel).
-PACKAGES = find_packages(include=["clara_rt", "clara_rt.*"]) + [
+PACKAGES = [
+    *find_packages(include=["clara_rt", "clara_rt.*"]),
     "clara_rt.operators",
     *(f"clara_rt.operators.{name}" for name in find_packages("operators")),
 ]

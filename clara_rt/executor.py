@@ -36,6 +36,7 @@ import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -132,7 +133,8 @@ class Runtime:
     # --- public ---------------------------------------------------------------------------
 
     def submit(self, pipeline: Pipeline, payload: Mapping[str, Any] | None = None, *,
-               priority: Priority | str | int = "normal", timeout: float | None = None) -> Job:
+               priority: Priority | str | int = "normal", timeout: float | None = None,
+               workspace: str | os.PathLike[str] | None = None) -> Job:
         """Start a job of ``pipeline`` on ``payload`` and return at once.
 
         Args:
@@ -140,6 +142,8 @@ class Runtime:
             payload: A value for every unconnected input, keyed ``"op.port"``.
             priority: ``immediate``, ``high``, ``normal`` or ``low``.
             timeout: Seconds after which the job is stopped as ``timed_out``.
+            workspace: The job's scratch folder, passed to operators as
+                ``context.workspace`` (created if missing).
 
         Raises:
             PipelineError: invalid pipeline, or payload keys that do not match its open inputs.
@@ -154,6 +158,9 @@ class Runtime:
         values = _payload_values(plan, payload or {})
         graph = self._graph_for(plan)
         job = Job(self, plan, -1, prio, values, _perf_ns())
+        if workspace is not None:
+            job.context.workspace = Path(workspace)
+            job.context.workspace.mkdir(parents=True, exist_ok=True)
         if self._cuda:
             job._events[-1] = record_event(values)
         with self._lock:

@@ -23,6 +23,7 @@ import enum
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clara_rt.errors import (
@@ -107,9 +108,12 @@ class Context:
 
     One per job, shared by its operators. ``cancelled`` turns true when the job is cancelled,
     times out or fails elsewhere; a long ``compute`` may poll it and return early.
+    ``workspace`` is the job's scratch folder (given to ``Runtime.submit``), where operators
+    that exchange files (Clara folder ports, command operators) put what they write; ``None``
+    when the job was submitted without one.
     """
 
-    __slots__ = ("_stopped", "job_id", "pipeline", "priority")
+    __slots__ = ("_stopped", "job_id", "pipeline", "priority", "workspace")
 
     def __init__(self, job: Job) -> None:
         # No reference back to the job: a Job <-> Context cycle would keep every finished job
@@ -118,6 +122,7 @@ class Context:
         self.job_id = job.id
         self.pipeline = job.pipeline
         self.priority = job.priority
+        self.workspace: Path | None = None
 
     @property
     def cancelled(self) -> bool:

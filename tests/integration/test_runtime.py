@@ -535,3 +535,24 @@ def test_system_exit_in_operator_fails_job_not_worker() -> None:
         with pytest.raises(OperatorError, match=r"operator 'quit' failed .*SystemExit: 3"):
             job.result(timeout=5)
         assert rt.run(chain(Scale("ok")), {"ok.in": vec()})["ok.out"] is not None
+
+
+class _Touch(Operator):
+    def setup(self, spec: Any) -> None:
+        spec.input("in", dtype="float32")
+        spec.output("file", kind="path")
+
+    def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
+        target = context.workspace / f"{self.name}-{context.job_id}.txt"
+        target.write_text("done")
+        outputs["file"] = target
+
+
+def test_workspace_reaches_operators(tmp_path: Any) -> None:
+    with Runtime(workers=1) as rt:
+        out = rt.run(chain(_Touch("touch")), {"touch.in": vec()}, workspace=tmp_path / "job")
+        assert out["touch.file"].read_text() == "done"
+        assert out["touch.file"].parent == tmp_path / "job"
+        ctx_job = rt.submit(chain(Scale("plain")), {"plain.in": vec()})
+        ctx_job.result()
+        assert ctx_job.context.workspace is None

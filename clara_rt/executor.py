@@ -415,7 +415,10 @@ class Runtime:
                 job._error = error
                 self._sched.fail(job.id)  # the failing task is still running: never quiescent
         if not first:
-            log.warning("job %s: further failure after the job stopped: %s", job.id, error)
+            # An operator that stops because its job was cancelled or timed out raises as a
+            # matter of course; a second real failure in a failed job is worth a warning.
+            level = logging.WARNING if job._stop_reason is JobState.FAILED else logging.DEBUG
+            log.log(level, "job %s: further failure after the job stopped: %s", job.id, error)
 
     def _stop_job(self, job: Job, state: JobState) -> bool:
         with job._lock:

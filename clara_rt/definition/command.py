@@ -1,0 +1,302 @@
+"""Run a Clara operator that has only a ``container.command``, as a subprocess on this host.
+
+Clara Deploy ran each operator in its own container, with every ``input``/``output`` ``path``
+mounted as a volume. clara-rt runs the command directly instead and maps each container path to
+a folder in the job's workspace (``Runtime.submit(..., workspace=DIR)``)::
+
+    <workspace>/<operator>/                 the operator's folder: its working directory,
+        stdout.log, stderr.log              what the command printed
+        <output port>/                      one empty folder per output port, emitted downstream
+
+Inputs are the folders received on the input ports (an upstream operator's output folder, or
+the job's input folder from the payload). Every container path in the command's arguments and
+in the ``variables`` values is rewritten to its host folder before the command starts. The
+command runs in a process group of its own; whatever it leaves running there is killed when it
+exits, as the end of its container would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import posixpath
+import re
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from clara_rt.errors import JobCancelledError, PipelineError
+from clara_rt.job import Context
+from clara_rt.operator import Inputs, Operator, OperatorSpec, Outputs
+from clara_rt.ports import PortSpec
+
+__all__ = ["CommandOperator"]
+
+log = logging.getLogger("clara_rt.command")
+
+_JOB_ID_TOKEN = "${{JOB_ID}}"
+_POLL_S = 0.02
+_KILL_GRACE_S = 2.0
+_STDERR_TAIL_LINES = 20
+_PATH_CHARS = r"-\w.~"  # characters that continue a path component (besides "/")
+_SHELL_UNSAFE = re.compile(r"[^\w@%+=:,./-]")  # as shlex.quote decides what needs quoting
+_SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh"})
+
+
+class CommandOperator(Operator):
+    """A Clara operator run as a subprocess, with its folder ports mapped into the workspace.
+
+    The command runs with ``os.environ`` plus the operator's ``variables`` (container paths
+    rewritten), its service ``connections`` (e.g. ``NVIDIA_CLARA_TRTISURI``) and these variables,
+    which clara-rt sets itself:
+
+    * ``NVIDIA_CLARA_JOBID``: the job id; ``NVIDIA_CLARA_JOBNAME``: ``<pipeline>-<job id>``
+      (the names Clara Deploy's pipeline driver gave operator containers).
+    * ``NVIDIA_CLARA_INPUTPATHS`` / ``NVIDIA_CLARA_OUTPUTPATHS``: ``port:host_path`` pairs
+      joined by ``;``, following the ``name:path`` convention Clara operators parse
+      (``value.split(":")[1]`` for a single port); the paths are host folders, not mount points.
+    * ``NVIDIA_CLARA_WORKSPACE``: the operator's folder (clara-rt's own; Clara had no such name).
+
+    Args:
+        name: Operator name, unique in its pipeline.
+        command: The program and its arguments (no shell unless the command is one, such as
+            ``["/bin/sh", "-c", "tool -i /input"]``). ``${{JOB_ID}}`` becomes the job id.
+        inputs: ``(port, container path)`` per input folder, e.g. ``("input", "/input/")``.
+        outputs: ``(port, container path)`` per output folder.
+        variables: Environment variables from the definition's ``variables:``.
+        connections: Environment variables naming services, e.g. the Triton URL.
+        timeout: Seconds the command may run before it is killed (``None``: no limit).
+        source: ``"file:line"`` of the definition, quoted in error messages.
+
+    Raises:
+        PipelineError: an empty command, or a container path that is not absolute or is
+            declared twice.
+    """
+
+    def __init__(self, name: str, /, *, command: Sequence[str],
+                 inputs: Sequence[tuple[str, str]], outputs: Sequence[tuple[str, str]],
+                 variables: Mapping[str, str] | None = None,
+                 connections: Mapping[str, str] | None = None,
+                 timeout: float | None = None, source: str = "") -> None:
+        super().__init__(name)
+        if isinstance(command, str) or not command:
+            raise PipelineError(f"operator '{name}': command must be a non-empty list of "
+                                f"strings, got {command!r}{_where(source)}")
+        if timeout is not None and not timeout > 0:
+            raise PipelineError(f"operator '{name}': timeout must be > 0 seconds or None, "
+                                f"got {timeout!r}{_where(source)}")
+        self.command = tuple(str(arg) for arg in command)
+        self.input_paths = tuple((port, _container_path(name, path, source))
+                                 for port, path in inputs)
+        self.output_paths = tuple((port, _container_path(name, path, source))
+                                  for port, path in outputs)
+        self.variables = {str(k): str(v) for k, v in (variables or {}).items()}
+        self.connections = {str(k): str(v) for k, v in (connections or {}).items()}
+        self.timeout = timeout
+        self.source = source
+        declared = [path for _, path in (*self.input_paths, *self.output_paths)]
+        twice = sorted({path for path in declared if declared.count(path) > 1})
+        if twice:
+            raise PipelineError(f"operator '{name}' declares container path "
+                                f"{', '.join(twice)} more than once{_where(source)}")
+        # Longest first, so that /app/in/lung is replaced before /app/in can claim its prefix.
+        alternatives = "|".join(re.escape(p) for p in sorted(declared, key=len, reverse=True))
+        alternatives = alternatives or "(?!)"  # no folders: match nothing
+        self._pattern = re.compile(f"(?<![{_PATH_CHARS}/])(?:{alternatives})(?![{_PATH_CHARS}])")
+
+    def setup(self, spec: OperatorSpec) -> None:
+        """Declare one folder (``kind="path"``) port per declared input and output."""
+        for port, path in self.input_paths:
+            spec.input(PortSpec(port, kind="path", description=f"mounted at {path}"))
+        for port, path in self.output_paths:
+            spec.output(PortSpec(port, kind="path", description=f"mounted at {path}"))
+
+    def compute(self, inputs: Inputs, outputs: Outputs, context: Context) -> None:
+        """Run the command once for this job and emit each output port's folder.
+
+        Raises:
+            RuntimeError: no workspace, an unusable folder, the executable was not found, or
+                the command exited with a non-zero status (message has the stderr tail).
+            TimeoutError: the command ran past ``timeout`` (it was killed).
+            JobCancelledError: the job was stopped while the command ran (it was killed).
+        """
+        folder = self._operator_folder(context)
+        in_hosts = self._input_folders(inputs)
+        out_hosts = {port: _fresh_folder(self.name, folder / port) for port, _ in
+                     self.output_paths}
+        hosts = {path: in_hosts[port] for port, path in self.input_paths if port in in_hosts}
+        hosts.update({path: out_hosts[port] for port, path in self.output_paths})
+        job_id = str(context.job_id)
+        self._check_shell_safe(hosts, job_id)
+        argv = [self._rewrite(arg, hosts, job_id) for arg in self.command]
+        env = self._environment(context, hosts, in_hosts, out_hosts, folder)
+        self._run(argv, env, folder, context)
+        for port, host in out_hosts.items():
+            outputs.emit(port, host)
+
+    # --- private --------------------------------------------------------------------------
+
+    def _operator_folder(self, context: Context) -> Path:
+        if context.workspace is None:
+            raise RuntimeError(
+                f"operator '{self.name}' runs a command and needs a job workspace to map its "
+                f"folders into; submit the job with Runtime.submit(..., workspace=DIR) or run "
+                f"it with `clara-rt run --output DIR`{_where(self.source)}")
+        folder = Path(context.workspace).absolute() / self.name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _input_folders(self, inputs: Inputs) -> dict[str, Path]:
+        folders: dict[str, Path] = {}
+        for port, _ in self.input_paths:
+            value = inputs.get(port)
+            if value is None:
+                continue
+            host = Path(os.fspath(value)).absolute()
+            if not host.exists():
+                raise RuntimeError(f"input '{port}' of operator '{self.name}' is {host}, which "
+                                   f"does not exist{_where(self.source)}")
+            folders[port] = host
+        return folders
+
+    def _rewrite(self, text: str, hosts: Mapping[str, Path], job_id: str) -> str:
+        text = text.replace(_JOB_ID_TOKEN, job_id)
+        return self._pattern.sub(lambda m: str(hosts.get(m.group(0), m.group(0))), text)
+
+    def _check_shell_safe(self, hosts: Mapping[str, Path], job_id: str) -> None:
+        # A folder pasted into a `sh -c` script is split at spaces and expanded by the shell.
+        command = self.command
+        if Path(command[0]).name not in _SHELLS or "-c" not in command[:-1]:
+            return
+        script = command[command.index("-c") + 1].replace(_JOB_ID_TOKEN, job_id)
+        used = {m.group(0) for m in self._pattern.finditer(script)}
+        unsafe = sorted(str(hosts[p]) for p in used
+                        if p in hosts and _SHELL_UNSAFE.search(str(hosts[p])))
+        if unsafe:
+            raise RuntimeError(f"operator '{self.name}' pastes folders into a shell script, but "
+                               f"{', '.join(unsafe)} holds spaces or shell characters; use "
+                               f"plain folder names for the workspace and inputs"
+                               f"{_where(self.source)}")
+
+    def _environment(self, context: Context, hosts: Mapping[str, Path],
+                     in_hosts: Mapping[str, Path], out_hosts: Mapping[str, Path],
+                     folder: Path) -> dict[str, str]:
+        job_id = str(context.job_id)
+        env = dict(os.environ)
+        env.update({k: self._rewrite(v, hosts, job_id) for k, v in self.variables.items()})
+        env.update(self.connections)
+        env.update({
+            "NVIDIA_CLARA_JOBID": job_id,
+            "NVIDIA_CLARA_JOBNAME": f"{context.pipeline}-{job_id}",
+            "NVIDIA_CLARA_INPUTPATHS": ";".join(f"{p}:{h}" for p, h in in_hosts.items()),
+            "NVIDIA_CLARA_OUTPUTPATHS": ";".join(f"{p}:{h}" for p, h in out_hosts.items()),
+            "NVIDIA_CLARA_WORKSPACE": str(folder),
+        })
+        return env
+
+    def _run(self, argv: list[str], env: dict[str, str], folder: Path,
+             context: Context) -> None:
+        started = time.monotonic()
+        with open(folder / "stdout.log", "wb") as out, open(folder / "stderr.log", "wb") as err:
+            proc = self._start(argv, env, folder, out, err)
+            try:
+                status = self._wait(proc, context, started)
+            finally:
+                _kill_group(proc)  # what the command left behind, as a container's end would
+        seconds = time.monotonic() - started
+        log.info("operator '%s' job %s: %s exited with status %d in %.3f s", self.name,
+                 context.job_id, shlex.join(argv), status, seconds)
+        if status != 0:
+            raise RuntimeError(
+                f"command of operator '{self.name}' exited with status {status}"
+                f"{_where(self.source)}: {shlex.join(argv)}; last lines of stderr:\n"
+                f"{_tail(folder / 'stderr.log')}")
+
+    def _start(self, argv: list[str], env: dict[str, str], folder: Path, out: IO[bytes],
+               err: IO[bytes]) -> subprocess.Popen[bytes]:
+        try:
+            # A session of its own: cancel and timeout signal the whole process group, so the
+            # children of `sh -c` die with it.
+            return subprocess.Popen(argv, cwd=folder, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err, start_new_session=True)
+        except FileNotFoundError as exc:
+            raise RuntimeError(
+                f"command of operator '{self.name}'{_where(self.source)}: executable "
+                f"'{argv[0]}' not found; give an absolute path or put its folder on PATH "
+                f"(PATH={env.get('PATH', '')})") from exc
+        except PermissionError as exc:
+            raise RuntimeError(f"command of operator '{self.name}'{_where(self.source)}: "
+                               f"'{argv[0]}' is not executable (chmod +x)") from exc
+
+    def _wait(self, proc: subprocess.Popen[bytes], context: Context, started: float) -> int:
+        deadline = None if self.timeout is None else started + self.timeout
+        while True:
+            try:
+                return proc.wait(timeout=_POLL_S)
+            except subprocess.TimeoutExpired:
+                pass
+            if context.cancelled:
+                _terminate(proc)
+                raise JobCancelledError(f"job {context.job_id} was stopped while operator "
+                                        f"'{self.name}' ran its command; the command was killed")
+            if deadline is not None and time.monotonic() > deadline:
+                _terminate(proc)
+                raise TimeoutError(f"command of operator '{self.name}' ran past its timeout "
+                                   f"of {self.timeout} s and was killed{_where(self.source)}")
+
+
+def _where(source: str) -> str:
+    return f" ({source})" if source else ""
+
+
+def _container_path(operator: str, path: Any, source: str) -> str:
+    """Return ``path`` normalised (no trailing slash), or raise if it cannot be mounted."""
+    if not isinstance(path, str) or not path.startswith("/") or posixpath.normpath(path) == "/":
+        raise PipelineError(f"operator '{operator}': container path must be an absolute folder "
+                            f"below /, got {path!r}{_where(source)}")
+    return posixpath.normpath(path)
+
+
+def _fresh_folder(operator: str, folder: Path) -> Path:
+    """Create ``folder``; refuse one that already holds files (another run's results)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(folder.iterdir()):
+        raise RuntimeError(f"output folder {folder} of operator '{operator}' is not empty; "
+                           f"give each job a fresh workspace")
+    return folder
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group, then SIGKILL it if it is still there after a grace period."""
+    _signal_group(proc, signal.SIGTERM)
+    try:
+        proc.wait(timeout=_KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    _signal_group(proc, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    # The group outlives its leader while children remain; Linux never reuses its id meanwhile.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _tail(path: Path, lines: int = _STDERR_TAIL_LINES, max_bytes: int = 64 * 1024) -> str:
+    """Return the last ``lines`` lines of a log file (reads at most its last ``max_bytes``)."""
+    with open(path, "rb") as f:
+        f.seek(max(f.seek(0, os.SEEK_END) - max_bytes, 0))
+        data = f.read()
+    text = data.decode("utf-8", errors="replace").rstrip("\n")
+    return "\n".join(text.splitlines()[-lines:]) if text else "(stderr was empty)"

@@ -34,15 +34,20 @@ class PortTypeError(PipelineError):
 class DefinitionError(ClaraRTError):
     """A pipeline definition file (Clara YAML) is invalid.
 
-    Carries ``path`` and ``line`` (1-based, or ``None`` when unknown) so that ``clara-rt validate``
-    can point at the offending line.
+    Carries ``path``, ``line`` and ``column`` (1-based, or ``None`` when unknown) so that
+    ``clara-rt validate`` can point at the offending spot; the message starts with
+    ``path:line:column: `` (or as much of it as is known). Fix the file and load it again.
     """
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 column: int | None = None) -> None:
         self.path = path
         self.line = line
-        where = f"{path}:{line}: " if path and line else (f"{path}: " if path else "")
-        super().__init__(f"{where}{message}")
+        self.column = column
+        where = path or ""
+        if path and line:
+            where += f":{line}:{column}" if column else f":{line}"
+        super().__init__(f"{where}: {message}" if where else message)
 
 
 class SchedulerError(ClaraRTError):

@@ -1,0 +1,148 @@
+"""What ``clara-rt run`` shows and keeps: live progress, outputs on disk, the final report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clara_rt.job import Job
+
+__all__ = ["collect_outputs", "print_report", "watch"]
+
+
+def watch(job: Job, *, enabled: bool) -> None:
+    """Print one line per operator as it starts and ends, until the job is finished."""
+    if not enabled:
+        return
+    seen: dict[str, int] = {}
+    t0 = job.submitted_ns
+    while True:
+        finished = job.wait(0.05)
+        times = job._times
+        for i, node in enumerate(job._plan.nodes):
+            start, end = times[2 * i], times[2 * i + 1]
+            name = node.operator.name
+            if end and seen.get(name, 0) < 2:
+                print(f"  done     {name:<32} {(end - start) / 1e6:9.1f} ms", file=sys.stderr)
+                seen[name] = 2
+            elif start and not end and name not in seen:
+                print(f"  running  {name:<32} +{(start - t0) / 1e6:8.1f} ms", file=sys.stderr)
+                seen[name] = 1
+        if finished:
+            return
+
+
+def collect_outputs(results: dict[str, Any], output: Path, *, overwrite: bool) -> dict[str, Path]:
+    """Move or write every result into ``output``; return ``op.port`` -> where it went.
+
+    Folders (path results) are moved to ``output/<op>/<port>``; arrays are saved as
+    ``output/<op>/<port>.npy``; other values as JSON (or their ``repr`` in a ``.txt``). An
+    existing target is replaced only with ``overwrite``; the write goes to a temporary name first
+    and is renamed into place, so a failure never leaves half a result.
+    """
+    placed: dict[str, Path] = {}
+    for key, value in results.items():
+        op, _, port = key.partition(".")
+        target = output / op / port
+        if isinstance(value, str | Path) and Path(value).exists():
+            placed[key] = _move(Path(value), target, overwrite)
+        elif hasattr(value, "__array_interface__") or hasattr(value, "__cuda_array_interface__"):
+            placed[key] = _write(target.with_suffix(".npy"), overwrite,
+                                 lambda tmp, v=value: np.save(tmp, _host(v)))
+        else:
+            placed[key] = _write_value(target, value, overwrite)
+    return placed
+
+
+def print_report(job: Job, built: Any, outputs: dict[str, Path], workspace: Path | None, *,
+                 as_json: bool) -> None:
+    """Print the timings table and outputs (or a JSON report on stdout)."""
+    rows = _rows(job)
+    error = str(job.error) if job.error is not None else None
+    if as_json:
+        print(json.dumps({
+            "job": job.id, "pipeline": job.pipeline, "state": job.state.value,
+            "priority": job.priority.name.lower(), "operators": rows,
+            "outputs": {k: str(v) for k, v in outputs.items()}, "error": error,
+            "workspace": str(workspace) if workspace else None,
+        }, indent=2))
+        return
+    print(f"job {job.id} of '{job.pipeline}': {job.state.value}")
+    width = max([len("operator"), *(len(row["name"]) for row in rows)])
+    print(f"  {'operator':<{width}} {'state':<10} {'start ms':>9} {'duration ms':>12}")
+    for row in rows:
+        start = "" if row["start_ms"] is None else f"{row['start_ms']:9.1f}"
+        duration = "" if row["duration_ms"] is None else f"{row['duration_ms']:12.1f}"
+        print(f"  {row['name']:<{width}} {row['state']:<10} {start:>9} {duration:>12}")
+    for key, path in outputs.items():
+        print(f"output {key}: {path}")
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+    if workspace is not None:
+        print(f"workspace kept: {workspace}")
+
+
+def _rows(job: Job) -> list[dict[str, Any]]:
+    failed = getattr(job.error, "operator", None)
+    times = job._times
+    rows = []
+    for i, node in enumerate(job._plan.nodes):
+        name = node.operator.name
+        start, end = times[2 * i], times[2 * i + 1]
+        state = ("failed" if name == failed else "succeeded" if end
+                 else "running" if start else "not run")
+        rows.append({
+            "name": name, "state": state,
+            "start_ns": start or None, "end_ns": end or None,
+            "start_ms": (start - job.submitted_ns) / 1e6 if start else None,
+            "duration_ms": (end - start) / 1e6 if end else None,
+        })
+    return rows
+
+
+def _move(source: Path, target: Path, overwrite: bool) -> Path:
+    _clear(target, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(source), str(target))
+    return target
+
+
+def _write(target: Path, overwrite: bool, writer: Any) -> Path:
+    _clear(target, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.partial{target.suffix}")
+    writer(tmp)
+    tmp.replace(target)
+    return target
+
+
+def _write_value(target: Path, value: Any, overwrite: bool) -> Path:
+    try:
+        text, suffix = json.dumps(value, indent=2, default=str), ".json"
+    except (TypeError, ValueError):
+        text, suffix = repr(value), ".txt"
+    return _write(target.with_suffix(suffix), overwrite, lambda tmp: tmp.write_text(text))
+
+
+def _clear(target: Path, overwrite: bool) -> None:
+    if not target.exists():
+        return
+    if not overwrite:
+        raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
+    if target.is_dir():
+        shutil.rmtree(target)
+    else:
+        target.unlink()
+
+
+def _host(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value
+    import cupy
+
+    return cupy.asnumpy(value)

@@ -1,0 +1,384 @@
+"""The parser behind :func:`~clara_rt.definition.schema.parse_definition`.
+
+:class:`Parser` walks one loaded document (see ``_yaml.py``) top-down, builds the records of
+``schema.py`` and runs the graph checks once every operator is read. Variable scopes follow the
+document: while an operator is read its own ``variables:`` are searched after ``--var`` and the
+environment and before the top-level ``variables:``.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from clara_rt.definition._yaml import Location, Reader, YList, YMap, describe
+from clara_rt.definition.schema import (
+    PORT_TYPES,
+    PULL_SECRETS_NOTE,
+    SUPPORTED_API_VERSIONS,
+    TYPED_PORTS_VERSION,
+    ClaraRTKey,
+    ContainerDef,
+    OperatorDef,
+    PipelineDefinition,
+    PortDef,
+    ServiceDef,
+    find_source,
+)
+from clara_rt.definition.variables import substitute
+
+__all__ = ["Parser"]
+
+_TOP_KEYS = ("api-version", "name", "operators", "pull-secrets", "variables")
+_OPERATOR_KEYS = ("name", "description", "container", "variables", "requests", "input", "output",
+                  "services", "clara-rt")
+_SILENT_KEYS = frozenset({"orchestrator", "timeout"})
+_CONTAINER_KEYS = ("image", "tag", "command")
+_REQUEST_KEYS = ("gpu", "memory")
+_TYPED_KEYS = ("type", "shape", "element-type", "format")
+_INPUT_KEYS = ("from", "name", "path", *_TYPED_KEYS)
+_OUTPUT_KEYS = ("name", "path", *_TYPED_KEYS)
+_SERVICE_KEYS = ("name", "container", "connections")
+_HTTP_KEYS = ("name", "port")
+_CLARA_RT_KEYS = ("operator", "args", "ports")
+_OPERATOR_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+_DIM_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+class Parser(Reader):
+    """Reads one document into records; the graph checks run once all operators are read."""
+
+    def __init__(self, path: str, strict: bool, cli: Mapping[str, str],
+                 environ: Mapping[str, str], keep_undefined: bool = False) -> None:
+        self._base: list[Mapping[str, str]] = [cli, environ]
+        super().__init__(path, strict, self._base, keep_undefined)
+        self._top: dict[str, str] = {}
+        self.version = ""
+        self._entries: dict[int, tuple[YMap, str]] = {}  # id(PortDef) -> (its mapping, label)
+
+    # --- The document -------------------------------------------------------------------------
+
+    def pipeline(self, doc: Any) -> PipelineDefinition:
+        if not isinstance(doc, YMap):
+            loc = doc.loc if isinstance(doc, YList) else Location(self.path, 1, 1)
+            raise loc.error("expected a mapping at the top level (api-version, name, operators), "
+                            f"got {describe(doc)}")
+        self.check_keys(doc, _TOP_KEYS, "the pipeline", silent=_SILENT_KEYS)
+        self._top = self.variables(doc, "the pipeline")
+        self.scopes = [*self._base, self._top]
+        self.version = self.api_version(doc)
+        name = self.name(doc, "the pipeline", "missing 'name': the pipeline needs a name")
+        secrets = self.pull_secrets(doc)
+        operators = self.operators(doc)
+        for op in operators:
+            self.check_outputs(op)
+        by_name = {op.name: op for op in operators}
+        for op in operators:
+            for port in op.inputs:
+                self.check_source(by_name, port)
+        self.check_cycles(operators)
+        return PipelineDefinition(self.version, name, operators, secrets, self.path,
+                                  tuple(self.warnings))
+
+    def api_version(self, doc: YMap) -> str:
+        choices = ", ".join(SUPPORTED_API_VERSIONS)
+        version = self.text(doc, "api-version", "the pipeline")
+        if version is None:
+            raise doc.loc.error(f"missing 'api-version'; expected one of {choices}")
+        if version not in SUPPORTED_API_VERSIONS:
+            number = isinstance(doc["api-version"], int | float)
+            hint = " (versions have three parts; write 0.4.0, not 0.4)" if number else ""
+            raise doc.value_locs["api-version"].error(
+                f"unsupported api-version '{version}'; expected one of {choices}{hint}")
+        return version
+
+    def pull_secrets(self, doc: YMap) -> tuple[str, ...]:
+        items = self.sequence(doc, "pull-secrets", "the pipeline")
+        if items is None:
+            return ()
+        self.warnings.append(f"{doc.key_locs['pull-secrets']}: {PULL_SECRETS_NOTE}")
+        return tuple(self.item_text(items, i, "pull-secrets") for i in range(len(items)))
+
+    def operators(self, doc: YMap) -> tuple[OperatorDef, ...]:
+        items = self.sequence(doc, "operators", "the pipeline")
+        if items is None:
+            raise doc.loc.error("missing 'operators'; expected a list of operators")
+        if not items:
+            raise doc.value_locs["operators"].error("'operators' is empty; a pipeline needs at "
+                                                    "least one operator")
+        seen: dict[str, Location] = {}
+        result: list[OperatorDef] = []
+        for index, item in enumerate(items, 1):
+            if not isinstance(item, YMap):
+                raise items.item_locs[index - 1].error(
+                    f"expected a mapping for operator #{index} (with name, container, input, "
+                    f"output...), got {describe(item)}")
+            op = self.operator(item, index)
+            if op.name in seen:
+                raise item.value_locs["name"].error(
+                    f"duplicate operator name '{op.name}' (lines {seen[op.name].line} and "
+                    f"{item.value_locs['name'].line}); operator names must be unique")
+            seen[op.name] = item.value_locs["name"]
+            result.append(op)
+        return tuple(result)
+
+    def operator(self, item: YMap, index: int) -> OperatorDef:
+        raw_name = item.raw.get("name")
+        what = f"operator '{raw_name}'" if raw_name else f"operator #{index}"
+        self.check_keys(item, _OPERATOR_KEYS, what, silent=_SILENT_KEYS)
+        own = self.variables(item, what)
+        self.scopes = [*self._base, own, self._top]
+        try:  # read in the usual file order, so that the first mistake is reported first
+            name = self.name(item, what, f"missing 'name' in operator #{index}; every operator "
+                                         "needs a unique name")
+            description = self.text(item, "description", what) or ""
+            container = self.container(item, what)
+            requests = self.requests(item, what)
+            inputs = self.ports(item, "input", what)
+            outputs = self.ports(item, "output", what)
+            return OperatorDef(name=name, description=description, container=container,
+                               variables=own, requests=requests, inputs=inputs, outputs=outputs,
+                               services=self.services(item, what),
+                               clara_rt=self.clara_rt(item, what, inputs + outputs), loc=item.loc)
+        finally:
+            self.scopes = [*self._base, self._top]
+
+    # --- Operator parts -----------------------------------------------------------------------
+
+    def container(self, parent: YMap, owner: str) -> ContainerDef | None:
+        box = self.mapping(parent, "container", owner)
+        if box is None:
+            return None
+        what = f"the container of {owner}"
+        self.check_keys(box, _CONTAINER_KEYS, what)
+        image, tag = self.text(box, "image", what), self.text(box, "tag", what)
+        command: tuple[str, ...] | None = None
+        items = box.get("command")
+        if items is not None:
+            if not isinstance(items, YList):
+                raise box.value_locs["command"].error(
+                    f"expected a list of strings for 'command' in {what} (e.g. [\"sh\", \"-c\", "
+                    f"\"...\"]), got {describe(items)}")
+            command = tuple(self.item_text(items, i, f"'command' in {what}")
+                            for i in range(len(items)))
+        return ContainerDef(image, tag, command, box.loc)
+
+    def requests(self, parent: YMap, owner: str) -> dict[str, Any]:
+        box = self.mapping(parent, "requests", owner)
+        if box is None:
+            return {}
+        self.check_keys(box, _REQUEST_KEYS, f"the requests of {owner}")
+        result: dict[str, Any] = {}
+        gpu = box.get("gpu")
+        if gpu is not None:
+            if isinstance(gpu, bool) or not isinstance(gpu, int) or gpu < 0:
+                raise box.value_locs["gpu"].error(f"expected a whole number >= 0 for 'gpu' in the "
+                                                  f"requests of {owner}, got {describe(gpu)}")
+            result["gpu"] = gpu
+        memory = box.get("memory")
+        if memory is not None:  # an int (MB, as Clara counts) or a string such as "8Gi"
+            if isinstance(memory, bool) or not isinstance(memory, int | str) or memory == "":
+                raise box.value_locs["memory"].error(
+                    f"expected a number or a size such as '8Gi' for 'memory' in the requests of "
+                    f"{owner}, got {describe(memory)}")
+            result["memory"] = (self.text(box, "memory", owner) if isinstance(memory, str)
+                                else memory)
+        return result
+
+    def ports(self, parent: YMap, key: str, owner: str) -> tuple[PortDef, ...]:
+        items = self.sequence(parent, key, owner)
+        if items is None:
+            return ()
+        result: list[PortDef] = []
+        for index, item in enumerate(items, 1):
+            what = f"{key} #{index} of {owner}"
+            if not isinstance(item, YMap):
+                raise items.item_locs[index - 1].error(
+                    f"expected a mapping (path, name{', from' if key == 'input' else ''}...) for "
+                    f"{what}, got {describe(item)}")
+            result.append(self.port(item, what, is_input=key == "input"))
+        return tuple(result)
+
+    def port(self, item: YMap, what: str, *, is_input: bool) -> PortDef:
+        self.check_keys(item, _INPUT_KEYS if is_input else _OUTPUT_KEYS, what)
+        name, path = self.text(item, "name", what), self.text(item, "path", what)
+        from_ = self.text(item, "from", what) if is_input else None
+        if name is None and path is None and from_ is None:
+            raise item.loc.error(f"{what} needs a 'path' or a 'name'")
+        if self.version != TYPED_PORTS_VERSION:
+            for key in _TYPED_KEYS:
+                if key in item:
+                    self.warn(item.key_locs[key], f"'{key}' in {what} is a typed-port field of "
+                              f"api-version {TYPED_PORTS_VERSION}, not of {self.version}")
+        port_type = self.text(item, "type", what)
+        if port_type is not None and port_type not in PORT_TYPES:
+            raise item.value_locs["type"].error(f"unknown port type '{port_type}' in {what}; "
+                                                f"expected one of {', '.join(PORT_TYPES)}")
+        port = PortDef(name=name, path=path, from_=from_, type=port_type,
+                       shape=self.shape(item, what), element_type=self.element_type(item, what),
+                       format=self.text(item, "format", what), loc=item.loc)
+        self._entries[id(port)] = (item, what)
+        return port
+
+    def shape(self, item: YMap, what: str) -> tuple[int | str, ...] | None:
+        dims = item.get("shape")
+        if dims is None:
+            return None
+        hint = "expected a list of sizes, -1 or '*' (any size), or names such as 'H'"
+        if not isinstance(dims, YList):
+            raise item.value_locs["shape"].error(f"{hint} for 'shape' in {what}, got "
+                                                 f"{describe(dims)}")
+        result: list[int | str] = []
+        for dim, loc in zip(dims, dims.item_locs, strict=True):
+            if isinstance(dim, str):
+                dim = substitute(dim, self.lookup, loc)
+            ok_int = isinstance(dim, int) and not isinstance(dim, bool) and dim >= -1
+            ok_str = isinstance(dim, str) and (dim == "*" or _DIM_NAME.fullmatch(dim))
+            if not ok_int and not ok_str:
+                raise loc.error(f"{hint} in 'shape' of {what}, got {describe(dim)}")
+            result.append(dim)
+        return tuple(result)
+
+    def element_type(self, item: YMap, what: str) -> str | None:
+        given = self.text(item, "element-type", what)
+        if given is None:
+            return None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # NumPy deprecates some aliases; still an answer
+                dtype = np.dtype(given)
+        except (TypeError, ValueError, SyntaxError):
+            dtype = None
+        if dtype is None or dtype.kind not in "biufc":
+            raise item.value_locs["element-type"].error(
+                f"unknown element-type '{given}' in {what}; expected a NumPy numeric dtype name "
+                "such as float32, int16, uint8 or bool")
+        return dtype.name
+
+    def services(self, parent: YMap, owner: str) -> tuple[ServiceDef, ...]:
+        items = self.sequence(parent, "services", owner)
+        if items is None:
+            return ()
+        result: list[ServiceDef] = []
+        for index, item in enumerate(items, 1):
+            if not isinstance(item, YMap):
+                raise items.item_locs[index - 1].error(
+                    f"expected a mapping (name, container, connections) for service #{index} of "
+                    f"{owner}, got {describe(item)}")
+            name = self.name(item, f"service #{index} of {owner}",
+                             f"missing 'name' in service #{index} of {owner}")
+            what = f"service '{name}' of {owner}"
+            self.check_keys(item, _SERVICE_KEYS, what)
+            result.append(ServiceDef(name, self.container(item, what), self.http(item, what),
+                                     item.loc))
+        return tuple(result)
+
+    def http(self, service: YMap, what: str) -> tuple[tuple[str, int], ...]:
+        connections = self.mapping(service, "connections", what)
+        if connections is None:
+            return ()
+        self.check_keys(connections, ("http",), f"the connections of {what}")
+        items = self.sequence(connections, "http", f"the connections of {what}")
+        if items is None:
+            return ()
+        result: list[tuple[str, int]] = []
+        for index, item in enumerate(items, 1):
+            conn = f"http connection #{index} of {what}"
+            if not isinstance(item, YMap):
+                raise items.item_locs[index - 1].error(
+                    f"expected a mapping (name, port) for {conn}, got {describe(item)}")
+            self.check_keys(item, _HTTP_KEYS, conn)
+            name = self.name(item, conn, f"missing 'name' (the variable that receives the URL, "
+                                         f"e.g. NVIDIA_CLARA_TRTISURI) in {conn}")
+            port = item.get("port")
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                where = item.value_locs.get("port", item.loc)
+                raise where.error(f"expected a port number (1-65535) for 'port' in {conn}, got "
+                                  f"{describe(port)}")
+            result.append((name, port))
+        return tuple(result)
+
+    def clara_rt(self, parent: YMap, owner: str, ports: tuple[PortDef, ...]) -> ClaraRTKey | None:
+        box = self.mapping(parent, "clara-rt", owner)
+        if box is None:
+            return None
+        what = f"the clara-rt key of {owner}"
+        self.check_keys(box, _CLARA_RT_KEYS, what)
+        target = self.text(box, "operator", what)
+        if target is not None and not _OPERATOR_REF.fullmatch(target):
+            raise box.value_locs["operator"].error(
+                f"expected 'package.module:ClassName' for 'operator' in {what}, got '{target}'")
+        args = self.mapping(box, "args", what)
+        mapped = self.mapping(box, "ports", what) or YMap(box.loc)
+        known = list(dict.fromkeys(key for p in ports for key in (p.name, p.path) if key))
+        ports_map: dict[str, str] = {}
+        for key in mapped:
+            if key not in known:
+                raise mapped.key_locs[key].error(
+                    f"'{key}' in the ports of {what} is no input or output name or path of it; "
+                    f"expected one of: {', '.join(known) or '(it declares no ports)'}")
+            port_name = self.text(mapped, key, what)
+            if not port_name:
+                raise mapped.value_locs[key].error(f"expected the Python port name for '{key}' "
+                                                   f"in the ports of {what}")
+            ports_map[key] = port_name
+        return ClaraRTKey(target, self.plain(args, box.loc) if args is not None else {},
+                          ports_map, box.loc)
+
+    def name(self, box: YMap, what: str, missing: str) -> str:
+        name = self.text(box, "name", what)
+        if name is None:
+            raise box.loc.error(missing)
+        if not name.strip():
+            raise box.value_locs["name"].error(f"'name' in {what} is empty")
+        return name
+
+    # --- The graph ----------------------------------------------------------------------------
+
+    def check_outputs(self, op: OperatorDef) -> None:
+        seen: dict[str | None, PortDef] = {}
+        for port in op.outputs:
+            first = seen.get(port.name)
+            if first is not None:
+                which = f"outputs named '{port.name}'" if port.name else "unnamed outputs"
+                fix = "output names must be unique" if port.name else "name all but one"
+                raise port.loc.error(f"operator '{op.name}' has two {which} (lines "
+                                     f"{first.loc.line} and {port.loc.line}); {fix}")
+            seen[port.name] = port
+
+    def check_source(self, ops: Mapping[str, OperatorDef], port: PortDef) -> None:
+        if port.from_ is None:
+            return
+        found, key, problem = find_source(ops, port)
+        if found is None:
+            entry, what = self._entries[id(port)]
+            raise entry.value_locs.get(key, port.loc).error(f"{what}: {problem}")
+
+    def check_cycles(self, operators: Sequence[OperatorDef]) -> None:
+        consumers: dict[str, list[tuple[str, PortDef]]] = {op.name: [] for op in operators}
+        for op in operators:
+            for port in op.inputs:
+                if port.from_ is not None:
+                    consumers[port.from_].append((op.name, port))
+        done: set[str] = set()
+        path: list[str] = []
+
+        def visit(name: str) -> None:
+            path.append(name)
+            for consumer, port in consumers[name]:
+                if consumer in path:
+                    cycle = " -> ".join([*path[path.index(consumer):], consumer])
+                    loc = self._entries[id(port)][0].value_locs["from"]
+                    raise loc.error(f"cycle among operators: {cycle}; a pipeline must not loop")
+                if consumer not in done:
+                    visit(consumer)
+            path.pop()
+            done.add(name)
+
+        for op in operators:
+            if op.name not in done:
+                visit(op.name)

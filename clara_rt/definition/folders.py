@@ -1,0 +1,120 @@
+"""Where Clara's folder ports meet in-process array ports.
+
+A command operator exchanges folders; a Python operator may want an array. When a folder port
+feeds an array port (or the reverse) the pipeline builder inserts :class:`LoadFolderOp` (or
+:class:`SaveFolderOp`), chosen by the array port's ``format``. ``npy`` is built in; ``nifti``
+needs ``nibabel``; other packages add formats with :func:`register_loader` /
+:func:`register_writer` (the DICOM series loader does, for ``dicom``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clara_rt.operator import Operator, OperatorSpec
+
+__all__ = ["LoadFolderOp", "SaveFolderOp", "folder_formats", "register_loader",
+           "register_writer"]
+
+Loader = Callable[[Path], Any]
+Writer = Callable[[Any, Path], Path]
+_LOADERS: dict[str, Loader] = {}
+_WRITERS: dict[str, Writer] = {}
+
+
+def register_loader(fmt: str, loader: Loader) -> None:
+    """Make ``LoadFolderOp(format=fmt)`` read a folder with ``loader(folder) -> array``."""
+    _LOADERS[fmt] = loader
+
+
+def register_writer(fmt: str, writer: Writer) -> None:
+    """Make ``SaveFolderOp(format=fmt)`` write with ``writer(array, folder) -> file``."""
+    _WRITERS[fmt] = writer
+
+
+def folder_formats(adapter: type[Operator]) -> tuple[str, ...]:
+    """Formats the given adapter class can handle."""
+    return tuple(sorted(_LOADERS if adapter is LoadFolderOp else _WRITERS))
+
+
+class LoadFolderOp(Operator):
+    """Read the array in a folder (``in``: path) in ``format`` and emit it (``out``: array)."""
+
+    format = "npy"
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input("in", kind="path")
+        spec.output("out", kind="array", device="cpu", format=self.format)
+
+    def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
+        outputs["out"] = _LOADERS[self.format](Path(inputs["in"]))
+
+
+class SaveFolderOp(Operator):
+    """Write the array on ``in`` into a new folder in the job workspace; emit the folder."""
+
+    format = "npy"
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input("in", kind="array", format=self.format)
+        spec.output("out", kind="path", format=self.format)
+
+    def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
+        if context.workspace is None:
+            raise RuntimeError(f"operator '{self.name}' writes a folder and needs a job "
+                               "workspace: Runtime.submit(..., workspace=DIR)")
+        folder = Path(context.workspace) / self.name
+        folder.mkdir(parents=True, exist_ok=True)
+        _WRITERS[self.format](inputs["in"], folder)
+        outputs["out"] = folder
+
+
+def _single(folder: Path, patterns: tuple[str, ...], what: str) -> Path:
+    found = sorted(p for pattern in patterns for p in folder.glob(pattern))
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found[:5]) or "none"
+        raise ValueError(f"expected one {what} file in {folder}, found {len(found)} ({names})")
+    return found[0]
+
+
+def _load_npy(folder: Path) -> Any:
+    return np.load(_single(folder, ("*.npy",), ".npy"), allow_pickle=False)
+
+
+def _save_npy(array: Any, folder: Path) -> Path:
+    if not isinstance(array, np.ndarray):
+        import cupy  # a GPU array: bring it to the host once, to write it
+
+        array = cupy.asnumpy(array)
+    target = folder / "array.npy"
+    np.save(target, array)
+    return target
+
+
+def _load_nifti(folder: Path) -> Any:
+    import nibabel
+
+    image = nibabel.load(_single(folder, ("*.nii", "*.nii.gz"), "NIfTI"))
+    return np.asanyarray(image.dataobj)
+
+
+def _save_nifti(array: Any, folder: Path) -> Path:
+    import nibabel
+
+    if not isinstance(array, np.ndarray):
+        import cupy
+
+        array = cupy.asnumpy(array)
+    target = folder / "image.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(array, np.eye(4)), target)
+    return target
+
+
+register_loader("npy", _load_npy)
+register_writer("npy", _save_npy)
+register_loader("nifti", _load_nifti)
+register_writer("nifti", _save_nifti)

@@ -27,12 +27,12 @@ def watch(job: Job, *, enabled: bool) -> None:
         for i, node in enumerate(job._plan.nodes):
             start, end = times[2 * i], times[2 * i + 1]
             name = node.operator.name
-            if end and seen.get(name, 0) < 2:
-                print(f"  done     {name:<32} {(end - start) / 1e6:9.1f} ms", file=sys.stderr)
-                seen[name] = 2
-            elif start and not end and name not in seen:
+            if start and name not in seen:  # a fast operator may start and end in one poll
                 print(f"  running  {name:<32} +{(start - t0) / 1e6:8.1f} ms", file=sys.stderr)
                 seen[name] = 1
+            if end and seen.get(name) == 1:
+                print(f"  done     {name:<32} {(end - start) / 1e6:9.1f} ms", file=sys.stderr)
+                seen[name] = 2
         if finished:
             return
 

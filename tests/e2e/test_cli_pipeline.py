@@ -1,0 +1,240 @@
+"""`clara-rt validate | graph | run` as a user runs them: subprocesses, real files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT.parent / "shared" / "clara-pipelines"
+DATA = ROOT / "tests" / "data"
+GENOMICS = EXAMPLES / "genomics-denovo.yaml"
+MULTIAI = DATA / "multiai" / "pipeline.yaml"
+GENOMICS_VARS = {
+    "DOCKER_IMAGE": "clara/genomics", "DOCKER_TAG": "1.0", "MAPPER_ADDITIONAL_PARAMS": "--verbose",
+    "MAPPER_THREADS": "4", "MAPPER_KMER_SIZE": "15", "MAPPER_WINDOW_SIZE": "5",
+    "MAPPER_INDEX_SIZE": "10", "RACON_ADDITIONAL_PARAMS": "-m 8", "RACON_THREADS": "2",
+    "RACON_LOOPS": "2", "RACON_POLISH_BATCH_SIZE": "100",
+}
+
+
+def cli(*args: str | Path, extra_env: dict[str, str] | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env["PATH"] = f"{DATA / 'genomics_bin'}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra_env or {})
+    return subprocess.run([sys.executable, "-m", "clara_rt.cli", *map(str, args)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def genomics_vars() -> list[str]:
+    return [arg for k, v in GENOMICS_VARS.items() for arg in ("--var", f"{k}={v}")]
+
+
+@pytest.fixture(scope="module")
+def examples() -> list[Path]:
+    files = sorted(EXAMPLES.glob("*.yaml"))
+    assert len(files) == 4, f"expected the four Clara examples in {EXAMPLES}"
+    return files
+
+
+# --- validate and graph -----------------------------------------------------------------------
+
+
+def test_validate_every_example_unchanged(examples: list[Path]) -> None:
+    for path in examples:
+        proc = cli("validate", path)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(f"OK: {path}: pipeline '"), proc.stdout
+    proc = cli("validate", GENOMICS, *genomics_vars())
+    assert proc.returncode == 0 and "variable" not in proc.stderr
+    assert "3 operators, 3 connections" in proc.stdout
+
+
+def test_validate_reports_errors_with_position() -> None:
+    proc = cli("validate", DATA / "definitions" / "cycle.yaml")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"clara-rt: error: {DATA / 'definitions' / 'cycle.yaml'}:")
+    assert "cycle" in proc.stderr
+    proc = cli("validate", DATA / "definitions" / "does-not-exist.yaml")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_validate_strict_turns_unknown_keys_into_errors() -> None:
+    path = DATA / "definitions" / "unknown-key.yaml"
+    assert cli("validate", path).returncode == 0
+    proc = cli("validate", "--strict", path)
+    assert proc.returncode == 2 and "unknown key" in proc.stderr
+
+
+@pytest.mark.parametrize("fmt", ["dot", "mermaid"])
+def test_graph_every_example(examples: list[Path], fmt: str) -> None:
+    for path in examples:
+        proc = cli("graph", path, "--format", fmt)
+        assert proc.returncode == 0, proc.stderr
+        head = "digraph" if fmt == "dot" else "flowchart LR"
+        assert proc.stdout.startswith(head)
+    dot = cli("graph", EXAMPLES / "multiai-segmentation.yaml").stdout
+    for src, dst in (("roi-split", "lung-tumor-segmentation"), ("spleen-segmentation",
+                     "volume-merger"), ("volume-merger", "register-volume-images-for-multi-organ")):
+        assert f'"{src}" -> "{dst}"' in dot
+    mermaid = cli("graph", GENOMICS, "--format", "mermaid").stdout
+    assert mermaid.count("-->") == 6  # three payload inputs and three operator edges
+
+
+def test_graph_png_with_graphviz(tmp_path: Path) -> None:
+    import shutil
+
+    if shutil.which("dot") is None:
+        from tests.conftest import need_peer
+
+        need_peer(False, "graphviz 'dot'")
+    out = tmp_path / "genomics.png"
+    proc = cli("graph", GENOMICS, "--png", out)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- run --------------------------------------------------------------------------------------
+
+
+def test_run_genomics_end_to_end(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.txt"
+    out = tmp_path / "out"
+    proc = cli("run", GENOMICS, "--input", DATA / "genomics_input", "--output", out,
+               *genomics_vars(), extra_env={"GENOMICS_TRACE": str(trace)})
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split()[0] for line in trace.read_text().splitlines()] == [
+        "mapper", "miniasm", "racon"]
+    assert "job 0 of 'denovo-assembly-pipeline': succeeded" in proc.stdout
+    for op in ("mapper", "miniasm", "racon"):
+        assert f"  {op} " in proc.stdout
+    polished = out / "racon" / "raconOutput" / "0" / "polished_assembly.fa"
+    assert polished.is_file() and polished.read_text().startswith(">")
+    assert f"output racon.raconOutput: {out / 'racon' / 'raconOutput'}" in proc.stdout
+    assert not list(out.glob(".clara-rt-work-*"))  # scratch removed after success
+
+
+def test_run_json_report_and_overwrite_guard(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ("run", GENOMICS, "--input", DATA / "genomics_input", "--output", out,
+            *genomics_vars(), "--json")
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["state"] == "succeeded" and report["pipeline"] == "denovo-assembly-pipeline"
+    ops = {row["name"]: row for row in report["operators"]}
+    assert ops["mapper"]["end_ns"] <= ops["miniasm"]["start_ns"]
+    assert ops["miniasm"]["end_ns"] <= ops["racon"]["start_ns"]
+    assert all(row["state"] == "succeeded" and row["duration_ms"] > 0 for row in ops.values())
+    assert report["outputs"]["racon.raconOutput"] == str(out / "racon" / "raconOutput")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    again = cli(*args)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing touched
+    assert cli(*args, "--overwrite").returncode == 0
+
+
+def test_run_multiai_in_process(tmp_path: Path) -> None:
+    volume = np.random.default_rng(1).random((8, 6, 6)).astype(np.float32)
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "volume.npy", volume)
+    out = tmp_path / "out"
+    proc = cli("run", MULTIAI, "--input", tmp_path / "in", "--output", out,
+               "--service", "trtis=http://127.0.0.1:8000", "--workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    labels = np.load(out / "volume-merger" / "output.npy")
+    expected = np.zeros(volume.shape, np.uint8)
+    for k, (organ, threshold) in enumerate(
+            (("lung", 0.5), ("liver", 0.75), ("spleen", 0.9), ("colon", 0.25))):
+        part = volume[2 * k:2 * k + 2]
+        expected[2 * k:2 * k + 2][part > threshold] = k + 1
+        assert organ
+    assert np.array_equal(labels, expected)
+    registered = json.loads((out / "register-volume-images-for-multi-organ" / "registered" /
+                             "registered.json").read_text())
+    assert registered == {"lung": int((expected == 1).sum()), "liver": int((expected == 2).sum()),
+                          "spleen": int((expected == 3).sum()),
+                          "colon": int((expected == 4).sum())}
+
+
+def test_run_needs_service_url(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    proc = cli("run", MULTIAI, "--input", tmp_path / "in", "--output", tmp_path / "out")
+    assert proc.returncode == 2
+    assert "service 'trtis'" in proc.stderr and "--service trtis=http://HOST:PORT" in proc.stderr
+
+
+def test_run_unresolved_operators_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    proc = cli("run", EXAMPLES / "chestxray-0.4.0.yaml", "--input", tmp_path / "in",
+               "--output", tmp_path / "out", "--service", "trtis=http://127.0.0.1:8000")
+    assert proc.returncode == 2
+    assert "ai-app-chestxray" in proc.stderr and "clara_rt.images" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_undefined_variable_names_it(tmp_path: Path) -> None:
+    proc = cli("run", GENOMICS, "--input", DATA / "genomics_input", "--output", tmp_path / "o")
+    assert proc.returncode == 2
+    assert f"{GENOMICS}:" in proc.stderr and "undefined variable 'DOCKER_IMAGE'" in proc.stderr
+
+
+def test_run_failing_command_exit_1_with_stderr_tail(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    proc = cli("run", GENOMICS, "--input", empty, "--output", out, *genomics_vars())
+    assert proc.returncode == 1
+    assert "job 0 of 'denovo-assembly-pipeline': failed" in proc.stdout
+    assert "exited with status 3" in proc.stderr  # the stand-in found no reads
+    assert "mapper" in proc.stderr
+    kept = list(out.glob(".clara-rt-work-*"))
+    assert len(kept) == 1 and f"workspace kept: {kept[0]}" in proc.stdout
+    assert (kept[0] / "mapper" / "stderr.log").is_file()
+
+
+def test_run_bad_arguments(tmp_path: Path) -> None:
+    proc = cli("run", GENOMICS, "--input", tmp_path / "missing", "--output", tmp_path / "o",
+               *genomics_vars())
+    assert proc.returncode == 2 and "input folder" in proc.stderr
+    proc = cli("run", GENOMICS, "--input", tmp_path, "--output", tmp_path / "o", "--var", "X")
+    assert proc.returncode == 2 and "--var expects NAME=VALUE" in proc.stderr
+    proc = cli("run", GENOMICS, "--output", tmp_path / "o")
+    assert proc.returncode == 2 and "--input" in proc.stderr
+
+
+def test_run_shows_live_progress_on_a_terminal(tmp_path: Path) -> None:
+    import pty
+
+    primary, secondary = pty.openpty()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env["PATH"] = f"{DATA / 'genomics_bin'}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.run([sys.executable, "-m", "clara_rt.cli", "run", str(GENOMICS),
+                           "--input", str(DATA / "genomics_input"), "--output",
+                           str(tmp_path / "out"), *genomics_vars()], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=secondary, text=True, timeout=60,
+                          check=False)
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(primary)
+    shown = b"".join(chunks).decode()
+    assert proc.returncode == 0
+    for op in ("mapper", "miniasm", "racon"):
+        assert f"running  {op}" in shown and f"done     {op}" in shown, shown

@@ -108,7 +108,7 @@ def build_pipeline(definition: PipelineDefinition, *,
     missing = unresolved(definition)
     if missing:
         raise DefinitionError(_unresolved_message(missing), path=definition.path,
-                              line=missing[0].loc.line)
+                              line=missing[0].loc.line, column=missing[0].loc.column)
     services = dict(services or {})
     pipeline = Pipeline(definition.name)
     ports: dict[str, _OpPorts] = {}
@@ -190,12 +190,18 @@ def _add_command(pipeline: Pipeline, op_def: OperatorDef,
             if not e.path:
                 raise _error(e.loc, f"{kind} '{n}' of command operator '{op_def.name}' needs a "
                                     "path: a command exchanges folders")
-    op = CommandOperator(op_def.name, command=op_def.container.command,
-                         inputs=[(n, e.path or "") for n, e in ins],
-                         outputs=[(n, e.path or "") for n, e in outs],
-                         variables=op_def.variables, connections=connections,
-                         source=str(op_def.loc))
-    pipeline.add(op)
+            if not e.path.startswith("/") or not e.path.strip("/"):
+                raise _error(e.loc, f"operator '{op_def.name}': container path must be an "
+                                    f"absolute folder below /, got {e.path!r} ({kind} '{n}')")
+    try:
+        op = CommandOperator(op_def.name, command=op_def.container.command,
+                             inputs=[(n, e.path or "") for n, e in ins],
+                             outputs=[(n, e.path or "") for n, e in outs],
+                             variables=op_def.variables, connections=connections,
+                             source=str(op_def.loc))
+        pipeline.add(op)
+    except PipelineError as exc:
+        raise _error(op_def.loc, str(exc)) from exc
     return _OpPorts(op, {id(e): n for n, e in ins}, {(e.name or ""): n for n, e in outs},
                     {n: e for n, e in [*ins, *outs]})
 
@@ -206,7 +212,9 @@ def _instantiate(target: str, op_def: OperatorDef, args: dict[str, Any]) -> Oper
     if not module_name or not attr:
         raise _error(loc, f"operator '{op_def.name}': '{target}' is not 'module.path:ClassName'")
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
+        cls: Any = importlib.import_module(module_name)
+        for part in attr.split("."):  # "module:Outer.Inner", as entry points allow
+            cls = getattr(cls, part)
     except (ImportError, AttributeError) as exc:
         raise _error(loc, f"operator '{op_def.name}': cannot import '{target}': {exc}") from exc
     try:
@@ -312,17 +320,24 @@ def _adapt(pipeline: Pipeline, src: Operator, port: str, src_spec: PortSpec, dst
     folder = {"path", "stream"}
     adapter: type[Operator]
     if src_spec.kind in folder and dst_spec.kind == "array":
-        fmt, adapter = dst_spec.format or src_spec.format, LoadFolderOp
+        fmt, adapter = dst_spec.format or entry.format or src_spec.format, LoadFolderOp
     elif src_spec.kind == "array" and dst_spec.kind in folder:
-        fmt, adapter = dst_spec.format or src_spec.format or "npy", SaveFolderOp
+        fmt, adapter = dst_spec.format or entry.format or src_spec.format or "npy", SaveFolderOp
     else:
         return src, port
+    if fmt is None:
+        raise _error(entry.loc, f"a folder feeds the array input '{dst_spec.name}': declare its "
+                                f"format (format: in the definition or on the port); formats: "
+                                f"{', '.join(folder_formats(adapter))}")
     if fmt not in folder_formats(adapter):
         raise _error(entry.loc, f"a {src_spec.kind} port feeds an {dst_spec.kind} port, but no "
                                 f"folder {'loader' if adapter is LoadFolderOp else 'writer'} "
                                 f"exists for format {fmt!r}; formats: "
                                 f"{', '.join(folder_formats(adapter))}")
-    op = pipeline.add(adapter(f"{src.name}-{port}-{fmt}", format=fmt))
+    name = f"{src.name}-{port}-{fmt}"
+    if any(existing.name == name for existing in pipeline.operators):  # fan-out: share it
+        return pipeline.operator(name), "out"
+    op = pipeline.add(adapter(name, format=fmt))
     pipeline.connect(src, port, op, "in")
     return op, "out"
 

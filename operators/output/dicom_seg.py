@@ -1,0 +1,283 @@
+"""Write a label map as a DICOM Segmentation (highdicom) that references its source CT/MR series.
+
+Segments: one per label, numbered ``1..N`` in ascending label order over the labels named in
+``labels`` together with those present in the mask (DICOM needs consecutive segment numbers, so
+a map with labels ``{1, 3}`` gives segments 1 and 2; ``SegmentLabel`` carries the name). A named
+label absent from the mask is still written, as a segment with no frames ("looked, found nothing").
+
+Empty mask (no label present at all): by default (``on_empty="write"``) a valid SEG is written
+whose frames are all empty, with the named segments (or one ``"Segment 1"`` if none are named),
+so that a "no finding" result still reaches PACS; ``on_empty="error"`` raises instead.
+
+Source images: the headers of ``meta.files`` (read without pixel data; highdicom needs only the
+geometry and identifying tags). Missing Type 2 patient/study attributes are filled with empty
+values on the in-memory copy, as DICOM permits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs, __version__, get_array_module
+
+if TYPE_CHECKING:
+    from clara_rt.operators.volume import VolumeMeta
+
+__all__ = ["DicomSegWriterOp"]
+
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+ON_EMPTY = ("write", "error")
+# Type 2 attributes of the Patient and General Study modules that highdicom copies from the
+# source; many real files omit them, and an empty value is what DICOM prescribes then.
+_TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+                        "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
+                        "AccessionNumber")
+# Segmentation Property Type context groups (CID 7151 members) -> their category (CID 7150).
+_TYPE_GROUPS = (("cid7166", codes.cid7150.Tissue),
+                ("cid7159", codes.cid7150.MorphologicallyAbnormalStructure),
+                ("cid7157", codes.cid7150.PhysicalObject),
+                ("cid7192", codes.cid7150.AnatomicalStructure))
+
+
+class DicomSegWriterOp(Operator):
+    """Write a label map ``mask[k, j, i]`` as a BINARY DICOM SEG beside its source series.
+
+    Inputs: ``mask`` (integer or bool labels ``0..N``, NumPy or CuPy: copied to the host once),
+    ``meta`` (:class:`~clara_rt.operators.volume.VolumeMeta` with ``files`` in slice order).
+    Output: ``seg``, the path of the file written to
+    ``context.workspace / <operator name> / output_name``. The file appears whole or not at all
+    (written to a temporary name, then renamed).
+
+    Args:
+        name: Operator name in its pipeline.
+        labels: Segment name per label value, e.g. ``{1: "Lung"}``; unnamed labels present in the
+            mask are called ``"Segment <label>"``. A name that is a SNOMED CT concept of the DICOM
+            segmentation type groups (``"Lung"``, ``"Liver"``, ``"Bone tissue"``, ``"Neoplasm"``)
+            gets that code and its category; any other name gets Tissue/Tissue.
+        label_codes: ``{label: (category, type)}`` codes (``pydicom.sr.coding.Code`` or
+            ``highdicom.sr.CodedConcept``) overriding the lookup by name.
+        series_description: SeriesDescription of the SEG series.
+        series_number: SeriesNumber of the SEG series.
+        algorithm_name: AlgorithmName in the AlgorithmIdentificationSequence (type AUTOMATIC).
+        algorithm_version: AlgorithmVersion; defaults to the clara-rt version.
+        manufacturer: Manufacturer (and ManufacturerModelName) of the SEG.
+        output_name: File name inside the operator's workspace folder.
+        on_empty: ``"write"`` (an all-empty SEG) or ``"error"`` when no label is present.
+        **params: Further operator parameters (``thread_safe``, ``max_concurrency``).
+    """
+
+    def __init__(self, name: str | None = None, /, *, labels: Mapping[int, str] | None = None,
+                 label_codes: Mapping[int, tuple[Any, Any]] | None = None,
+                 series_description: str = "clara-rt segmentation", series_number: int = 900,
+                 algorithm_name: str = "clara-rt", algorithm_version: str = __version__,
+                 manufacturer: str = "clara-rt", output_name: str = "seg.dcm",
+                 on_empty: str = "write", **params: Any) -> None:
+        super().__init__(name, **params)
+        if on_empty not in ON_EMPTY:
+            raise ValueError(f"operator '{self.name}': on_empty must be one of "
+                             f"{', '.join(ON_EMPTY)}, got {on_empty!r}")
+        if not output_name or Path(output_name).name != output_name:
+            raise ValueError(f"operator '{self.name}': output_name must be a plain file name, "
+                             f"got {output_name!r}")
+        self.labels = {int(k): str(v) for k, v in (labels or {}).items()}
+        if any(k < 1 for k in self.labels):
+            raise ValueError(f"operator '{self.name}': label values must be >= 1 (0 is "
+                             f"background), got {sorted(self.labels)}")
+        self.label_codes = dict(label_codes or {})
+        self.series_description, self.series_number = series_description, series_number
+        self.algorithm_name, self.algorithm_version = algorithm_name, algorithm_version
+        self.manufacturer, self.output_name, self.on_empty = manufacturer, output_name, on_empty
+
+    def setup(self, spec: OperatorSpec) -> None:
+        """Declare ``mask`` and ``meta`` in, ``seg`` (a file path) out."""
+        spec.input("mask", shape=(-1, -1, -1), description="label map [k, j, i], 0 = background")
+        spec.input("meta", kind="object", description="VolumeMeta of the source series")
+        spec.output("seg", kind="path", format="dicom", description="the DICOM SEG file")
+
+    def compute(self, inputs: Inputs, outputs: Outputs, context: Context) -> None:
+        """Build the SEG from the mask and the source headers, and write it atomically."""
+        path = _workspace_dir(context, self.name) / self.output_name
+        mask = _host_labels(inputs["mask"], self.name)
+        meta: VolumeMeta = inputs["meta"]
+        sources = read_source_headers(meta, mask.shape, self.name)
+        present = present_labels(mask)
+        if not present and self.on_empty == "error":
+            raise ValueError(f"operator '{self.name}': the mask is empty (no label present) and "
+                             "on_empty='error'")
+        numbered = sorted(set(self.labels) | set(present)) or [1]
+        if numbered != list(range(1, len(numbered) + 1)):  # renumber to segments 1..N
+            lut = np.zeros(int(mask.max()) + 1, np.uint8 if len(numbered) < 256 else np.uint16)
+            lut[present] = [numbered.index(v) + 1 for v in present]
+            mask = lut[mask]
+        seg = self._segmentation(sources, mask, numbered, empty=not present)
+        save_atomic(seg, path)
+        outputs["seg"] = path
+
+    def _segmentation(self, sources: list[pydicom.Dataset], frames: np.ndarray,
+                      numbered: list[int], *, empty: bool) -> hd.seg.Segmentation:
+        algorithm = hd.AlgorithmIdentificationSequence(
+            name=self.algorithm_name, family=codes.cid7162.ArtificialIntelligence,
+            version=self.algorithm_version)
+        descriptions = [self._description(number, label, algorithm)
+                        for number, label in enumerate(numbered, start=1)]
+        return hd.seg.Segmentation(
+            source_images=sources, pixel_array=frames, segmentation_type="BINARY",
+            segment_descriptions=descriptions, series_instance_uid=hd.UID(),
+            series_number=self.series_number, sop_instance_uid=hd.UID(), instance_number=1,
+            manufacturer=self.manufacturer, manufacturer_model_name=self.manufacturer,
+            software_versions=f"clara-rt {__version__}", device_serial_number="0",
+            series_description=self.series_description, omit_empty_frames=not empty)
+
+    def _description(self, number: int, label: int,
+                     algorithm: hd.AlgorithmIdentificationSequence) -> hd.seg.SegmentDescription:
+        name = self.labels.get(label, f"Segment {label}")
+        category, prop_type = self.label_codes.get(label) or segment_codes(name)
+        return hd.seg.SegmentDescription(
+            segment_number=number, segment_label=name, segmented_property_category=category,
+            segmented_property_type=prop_type, algorithm_type="AUTOMATIC",
+            algorithm_identification=algorithm)
+
+
+def present_labels(mask: np.ndarray) -> list[int]:
+    """Return the non-zero labels in ``mask``, ascending.
+
+    One comparison pass per label up to the maximum when there are few (much faster than the
+    sort behind ``np.unique`` on a CT-sized volume), ``np.unique`` otherwise.
+    """
+    top = int(mask.max()) if mask.size else 0
+    if top <= 32:
+        return [label for label in range(1, top + 1) if (mask == label).any()]
+    return [int(v) for v in np.unique(mask) if v != 0]
+
+
+def segment_codes(name: str) -> tuple[Code, Code]:
+    """Return ``(category, type)`` codes for a segment name.
+
+    The name is looked up (as CamelCase: ``"bone tissue"`` -> ``BoneTissue``) in the DICOM
+    segmentation property type groups: tissue (CID 7166), abnormal structure (CID 7159),
+    physical object (CID 7157), anatomical structure (CID 7192). Unknown names get the generic
+    Tissue/Tissue pair.
+    """
+    key = "".join(word[:1].upper() + word[1:] for word in name.replace("-", " ").split())
+    for group, category in _TYPE_GROUPS:
+        cid = getattr(codes, group)
+        if key in cid.dir():
+            return category, getattr(cid, key)
+    return codes.cid7150.Tissue, codes.cid7166.Tissue
+
+
+def read_source_headers(meta: VolumeMeta, shape: Sequence[int],
+                        operator: str) -> list[pydicom.Dataset]:
+    """Read the source headers of ``meta.files`` (no pixel data) and check them against a mask.
+
+    Args:
+        meta: Geometry and provenance of the volume the mask was computed on.
+        shape: ``(k, j, i)`` shape of the mask.
+        operator: Operator name, for messages.
+
+    Returns:
+        The datasets in slice order, with missing Type 2 patient/study attributes set empty.
+
+    Raises:
+        ValueError: ``meta`` has no files, a file is not DICOM, or the files do not match the
+            mask shape or ``meta.source``.
+        FileNotFoundError: Source files are missing (all missing ones are named).
+    """
+    files = [Path(f) for f in getattr(meta, "files", ())]
+    if not files:
+        raise ValueError(f"operator '{operator}': meta.files is empty; the SEG writer needs "
+                         "the source DICOM files of the volume (a meta from the DICOM loader)")
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"operator '{operator}': {len(missing)} of {len(files)} source "
+                                f"DICOM files are missing: {', '.join(missing)}")
+    if len(files) != shape[0]:
+        raise ValueError(f"operator '{operator}': mask has {shape[0]} slices but meta.files "
+                         f"lists {len(files)} source files")
+    datasets = [_read_header(f, operator) for f in files]
+    _check_sources(datasets, meta, shape, operator)
+    return datasets
+
+
+def save_atomic(seg: pydicom.Dataset, path: Path) -> None:
+    """Write ``seg`` to ``path`` through a temporary file in the same folder, then rename.
+
+    A failure leaves no file at ``path`` (and no temporary file behind).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            seg.save_as(fh, enforce_file_format=True)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_header(path: Path, operator: str) -> pydicom.Dataset:
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError) as exc:
+        raise ValueError(f"operator '{operator}': cannot read source DICOM file {path}: "
+                         f"{exc}") from exc
+    for keyword in _TYPE2_PATIENT_STUDY:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    return ds
+
+
+def _check_sources(datasets: list[pydicom.Dataset], meta: VolumeMeta, shape: Sequence[int],
+                   operator: str) -> None:
+    for k, ds in enumerate(datasets):
+        size = (int(getattr(ds, "Rows", 0)), int(getattr(ds, "Columns", 0)))
+        if size != tuple(shape[1:]):
+            raise ValueError(f"operator '{operator}': source slice {k} ({meta.files[k]}) is "
+                             f"{size[0]}x{size[1]} but the mask slices are "
+                             f"{shape[1]}x{shape[2]}")
+    series = {str(ds.SeriesInstanceUID) for ds in datasets}
+    if len(series) != 1:
+        raise ValueError(f"operator '{operator}': meta.files mix {len(series)} series: "
+                         f"{', '.join(sorted(series))}")
+    expected = meta.source.get("SOPInstanceUIDs")
+    if expected:
+        for k, (ds, uid) in enumerate(zip(datasets, expected, strict=False)):
+            if str(ds.SOPInstanceUID) != str(uid):
+                raise ValueError(f"operator '{operator}': meta.files[{k}] ({meta.files[k]}) is "
+                                 f"SOP instance {ds.SOPInstanceUID}, but meta.source lists "
+                                 f"{uid} for slice {k}")
+
+
+def _host_labels(mask: Any, operator: str) -> np.ndarray:
+    """Return the mask as a host ``uint8``/``uint16`` array (one device-to-host copy for CuPy)."""
+    xp = get_array_module(mask)
+    host = np.asarray(mask if xp is np else xp.asnumpy(mask))
+    if host.dtype == np.bool_:
+        return host.view(np.uint8)
+    if not np.issubdtype(host.dtype, np.integer):
+        raise ValueError(f"operator '{operator}': mask must hold integer or bool labels, got "
+                         f"dtype {host.dtype}")
+    if host.size and (host.min() < 0 or host.max() > np.iinfo(np.uint16).max):
+        raise ValueError(f"operator '{operator}': mask labels must be in 0..65535, got "
+                         f"{host.min()}..{host.max()}")
+    return host
+
+
+def _workspace_dir(context: Context, operator: str) -> Path:
+    if context.workspace is None:
+        raise ValueError(f"operator '{operator}' writes files and needs a job workspace: "
+                         "submit the job with Runtime.submit(..., workspace=DIR)")
+    return Path(context.workspace) / operator

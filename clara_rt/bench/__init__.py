@@ -37,6 +37,7 @@ from clara_rt.bench._baselines import toposort_baseline as toposort_baseline
 from clara_rt.bench._construct import construct as construct
 from clara_rt.bench._dispatch import core as core
 from clara_rt.bench._hops import hops as hops
+from clara_rt.bench._kernels import kernels as kernels
 from clara_rt.bench._record import BenchRecord as BenchRecord
 from clara_rt.bench._record import Progress as Progress
 from clara_rt.bench._record import Target as Target
@@ -66,6 +67,7 @@ __all__ = [
     "format_table",
     "hops",
     "idle_rss",
+    "kernels",
     "loaded_scheduler",
     "machine_info",
     "python_drain",

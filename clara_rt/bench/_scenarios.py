@@ -8,6 +8,7 @@ from typing import Any
 from clara_rt.bench._construct import construct
 from clara_rt.bench._dispatch import core
 from clara_rt.bench._hops import hops
+from clara_rt.bench._kernels import kernels
 from clara_rt.bench._record import BenchRecord, Progress
 from clara_rt.bench._rss import idle_rss
 from clara_rt.bench._throughput import throughput
@@ -18,6 +19,7 @@ SCENARIOS: dict[str, Callable[..., BenchRecord]] = {
     "core": core,
     "construct": construct,
     "rss": idle_rss,
+    "kernels": kernels,
 }
 """Scenario name (as on the command line) -> function."""
 

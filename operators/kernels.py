@@ -1,0 +1,405 @@
+"""Fused kernels for the imaging operators, written once with numba (CPU) and numba.cuda (GPU).
+
+Only what no library primitive does in one pass lives here:
+
+* :func:`window` -- window -> normalise -> cast: any numeric volume to float32 in ``[0, 1]`` in a
+  single read of the input and a single write of the output (NumPy's
+  ``np.clip((v.astype(np.float32) - lo) / w, 0, 1)`` makes four passes and three temporaries).
+* :func:`label_stats` -- per-label voxel count, intensity sum and bounding box in one pass
+  (NumPy needs one masked pass per label, or ``bincount`` + ``find_objects``).
+
+Backends, picked per call from the input's array module:
+
+* NumPy input: a ``@njit(parallel=True, nogil=True, cache=True)`` kernel. It releases the GIL,
+  so worker threads of a runtime run it side by side. numba is imported on first use (``import
+  clara_rt.operators`` stays light); without numba a NumPy fallback runs and one warning is
+  logged.
+* CuPy input: a ``numba.cuda`` kernel on CuPy's current stream, taking the CuPy arrays zero-copy
+  through ``__cuda_array_interface__``; when ``numba.cuda.is_available()`` is false, a CuPy
+  fallback. **The numba.cuda kernels are written to be correct but have not been run here (no
+  GPU on the development machine).**
+
+``backend="numpy"`` forces the fallback (tests compare both; benchmarks time both).
+
+Thread-safety: every function may be called from several threads at once. numba's
+``workqueue`` threading layer aborts on concurrent parallel calls, so when numba ends up on that
+layer (no TBB or OpenMP) the CPU kernels are serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import threading
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Literal
+
+import numpy as np
+
+from clara_rt import get_array_module
+
+__all__ = ["LabelTable", "label_stats", "ndimage_of", "numba_available", "window"]
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["auto", "numpy"]
+_NUMBA_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                           "uint64", "float32", "float64"})
+_BUILD_LOCK = threading.Lock()
+_CALL_LOCK = threading.Lock()
+_layer_is_safe: bool | None = None  # None until the first parallel call has picked a layer
+_CUDA_THREADS = 256
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """Per-label statistics from :func:`label_stats`, host arrays indexed by label value.
+
+    Row 0 (background) is never computed and stays empty. Bounding boxes are half-open, like
+    slices: label ``l`` lies within ``start[l, d] <= index_d < stop[l, d]`` on every axis ``d``;
+    an absent label has ``counts[l] == 0`` and ``start[l] == stop[l] == 0``.
+
+    Attributes:
+        counts: ``int64[n + 1]`` voxels per label.
+        sums: ``float64[n + 1]`` sum of the image over each label (``None`` without an image).
+        start: ``int64[n + 1, ndim]`` first index of each label's bounding box.
+        stop: ``int64[n + 1, ndim]`` one past its last index.
+    """
+
+    counts: np.ndarray
+    sums: np.ndarray | None
+    start: np.ndarray
+    stop: np.ndarray
+
+
+def window(volume: Any, lower: float, upper: float, *, backend: Backend = "auto") -> Any:
+    """Map ``[lower, upper]`` linearly to ``[0, 1]``, clip, and cast to float32, in one pass.
+
+    Same result (within 1 ulp: the kernel multiplies by ``1 / (upper - lower)``) as
+    ``np.clip((volume.astype(np.float32) - lower) / (upper - lower), 0, 1)``; NaN stays NaN.
+
+    Args:
+        volume: NumPy or CuPy array, any rank and numeric dtype (rank > 3 on the host takes the
+            NumPy path). Not modified.
+        lower: Value mapped to 0.
+        upper: Value mapped to 1; must be greater than ``lower``.
+        backend: ``"auto"`` (numba when available) or ``"numpy"`` (the NumPy/CuPy expression).
+
+    Returns:
+        A new C-contiguous float32 array of the same shape, on the same device.
+    """
+    if not upper > lower:
+        raise ValueError(f"window upper bound must exceed the lower one, got [{lower}, {upper}]")
+    lo, scale = np.float32(lower), np.float32(1.0 / (float(upper) - float(lower)))
+    xp = get_array_module(volume)
+    if backend == "auto" and volume.dtype.name in _NUMBA_DTYPES and volume.size:
+        if xp is np and volume.ndim <= 3 and (kernels := _cpu_kernels()) is not None:
+            out = np.empty(volume.shape, dtype=np.float32)
+            _parallel_call(kernels.window, _as3d(volume), _as3d(out), lo, scale)
+            return out
+        if xp is not np and (gpu := _cuda_kernels()) is not None:
+            return _window_cuda(gpu, volume, lo, scale)
+    return xp.clip((volume.astype(xp.float32) - lo) * scale, np.float32(0), np.float32(1))
+
+
+def label_stats(labels: Any, image: Any = None, num_labels: int | None = None, *,
+                backend: Backend = "auto") -> LabelTable:
+    """Count voxels, sum ``image`` and find the bounding box of every label 1..n in one pass.
+
+    Args:
+        labels: Integer (or bool) NumPy or CuPy array of rank 1 to 3; values outside
+            ``1..num_labels`` (0, negatives, larger labels) are ignored.
+        image: Optional array of the same shape whose sum over each label is wanted.
+        num_labels: Highest label of interest; default ``labels.max()``.
+        backend: ``"auto"`` (numba when available) or ``"numpy"`` (``bincount`` +
+            ``find_objects`` on the host, a loop over labels on CuPy).
+
+    Returns:
+        A :class:`LabelTable` of host arrays.
+    """
+    if labels.dtype.kind not in "biu" or not 1 <= labels.ndim <= 3:
+        raise ValueError(f"labels must be an integer array of rank 1 to 3, got "
+                         f"{labels.dtype} of rank {labels.ndim}")
+    if image is not None and image.shape != labels.shape:
+        raise ValueError(f"image shape {image.shape} differs from labels shape {labels.shape}")
+    xp = get_array_module(labels)
+    n = int(labels.max()) if num_labels is None and labels.size else int(num_labels or 0)
+    if n < 1:
+        return _empty_table(max(n, 0), labels.ndim, image is not None)
+    labels = labels.view(np.uint8) if labels.dtype == bool else labels
+    if backend == "auto" and (image is None or image.dtype.name in _NUMBA_DTYPES):
+        if xp is np and (kernels := _cpu_kernels()) is not None:
+            return _stats_cpu(kernels, labels, image, n)
+        if xp is not np and (gpu := _cuda_kernels()) is not None:
+            return _stats_cuda(gpu, labels, image, n)
+    if xp is np:
+        return _stats_numpy(labels, image, n)
+    return _stats_xp_loop(xp, labels, image, n)
+
+
+def numba_available() -> bool:
+    """Return whether the numba CPU kernels can be used (imports numba on first call)."""
+    return _cpu_kernels() is not None
+
+
+def ndimage_of(array: Any) -> ModuleType:
+    """Return ``cupyx.scipy.ndimage`` for a CuPy array, else ``scipy.ndimage`` (lazy imports)."""
+    if get_array_module(array) is not np:
+        import cupyx.scipy.ndimage as cnd
+
+        return cnd  # type: ignore[no-any-return]
+    from scipy import ndimage
+
+    return ndimage
+
+
+# --- private: CPU (numba) --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Kernels:
+    window: Any
+    stats: Any
+    num_threads: int
+
+
+@functools.cache
+def _cpu_kernels() -> _Kernels | None:
+    with _BUILD_LOCK:
+        try:
+            import numba
+        except ImportError:
+            log.warning("numba is not installed: clara_rt.operators.kernels falls back to NumPy "
+                        "(slower, several passes); install numba for the fused kernels")
+            return None
+        return _build_cpu(numba)
+
+
+def _build_cpu(numba: Any) -> _Kernels:
+    """Define the njit kernels; numba compiles (or loads from its cache) per dtype on first call."""
+    prange = numba.prange
+    opts = {"parallel": True, "nogil": True, "cache": True}
+
+    @numba.njit(**opts)
+    def window_3d(src: Any, out: Any, lo: Any, scale: Any) -> None:  # pragma: no cover
+        nz, ny, nx = src.shape
+        zero, one = np.float32(0.0), np.float32(1.0)
+        for r in prange(nz * ny):
+            k, j = r // ny, r % ny
+            for i in range(nx):
+                v = (np.float32(src[k, j, i]) - lo) * scale
+                v = one if v > one else v  # comparisons keep NaN as NaN, like np.clip
+                out[k, j, i] = zero if v < zero else v
+
+    @numba.njit(**opts)
+    def stats_3d(labels: Any, image: Any, use_image: bool, n: int, chunks: int,  # pragma: no cover
+                 counts: Any, sums: Any, start: Any, stop: Any) -> None:
+        nz, ny, nx = labels.shape
+        rows = nz * ny
+        for t in prange(chunks):  # one private accumulator row per chunk: no atomics, no races
+            for r in range(rows * t // chunks, rows * (t + 1) // chunks):
+                k, j = r // ny, r % ny
+                for i in range(nx):
+                    lab = labels[k, j, i]
+                    if lab <= 0 or lab > n:
+                        continue
+                    counts[t, lab] += 1
+                    if use_image:
+                        sums[t, lab] += image[k, j, i]
+                    # inlined by hand: a call to another jitted closure defeats cache=True
+                    start[t, lab, 0] = min(start[t, lab, 0], k)
+                    start[t, lab, 1] = min(start[t, lab, 1], j)
+                    start[t, lab, 2] = min(start[t, lab, 2], i)
+                    stop[t, lab, 0] = max(stop[t, lab, 0], k)
+                    stop[t, lab, 1] = max(stop[t, lab, 1], j)
+                    stop[t, lab, 2] = max(stop[t, lab, 2], i)
+
+    return _Kernels(window_3d, stats_3d, int(numba.get_num_threads()))
+
+
+def _parallel_call(kernel: Any, *args: Any) -> None:
+    """Call a parallel kernel, serialised only if numba runs on the thread-unsafe workqueue."""
+    global _layer_is_safe
+    if _layer_is_safe:
+        kernel(*args)
+        return
+    with _CALL_LOCK:
+        kernel(*args)
+        if _layer_is_safe is None:
+            import numba
+
+            _layer_is_safe = numba.threading_layer() != "workqueue"
+
+
+def _as3d(array: Any) -> Any:
+    """View a rank 1-3 array as 3-D (leading axes of size 1); no copy."""
+    return array.reshape((1,) * (3 - array.ndim) + array.shape) if array.ndim < 3 else array
+
+
+def _stats_cpu(kernels: _Kernels, labels: np.ndarray, image: np.ndarray | None,
+               n: int) -> LabelTable:
+    lab3 = _as3d(labels)
+    rows = lab3.shape[0] * lab3.shape[1]
+    chunks = max(1, min(rows, 4 * kernels.num_threads))
+    counts = np.zeros((chunks, n + 1), dtype=np.int64)
+    sums = np.zeros((chunks, n + 1), dtype=np.float64)
+    start = np.full((chunks, n + 1, 3), np.iinfo(np.int64).max, dtype=np.int64)
+    stop = np.full((chunks, n + 1, 3), -1, dtype=np.int64)
+    img3 = _as3d(image) if image is not None else lab3  # a typed stand-in numba never reads
+    _parallel_call(kernels.stats, lab3, img3, image is not None, n, chunks, counts, sums,
+                   start, stop)
+    lo, hi = start.min(axis=0), stop.max(axis=0) + 1
+    return _table(counts.sum(axis=0), sums.sum(axis=0) if image is not None else None,
+                  lo[:, 3 - labels.ndim:], hi[:, 3 - labels.ndim:])
+
+
+def _stats_numpy(labels: np.ndarray, image: np.ndarray | None, n: int) -> LabelTable:
+    from scipy import ndimage
+
+    flat = labels.ravel()
+    in_range = (flat >= 0) & (flat <= n) if labels.dtype.kind == "i" else flat <= n
+    counts = np.bincount(flat[in_range], minlength=n + 1).astype(np.int64)
+    sums = None
+    if image is not None:
+        sums = np.bincount(flat[in_range], weights=image.ravel()[in_range], minlength=n + 1)
+    start = np.zeros((n + 1, labels.ndim), dtype=np.int64)
+    stop = np.zeros_like(start)
+    work = labels if labels.dtype.kind == "i" else labels.astype(np.int64)
+    for index, box in enumerate(ndimage.find_objects(work, max_label=n), start=1):
+        if box is not None:
+            start[index] = [s.start for s in box]
+            stop[index] = [s.stop for s in box]
+    return _table(counts, sums, start, stop)
+
+
+def _table(counts: np.ndarray, sums: np.ndarray | None, start: np.ndarray,
+           stop: np.ndarray) -> LabelTable:
+    """Normalise raw accumulators: row 0 empty, absent labels get a 0..0 box."""
+    counts, start, stop = counts.copy(), start.copy(), stop.copy()
+    counts[0] = 0
+    if sums is not None:
+        sums = sums.astype(np.float64, copy=True)
+        sums[0] = 0.0
+    absent = counts == 0
+    start[absent] = 0
+    stop[absent] = 0
+    return LabelTable(counts, sums, start, stop)
+
+
+def _empty_table(n: int, ndim: int, with_sums: bool) -> LabelTable:
+    zeros = np.zeros((n + 1, ndim), dtype=np.int64)
+    return LabelTable(np.zeros(n + 1, dtype=np.int64),
+                      np.zeros(n + 1) if with_sums else None, zeros, zeros.copy())
+
+
+# --- private: GPU (numba.cuda; written for correctness, not run on the development machine) --
+
+
+@functools.cache
+def _cuda_kernels() -> _Kernels | None:
+    with _BUILD_LOCK:
+        cuda: Any = None
+        with contextlib.suppress(ImportError):
+            from numba import cuda
+        if cuda is None or not cuda.is_available():
+            log.warning("numba.cuda is not usable: CuPy inputs use the CuPy fallback of "
+                        "clara_rt.operators.kernels (several passes)")
+            return None
+        return _build_cuda(cuda)
+
+
+def _build_cuda(cuda: Any) -> _Kernels:  # pragma: no cover - needs a GPU
+    @cuda.jit
+    def window_flat(src: Any, out: Any, lo: Any, scale: Any) -> None:
+        idx = cuda.grid(1)
+        if idx < src.size:
+            v = (np.float32(src[idx]) - lo) * scale
+            v = np.float32(1.0) if v > np.float32(1.0) else v
+            out[idx] = np.float32(0.0) if v < np.float32(0.0) else v
+
+    @cuda.jit
+    def stats_flat(labels: Any, image: Any, use_image: bool, n: int, ny: int, nx: int,
+                   counts: Any, sums: Any, start: Any, stop: Any) -> None:
+        idx = cuda.grid(1)
+        if idx >= labels.size:
+            return
+        lab = labels[idx]
+        if lab <= 0 or lab > n:  # background is skipped: no atomics on the hottest address
+            return
+        cuda.atomic.add(counts, lab, 1)
+        if use_image:
+            cuda.atomic.add(sums, lab, np.float64(image[idx]))
+        k, rem = idx // (ny * nx), idx % (ny * nx)
+        j, i = rem // nx, rem % nx
+        cuda.atomic.min(start, (lab, 0), k)
+        cuda.atomic.min(start, (lab, 1), j)
+        cuda.atomic.min(start, (lab, 2), i)
+        cuda.atomic.max(stop, (lab, 0), k)
+        cuda.atomic.max(stop, (lab, 1), j)
+        cuda.atomic.max(stop, (lab, 2), i)
+
+    return _Kernels(window_flat, stats_flat, 0)
+
+
+def _cuda_launch(cuda_kernel: Any, size: int) -> Any:  # pragma: no cover - needs a GPU
+    """Configure a 1-D launch on CuPy's current stream (the runtime records its events there)."""
+    import cupy
+    from numba import cuda
+
+    ptr = cupy.cuda.get_current_stream().ptr
+    stream = cuda.external_stream(ptr) if ptr else cuda.default_stream()  # 0: legacy default
+    blocks = (size + _CUDA_THREADS - 1) // _CUDA_THREADS
+    return cuda_kernel[blocks, _CUDA_THREADS, stream]
+
+
+def _window_cuda(gpu: _Kernels, volume: Any, lo: Any, scale: Any) -> Any:  # pragma: no cover
+    import cupy
+    from numba import cuda
+
+    src = cupy.ascontiguousarray(volume).ravel()
+    out = cupy.empty(volume.shape, dtype=cupy.float32)
+    # sync=False: the kernel runs on the same stream that produced ``src``, so no wait is needed
+    _cuda_launch(gpu.window, src.size)(cuda.as_cuda_array(src, sync=False),
+                                       cuda.as_cuda_array(out.ravel(), sync=False), lo, scale)
+    return out
+
+
+def _stats_cuda(gpu: _Kernels, labels: Any, image: Any, n: int) -> LabelTable:  # pragma: no cover
+    import cupy
+    from numba import cuda
+
+    lab3 = _as3d(labels)
+    flat = cupy.ascontiguousarray(lab3).ravel()
+    img = cupy.ascontiguousarray(image).ravel() if image is not None else flat
+    counts = cupy.zeros(n + 1, dtype=cupy.int64)
+    sums = cupy.zeros(n + 1, dtype=cupy.float64)
+    start = cupy.full((n + 1, 3), np.iinfo(np.int64).max, dtype=cupy.int64)
+    stop = cupy.full((n + 1, 3), -1, dtype=cupy.int64)
+    args = [cuda.as_cuda_array(a, sync=False) for a in (flat, img, counts, sums, start, stop)]
+    _cuda_launch(gpu.stats, flat.size)(args[0], args[1], image is not None, n, lab3.shape[1],
+                                       lab3.shape[2], *args[2:])
+    cut = 3 - labels.ndim
+    return _table(counts.get(), sums.get() if image is not None else None,
+                  start.get()[:, cut:], stop.get()[:, cut:] + 1)
+
+
+def _stats_xp_loop(xp: ModuleType, labels: Any, image: Any, n: int) -> LabelTable:
+    """CuPy fallback: bincount for counts and sums, one pass per label for the boxes."""
+    flat = labels.ravel().astype(xp.int64)
+    flat = xp.where((flat >= 0) & (flat <= n), flat, 0)
+    counts = xp.bincount(flat, minlength=n + 1)[: n + 1].get()
+    sums = None
+    if image is not None:
+        sums = xp.bincount(flat, weights=image.ravel().astype(xp.float64),
+                           minlength=n + 1)[: n + 1].get()
+    start = np.zeros((n + 1, labels.ndim), dtype=np.int64)
+    stop = np.zeros_like(start)
+    for lab in np.flatnonzero(counts[1:]) + 1:
+        mask = labels == lab
+        for axis in range(labels.ndim):
+            present = xp.flatnonzero(mask.any(axis=tuple(a for a in range(labels.ndim)
+                                                         if a != axis)))
+            start[lab, axis], stop[lab, axis] = int(present[0]), int(present[-1]) + 1
+    return _table(counts, sums, start, stop)

@@ -133,7 +133,8 @@ def _run_job(args: argparse.Namespace, built: Any) -> int:
         job.wait()
     outputs: dict[str, Path] = {}
     if job.state.value == "succeeded":
-        outputs = collect_outputs(job.result(), args.output, overwrite=args.overwrite)
+        outputs = collect_outputs(job.result(), args.output, workspace,
+                                  overwrite=args.overwrite)
         if not args.keep_workspace:
             shutil.rmtree(workspace, ignore_errors=True)
     print_report(job, built, outputs, workspace if workspace.exists() else None,

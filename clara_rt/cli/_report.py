@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -37,10 +38,13 @@ def watch(job: Job, *, enabled: bool) -> None:
             return
 
 
-def collect_outputs(results: dict[str, Any], output: Path, *, overwrite: bool) -> dict[str, Path]:
+def collect_outputs(results: dict[str, Any], output: Path, workspace: Path, *,
+                    overwrite: bool) -> dict[str, Path]:
     """Move or write every result into ``output``; return ``op.port`` -> where it went.
 
-    Folders (path results) are moved to ``output/<op>/<port>``; arrays are saved as
+    Files and folders (path results) go to ``output/<op>/<port>``: moved when the job wrote
+    them in its ``workspace``, copied otherwise (a result may name the user's own input, which
+    is never moved or changed). ``None`` results are skipped. Arrays are saved as
     ``output/<op>/<port>.npy``; other values as JSON (or their ``repr`` in a ``.txt``). An
     existing target is replaced only with ``overwrite``; the write goes to a temporary name first
     and is renamed into place, so a failure never leaves half a result.
@@ -49,8 +53,10 @@ def collect_outputs(results: dict[str, Any], output: Path, *, overwrite: bool) -
     for key, value in results.items():
         op, _, port = key.partition(".")
         target = output / op / port
+        if value is None:
+            continue
         if isinstance(value, str | Path) and Path(value).exists():
-            placed[key] = _move(Path(value), target, overwrite)
+            placed[key] = _place(Path(value), target, workspace, overwrite)
         elif hasattr(value, "__array_interface__") or hasattr(value, "__cuda_array_interface__"):
             placed[key] = _write(target.with_suffix(".npy"), overwrite,
                                  lambda tmp, v=value: np.save(tmp, _host(v)))
@@ -105,10 +111,16 @@ def _rows(job: Job) -> list[dict[str, Any]]:
     return rows
 
 
-def _move(source: Path, target: Path, overwrite: bool) -> Path:
+def _place(source: Path, target: Path, workspace: Path, overwrite: bool) -> Path:
+    target = target.with_suffix("".join(source.suffixes)) if source.is_file() else target
     _clear(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(source), str(target))
+    if source.resolve().is_relative_to(workspace.resolve()):
+        shutil.move(str(source), str(target))
+    elif source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copy2(source, target)
     return target
 
 
@@ -123,10 +135,22 @@ def _write(target: Path, overwrite: bool, writer: Any) -> Path:
 
 def _write_value(target: Path, value: Any, overwrite: bool) -> Path:
     try:
-        text, suffix = json.dumps(value, indent=2, default=str), ".json"
+        text, suffix = json.dumps(value, indent=2, default=_jsonable), ".json"
     except (TypeError, ValueError):
         text, suffix = repr(value), ".txt"
     return _write(target.with_suffix(suffix), overwrite, lambda tmp: tmp.write_text(text))
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON form of records results often hold (dataclasses, ``to_dict()``, arrays, paths)."""
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    return str(value)
 
 
 def _clear(target: Path, overwrite: bool) -> None:

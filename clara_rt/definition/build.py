@@ -124,7 +124,8 @@ def build_pipeline(definition: PipelineDefinition, *,
             if entry.from_ is not None:
                 _connect(pipeline, definition, ports, op_def, entry)
     return BuiltPipeline(definition=definition, pipeline=pipeline,
-                         payload=_payload(pipeline, ports), results=_results(pipeline, ports),
+                         payload=_payload(pipeline, ports, definition),
+                         results=_results(pipeline, ports),
                          resolved_by=resolved_by)
 
 
@@ -342,8 +343,25 @@ def _adapt(pipeline: Pipeline, src: Operator, port: str, src_spec: PortSpec, dst
     return op, "out"
 
 
-def _payload(pipeline: Pipeline, ports: dict[str, _OpPorts]) -> dict[str, PortDef | None]:
-    return {key: _entry(ports, key) for key in pipeline.open_inputs()}
+def _payload(pipeline: Pipeline, ports: dict[str, _OpPorts],
+             definition: PipelineDefinition) -> dict[str, PortDef | None]:
+    """Inputs the job's input folder feeds: the YAML inputs without ``from``, and nothing else.
+
+    An optional Python input the definition does not mention stays empty (``None``); a required
+    one is an error, so that the input folder never lands on a port that did not ask for it.
+    """
+    payload: dict[str, PortDef | None] = {}
+    for key, spec in pipeline.open_inputs().items():
+        entry = _entry(ports, key)
+        if entry is not None:
+            payload[key] = entry
+        elif not spec.optional:
+            op_name, _, port = key.partition(".")
+            loc = definition.operator(op_name).loc
+            raise _error(loc, f"operator '{op_name}' input '{port}' is not fed: add an input "
+                              "entry for it (with 'from:' for another operator's output, or a "
+                              "'path:' for the job's input folder)")
+    return payload
 
 
 def _results(pipeline: Pipeline, ports: dict[str, _OpPorts]) -> dict[str, PortDef | None]:

@@ -576,3 +576,21 @@ operators:
 """
     with pytest.raises(DefinitionError, match=error_at("inline.yaml", line, column, message)):
         build(text)
+
+
+def test_unlisted_optional_inputs_never_get_the_input_folder(tmp_path: Path) -> None:
+    """Regression: an optional Python input the YAML did not mention was fed the job's input
+    folder, and `clara-rt run` then moved that folder into the output (data loss)."""
+    text = """\
+api-version: 0.5.0
+name: t
+operators:
+- name: keep
+  clara-rt: {operator: "clara_rt.operators.postprocess.components:KeepLargestOp"}
+"""
+    with pytest.raises(DefinitionError, match=r"t.yaml:4:3: operator 'keep' input 'mask' is not "
+                                              r"fed: add an input entry"):
+        build_pipeline(parse_definition(tmp_path / "t.yaml", text=text))
+    text += "  input:\n  - path: /input\n    name: mask\n"
+    built = build_pipeline(parse_definition(tmp_path / "t.yaml", text=text))
+    assert list(built.payload) == ["keep.mask"]  # not keep.meta, which is optional

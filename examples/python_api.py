@@ -1,4 +1,4 @@
-"""Reference pipeline run by ``make demo``: segment the lungs of a synthetic CT volume.
+"""A pipeline built in Python (no YAML): segment the lungs of a synthetic CT volume.
 
     volume ─▶ window ─▶ threshold ─▶ largest ─▶ stats
                  └────────────▶ mip

@@ -35,6 +35,8 @@ from clara_rt.bench._baselines import loaded_scheduler as loaded_scheduler
 from clara_rt.bench._baselines import python_drain as python_drain
 from clara_rt.bench._baselines import toposort_baseline as toposort_baseline
 from clara_rt.bench._construct import construct as construct
+from clara_rt.bench._dicom import dicom as dicom
+from clara_rt.bench._dicom import pydicom_loop as pydicom_loop
 from clara_rt.bench._dispatch import core as core
 from clara_rt.bench._hops import hops as hops
 from clara_rt.bench._kernels import kernels as kernels
@@ -64,12 +66,14 @@ __all__ = [
     "core",
     "dask_order_baseline",
     "dask_stream",
+    "dicom",
     "format_table",
     "hops",
     "idle_rss",
     "kernels",
     "loaded_scheduler",
     "machine_info",
+    "pydicom_loop",
     "python_drain",
     "run_scenario",
     "throughput",

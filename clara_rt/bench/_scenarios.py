@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from clara_rt.bench._construct import construct
+from clara_rt.bench._dicom import dicom
 from clara_rt.bench._dispatch import core
 from clara_rt.bench._hops import hops
 from clara_rt.bench._kernels import kernels
@@ -20,6 +21,7 @@ SCENARIOS: dict[str, Callable[..., BenchRecord]] = {
     "construct": construct,
     "rss": idle_rss,
     "kernels": kernels,
+    "dicom": dicom,
 }
 """Scenario name (as on the command line) -> function."""
 

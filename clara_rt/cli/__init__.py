@@ -2,6 +2,7 @@
 
 * ``validate PIPELINE.yaml``, ``graph PIPELINE.yaml``, ``run PIPELINE.yaml --input --output``
   (:mod:`clara_rt.cli._pipeline`): Clara pipeline definitions.
+* ``convert DICOM_DIR OUT.nii[.gz]`` (:mod:`clara_rt.cli._convert`): a DICOM series to NIfTI.
 * ``bench SCENARIO`` (:mod:`clara_rt.cli._bench`): clara-rt against its baselines.
 
 Exit status: 0 success; 1 a job failed (or was cancelled / timed out); 2 a bad definition or bad
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from clara_rt.cli import _bench, _pipeline
+from clara_rt.cli import _bench, _convert, _pipeline
 
 __all__ = ["build_parser", "main"]
 
@@ -42,5 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"clara-rt {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     _pipeline.add(verbs)
+    _convert.add(verbs)
     _bench.add(verbs)
     return parser

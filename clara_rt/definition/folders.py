@@ -4,7 +4,8 @@ A command operator exchanges folders; a Python operator may want an array. When 
 feeds an array port (or the reverse) the pipeline builder inserts :class:`LoadFolderOp` (or
 :class:`SaveFolderOp`), chosen by the array port's ``format``. ``npy`` is built in; ``nifti``
 needs ``nibabel``; other packages add formats with :func:`register_loader` /
-:func:`register_writer` (the DICOM series loader does, for ``dicom``).
+:func:`register_writer`. ``dicom`` reads the folder's CT/MR series with
+:func:`clara_rt.operators.io.dicom_series.load_series`.
 """
 
 from __future__ import annotations
@@ -114,7 +115,15 @@ def _save_nifti(array: Any, folder: Path) -> Path:
     return target
 
 
+def _load_dicom(folder: Path) -> Any:
+    import importlib  # the operator library is optional here: import it on first use
+
+    load_series = importlib.import_module("clara_rt.operators.io.dicom_series").load_series
+    return load_series(folder)[0]
+
+
 register_loader("npy", _load_npy)
+register_loader("dicom", _load_dicom)
 register_writer("npy", _save_npy)
 register_loader("nifti", _load_nifti)
 register_writer("nifti", _save_nifti)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from clara_rt import Runtime
-from examples.demo import build
+from examples.python_api import build
 from tests.data.phantom import ct_phantom
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ def test_demo_segments_exactly_the_lungs() -> None:
 
 
 def test_demo_script_prints_what_it_did() -> None:
-    proc = subprocess.run([sys.executable, "examples/demo.py"], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "examples/python_api.py"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     expected = _lung_voxels((64, 128, 128))

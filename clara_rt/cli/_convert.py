@@ -1,0 +1,120 @@
+"""``clara-rt convert DICOM_DIR OUT.nii[.gz]``: one DICOM series -> NIfTI, like dcm2niix.
+
+Loads the series with :func:`clara_rt.operators.io.load_series` (the rules ``--modality``,
+``--description``, ``--series-uid`` and ``--select`` pick one when the folder holds several) and
+writes it with :func:`clara_rt.operators.io.write_nifti` (temporary name, then rename: never a
+partial file). Prints one summary line on stdout (or a JSON record with ``--json``); the loader's
+warnings (skipped files, missing slices, irregular spacing) go to stderr.
+
+Exit status: 0 written; 1 the series could not be read or written; 2 bad arguments: no such
+folder, no DICOM series in it (or none matching the rules), a bad output name, or an existing
+output without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add", "run"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Declare ``convert``."""
+    p = verbs.add_parser(
+        "convert", help="convert a DICOM series to NIfTI (like dcm2niix)",
+        description="Load one DICOM series from a folder (searched recursively) and write it as "
+                    "NIfTI-1 (.nii or .nii.gz). Slices are sorted along the slice normal; "
+                    "rescale slope/intercept are applied (int16 when integral, else float32).")
+    p.add_argument("dicom_dir", type=Path, metavar="DICOM_DIR", help="folder of DICOM files")
+    p.add_argument("output", type=Path, metavar="OUT.nii[.gz]", help="NIfTI file to write")
+    p.add_argument("--modality", metavar="M", help="only series of this modality (CT, MR...)")
+    p.add_argument("--description", metavar="REGEX",
+                   help="only series whose SeriesDescription matches (case-insensitive)")
+    p.add_argument("--series-uid", metavar="UID", help="only this SeriesInstanceUID")
+    p.add_argument("--select", choices=("largest", "first", "only"), default="largest",
+                   help="which matching series: most slices (default), lowest SeriesNumber, "
+                        "or fail unless exactly one matches")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--json", action="store_true", help="print a JSON record on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert ``args.dicom_dir`` to ``args.output``; return the exit status."""
+    # clara_rt.operators is mapped from the top-level operators/ folder at install time, where
+    # mypy (run on clara_rt/) cannot see it: import it dynamically.
+    io = importlib.import_module("clara_rt.operators.io")
+    out: Path = args.output
+    problem = _usage_problem(args.dicom_dir, out, args.overwrite)
+    if problem:
+        return _fail(problem, EXIT_USAGE)
+    # The warnings are printed below with the summary; keep the logger's copy off stderr.
+    logging.getLogger("clara_rt.dicom").addHandler(logging.NullHandler())
+    try:
+        volume, meta = io.load_series(args.dicom_dir, modality=args.modality,
+                                      description=args.description,
+                                      series_uid=args.series_uid, select=args.select)
+    except (io.NoSeriesError, ValueError) as exc:  # nothing to convert, or a bad regex
+        return _fail(str(exc), EXIT_USAGE)
+    except io.DicomSeriesError as exc:  # a series that cannot be stacked or decoded
+        return _fail(str(exc), EXIT_FAILED)
+    for warning in meta.warnings:
+        print(f"clara-rt: warning: {warning}", file=sys.stderr)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        io.write_nifti(volume, meta, out)
+    except OSError as exc:
+        return _fail(f"cannot write {out}: {exc}", EXIT_FAILED)
+    record = _record(volume, meta, out)
+    if args.json:
+        print(json.dumps(record), flush=True)
+    else:
+        k, j, i = volume.shape
+        print(f"{out}: {i}x{j}x{k} {volume.dtype}, spacing {meta.spacing[2]:g} x "
+              f"{meta.spacing[1]:g} x {meta.spacing[0]:g} mm, series "
+              f"{record['series_uid']} ({record['modality']} {record['description']!r}), "
+              f"{len(meta.warnings)} warning(s)", flush=True)
+    return EXIT_OK
+
+
+# --- private ------------------------------------------------------------------------------
+
+
+def _usage_problem(folder: Path, out: Path, overwrite: bool) -> str | None:
+    if not folder.is_dir():
+        return f"{folder}: no such folder"
+    if not out.name.endswith((".nii", ".nii.gz")) or out.name in (".nii", ".nii.gz"):
+        return f"{out}: the output name must end in .nii or .nii.gz"
+    if out.exists() and not overwrite:
+        return f"{out} exists; pass --overwrite to replace it"
+    return None
+
+
+def _record(volume: Any, meta: Any, out: Path) -> dict[str, Any]:
+    source = meta.source
+    return {
+        "output": str(out),
+        "shape_kji": list(volume.shape),
+        "dtype": str(volume.dtype),
+        "spacing_kji": list(meta.spacing),
+        "origin_lps": list(meta.origin),
+        "affine_ras": [list(row) for row in meta.affine_ras.tolist()],
+        "series_uid": source.get("SeriesInstanceUID"),
+        "modality": source.get("Modality"),
+        "description": source.get("SeriesDescription") or "",
+        "files": len(meta.files),
+        "warnings": list(meta.warnings),
+    }
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"clara-rt convert: error: {message}", file=sys.stderr)
+    return status

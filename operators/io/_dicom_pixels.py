@@ -32,7 +32,7 @@ _INT16 = np.iinfo(np.int16)
 _CHUNK = 8  # slices per task: enough to amortise the pool, small enough to balance
 
 
-def read_volume(stack: _Stack, pool: ThreadPoolExecutor) -> np.ndarray:
+def read_volume(stack: _Stack, pool: ThreadPoolExecutor, *, pinned: bool = False) -> np.ndarray:
     """Read every slice of ``stack`` into one ``(slices, rows, cols)`` array and rescale it.
 
     Raises:
@@ -52,7 +52,13 @@ def read_volume(stack: _Stack, pool: ThreadPoolExecutor) -> np.ndarray:
     integral = all(v.is_integer() for v in (*slopes, *intercepts)) and (
         raw.itemsize == 2 or (raw.itemsize == 1 and _fits(raw, slopes, intercepts)))
     shape = (len(headers), int(headers[0].get("Rows")), int(headers[0].get("Columns")))
-    volume = np.empty(shape, dtype=np.int16 if integral else np.float32)
+    dtype = np.int16 if integral else np.float32
+    if pinned:  # page-locked, so the single copy to the GPU is a full-speed DMA
+        import cupyx
+
+        volume = cupyx.empty_pinned(shape, dtype=dtype)
+    else:
+        volume = np.empty(shape, dtype=dtype)
     in_place = integral and raw.itemsize == 2
     chunks = [range(i, min(i + _CHUNK, len(headers))) for i in range(0, len(headers), _CHUNK)]
 

@@ -127,8 +127,13 @@ def _run_job(args: argparse.Namespace, built: Any) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     workspace = Path(tempfile.mkdtemp(prefix=".clara-rt-work-", dir=args.output))
     with Runtime(workers=args.workers) as rt:
-        job = rt.submit(built.pipeline, built.payload_for(args.input.resolve()),
-                        priority=args.priority, timeout=args.timeout, workspace=workspace)
+        try:
+            job = rt.submit(built.pipeline, built.payload_for(args.input.resolve()),
+                            priority=args.priority, timeout=args.timeout, workspace=workspace)
+        except ClaraRTError as exc:  # an operator's start() failed: no job was created
+            shutil.rmtree(workspace, ignore_errors=True)
+            print(f"clara-rt: error: {exc}", file=sys.stderr)
+            return EXIT_JOB_FAILED
         watch(job, enabled=sys.stderr.isatty() and not args.json)
         job.wait()
     outputs: dict[str, Path] = {}

@@ -39,6 +39,7 @@ from clara_rt.bench._dicom import dicom as dicom
 from clara_rt.bench._dicom import pydicom_loop as pydicom_loop
 from clara_rt.bench._dispatch import core as core
 from clara_rt.bench._hops import hops as hops
+from clara_rt.bench._inference import inference as inference
 from clara_rt.bench._kernels import kernels as kernels
 from clara_rt.bench._record import BenchRecord as BenchRecord
 from clara_rt.bench._record import Progress as Progress
@@ -70,6 +71,7 @@ __all__ = [
     "format_table",
     "hops",
     "idle_rss",
+    "inference",
     "kernels",
     "loaded_scheduler",
     "machine_info",

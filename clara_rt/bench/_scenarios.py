@@ -9,6 +9,7 @@ from clara_rt.bench._construct import construct
 from clara_rt.bench._dicom import dicom
 from clara_rt.bench._dispatch import core
 from clara_rt.bench._hops import hops
+from clara_rt.bench._inference import inference
 from clara_rt.bench._kernels import kernels
 from clara_rt.bench._record import BenchRecord, Progress
 from clara_rt.bench._rss import idle_rss
@@ -22,6 +23,7 @@ SCENARIOS: dict[str, Callable[..., BenchRecord]] = {
     "rss": idle_rss,
     "kernels": kernels,
     "dicom": dicom,
+    "inference": inference,
 }
 """Scenario name (as on the command line) -> function."""
 

@@ -25,7 +25,8 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="hops: per-hop latency; throughput: jobs/s; core: C++ dispatches/s; "
                         "construct: build+validate time; rss: idle memory; kernels: numba imaging "
                         "kernels vs NumPy; dicom: load a 300-slice CT series vs dcm2niix and a "
-                        "pydicom loop; all: every one")
+                        "pydicom loop; inference: Triton backend vs bare tritonclient "
+                        "(CLARA_RT_TRITON_URL); all: every one")
     p.add_argument("--json", action="store_true",
                    help="print one JSON record per scenario on stdout (tables go to stderr)")
     p.add_argument("--repeat", type=positive_int, metavar="N",

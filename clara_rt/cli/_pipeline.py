@@ -50,6 +50,10 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--service", action="append", default=[], metavar="NAME=URL",
                    help="URL of a running server for a service of the definition")
     p.add_argument("--timeout", type=float, metavar="S", help="stop the job after S seconds")
+    p.add_argument("--inference", choices=("remote", "local"), default="remote",
+                   help="local: serve Triton models from ONNX files in --models (edge use)")
+    p.add_argument("--models", type=Path, metavar="DIR",
+                   help="with --inference local: DIR/NAME.onnx or DIR/NAME/<version>/model.onnx")
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     p.add_argument("--overwrite", action="store_true",
                    help="allow writing into an output folder that already holds files")
@@ -113,6 +117,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         definition = _parse(args)
         services = _pairs(args.service, "--service")
         _check_folders(args)
+        _local_inference(args)
         built = build_pipeline(definition, services=services)
     except (ClaraRTError, ValueError) as exc:
         return _fail(exc)
@@ -160,6 +165,19 @@ def _parse(args: argparse.Namespace, *, template: bool = False) -> Any:
     for warning in definition.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return definition
+
+
+def _local_inference(args: argparse.Namespace) -> None:
+    if args.inference == "remote":
+        if args.models is not None:
+            raise ValueError("--models is only used with --inference local")
+        return
+    if args.models is None or not args.models.is_dir():
+        raise ValueError("--inference local needs --models DIR, a folder of ONNX models named "
+                         "after the Triton models (NAME.onnx or NAME/<version>/model.onnx)")
+    import importlib
+
+    importlib.import_module("clara_rt.operators.inference").set_local_models(args.models)
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:

@@ -17,6 +17,7 @@ pipeline is built::
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from collections.abc import Mapping
@@ -78,11 +79,13 @@ class InferenceOp(Operator):
 
     Ports are named after the tensors (``TensorSpec.port()``: ``input.1`` -> ``input_1``) unless
     ``inputs`` / ``outputs`` rename them; their dtypes and shapes are the model's. With
-    ``batch=True`` the ports hold one item: the model's first axis (when it is ``1`` or variable)
-    and the size-1 axes right after it (a single channel) are left out of the ports, added to
-    the inputs as views before inference and taken off the outputs after. So a model on
-    ``float32[1, 1, D, H, W]`` gets a ``float32[D, H, W]`` port and ``[N, 1, 32, 32]`` a
-    ``[32, 32]`` one. Inputs may be NumPy or CuPy arrays; outputs come back on the same device.
+    ``batch=True`` the ports hold one item: the batch axis (the first, when the model batches:
+    ``ModelSpec.max_batch_size > 0``) and the size-1 axes after it (a single channel) are left
+    out of the ports, added to the inputs as views before inference and taken off the outputs
+    after (a model that does not batch loses only leading size-1 axes). So ``float32[1, 1, D, H,
+    W]`` gets a ``float32[D, H, W]`` port, ``[N, 1, 32, 32]`` a ``[32, 32]`` one, and a Triton
+    model with ``max_batch_size: 0`` and dims ``[-1, -1, -1]`` keeps all three. Inputs may be
+    NumPy or CuPy arrays; outputs come back on the same device.
 
     The backend is created when the operator is added to a pipeline, because the model's
     interface declares the ports. **For Triton the server must be up and the model ready when
@@ -105,7 +108,10 @@ class InferenceOp(Operator):
             Default: every output, ports named after the tensors.
         sliding_window: Run :func:`clara_rt.backends.sliding_window.sliding_window_infer` over
             the input instead of one call, with these keyword arguments (``roi``, ``overlap``,
-            ``blend``...): for volumes larger than the model takes.
+            ``blend``, ``batch_size``...): for volumes larger than the model takes. The model
+            must have one input; the ports then take any spatial size and any dtype (windows
+            are cast), the outputs are float32 (float64 for float64 outputs), batch axes are
+            always stripped, and each output is blended in its own pass.
         batch: Add and strip the batch (and single-channel) axes, see above.
         backend_args: Extra keyword arguments for the backend class (``intra_op_threads``,
             ``providers`` for ONNX; timeouts, protocol options for Triton). Not used when
@@ -157,15 +163,19 @@ class InferenceOp(Operator):
         backend = self._open()
         self._backend = backend
         model_spec = self._model_spec = self._fetch_spec(backend)
-        self._feeds = self._ports("input", model_spec.inputs, self.inputs, rename_only=True)
-        self._fetches = self._ports("output", model_spec.outputs, self.outputs or {},
-                                    rename_only=self.outputs is None)
+        try:
+            self._feeds = self._ports("input", model_spec.inputs, self.inputs, rename_only=True)
+            self._fetches = self._ports("output", model_spec.outputs, self.outputs or {},
+                                        rename_only=self.outputs is None)
+        except PipelineError:
+            self.stop()
+            raise
         self._requested = (None if self.outputs is None
                            else tuple(p.tensor.name for p in self._fetches))
         for p in self._feeds:
-            spec.input(p.spec())
+            spec.input(p.spec(output=False))
         for p in self._fetches:
-            spec.output(p.spec())
+            spec.output(p.spec(output=True))
 
     def start(self) -> None:
         """Reopen the backend if a runtime stopped it, and warm it (load the model now)."""
@@ -186,11 +196,11 @@ class InferenceOp(Operator):
         if backend is None:
             raise BackendError(f"operator '{self.name}': the backend is closed (stop() was "
                                "called); start() opens it again", model=self.model)
-        feed = {p.tensor.name: _add_axes(inputs[p.port], p.axes) for p in self._feeds}
         if self.sliding_window is not None:
-            result = self._sliding(backend, feed)
-        else:
-            result = backend.infer(feed, self._requested)
+            self._compute_sliding(backend, inputs, outputs)
+            return
+        feed = {p.tensor.name: _add_axes(inputs[p.port], p.axes) for p in self._feeds}
+        result = backend.infer(feed, self._requested)
         for p in self._fetches:
             outputs[p.port] = _strip_axes(result[p.tensor.name], p.axes, self, p)
 
@@ -231,12 +241,13 @@ class InferenceOp(Operator):
             if not path.exists() and local is not None:
                 path = find_local_model(local, self.model)
             return OnnxBackend(path, **self.backend_args)
-        except BackendError as exc:
+        except (BackendError, ValueError, TypeError) as exc:  # TypeError: bad backend_args
             raise self._failed(exc) from exc
 
-    def _failed(self, exc: BackendError) -> PipelineError:
+    def _failed(self, exc: Exception) -> PipelineError:
         """The build-time error for a backend that failed (Triton: name the server, say why)."""
-        if self._kind() != "triton" or _local_models is not None:
+        if (self._kind() != "triton" or _local_models is not None
+                or not isinstance(exc, BackendError)):
             return PipelineError(f"operator '{self.name}': {exc}")
         url = self._url() or ""
         where = "" if url in str(exc) else f"model '{self.model}' at {url}: "
@@ -277,37 +288,58 @@ class InferenceOp(Operator):
                                 f"{', '.join(by_name)}")
         port_of = {tensor: port for port, tensor in names.items()}
         chosen = tensors if rename_only else tuple(by_name[t] for t in names.values())
+        sliding = self.sliding_window is not None
+        if sliding and direction == "input" and len(chosen) != 1:
+            raise PipelineError(f"operator '{self.name}': sliding_window needs a model with one "
+                                f"input; model '{self.model}' has {len(chosen)}")
+        assert self._model_spec is not None
+        batched = self._model_spec.max_batch_size > 0
         return tuple(_Port(port_of.get(t.name) or t.port().name, t,
-                           _batch_axes(t.shape) if self.batch else 0) for t in chosen)
+                           _batch_axes(t.shape, batched) if self.batch or sliding else 0,
+                           sliding=sliding) for t in chosen)
 
-    def _sliding(self, backend: InferenceBackend, feed: dict[str, Any]) -> dict[str, Any]:
-        from clara_rt.backends.sliding_window import (
-            sliding_window_infer,  # type: ignore[import-not-found, unused-ignore]
-        )
-
-        assert self.sliding_window is not None
-        result: dict[str, Any] = sliding_window_infer(backend, feed, outputs=self._requested,
-                                                      **self.sliding_window)
-        return result
+    def _compute_sliding(self, backend: InferenceBackend, inputs: Inputs,
+                         outputs: Outputs) -> None:
+        sliding_window_infer = importlib.import_module(
+            "clara_rt.backends.sliding_window").sliding_window_infer
+        feed = self._feeds[0]
+        volume = inputs[feed.port]
+        for p in self._fetches:
+            out = sliding_window_infer(backend, volume, input_name=feed.tensor.name,
+                                       output_name=p.tensor.name, **(self.sliding_window or {}))
+            rank = len(p.tensor.shape) - p.axes
+            while out.ndim > rank and out.shape[0] == 1:  # (1, *spatial) -> the port's rank
+                out = out[0]
+            outputs[p.port] = out
 
 
 @dataclass(frozen=True)
 class _Port:
-    """One port and its tensor; ``axes`` leading axes are added/stripped (``batch=True``)."""
+    """One port and its tensor; ``axes`` leading axes are added/stripped (``batch=True``).
+
+    With ``sliding``, the port takes any size per axis and any dtype (inputs) or float (outputs).
+    """
 
     port: str
     tensor: TensorSpec
     axes: int
+    sliding: bool = False
 
-    def spec(self) -> PortSpec:
-        return PortSpec(self.port, dtype=self.tensor.dtype, shape=self.tensor.shape[self.axes:])
+    def spec(self, *, output: bool) -> PortSpec:
+        shape = self.tensor.shape[self.axes:]
+        if not self.sliding:
+            return PortSpec(self.port, dtype=self.tensor.dtype, shape=shape)
+        dtype = None if not output else "float64" if self.tensor.dtype == "float64" else "float32"
+        return PortSpec(self.port, dtype=dtype, shape=(-1,) * len(shape))
 
 
-def _batch_axes(shape: tuple[int, ...]) -> int:
-    """How many leading axes are batch or single channel: ``[1, 1, D, H, W]`` -> 2."""
-    if len(shape) < 2 or shape[0] not in (1, -1):
-        return 0
-    axes = 1
+def _batch_axes(shape: tuple[int, ...], batched: bool) -> int:
+    """How many leading axes are batch or single channel: ``[1, 1, D, H, W]`` -> 2.
+
+    ``batched``: the first axis is the batch whatever its size; else only size-1 axes count.
+    One axis is always kept.
+    """
+    axes = 1 if batched and len(shape) > 1 else 0
     while axes < len(shape) - 1 and shape[axes] == 1:
         axes += 1
     return axes

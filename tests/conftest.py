@@ -1,16 +1,27 @@
-"""Shared fixtures: array modules, GPU detection, peers policy."""
+"""Shared fixtures: array modules, GPU detection, peers policy, the real inference peers.
+
+``triton`` and ``mlserver`` start their server once per test session (see :mod:`tests.peers`)
+for every folder (integration and e2e tests share one server) and yield a
+:class:`~tests.peers.PeerServer` with ``http_url`` and ``grpc_url``. Without tritonclient or a
+startable server the tests that use them skip locally and fail in CI.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 from collections.abc import Iterator
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from clara_rt.arrays import cuda_available
+
+if TYPE_CHECKING:
+    from tests.peers import PeerServer
 
 REQUIRE_PEERS = os.environ.get("CLARA_RT_REQUIRE_PEERS") == "1"
 
@@ -55,3 +66,28 @@ def no_thread_leak() -> Iterator[None]:
         t.join(timeout=2.0)
     leaked = [t.name for t in leaked if t.is_alive()]
     assert not leaked, f"threads left running: {leaked}"
+
+
+def _need_tritonclient() -> None:
+    need_peer(importlib.util.find_spec("tritonclient") is not None,
+              "tritonclient (pip install 'clara-rt[triton]')")
+
+
+@pytest.fixture(scope="session")
+def triton() -> Iterator[PeerServer]:
+    """A Triton 2.51 server with the models double, threshold_mask and threshold_mask_2d."""
+    from tests.peers import triton_server  # tests.peers imports this module
+
+    _need_tritonclient()
+    with triton_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mlserver() -> Iterator[PeerServer]:
+    """An MLServer 1.7.1 with the models doubler, classifier and onnx_classifier."""
+    from tests.peers import mlserver_server
+
+    _need_tritonclient()
+    with mlserver_server() as server:
+        yield server

@@ -48,7 +48,8 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    default="normal")
     p.add_argument("--workers", type=positive_int, metavar="N", help="worker threads (cores)")
     p.add_argument("--service", action="append", default=[], metavar="NAME=URL",
-                   help="URL of a running server for a service of the definition")
+                   help="URL of a running server for a service of the definition (triton=URL: "
+                        "the server of every operator's models:)")
     p.add_argument("--timeout", type=float, metavar="S", help="stop the job after S seconds")
     p.add_argument("--inference", choices=("remote", "local"), default="remote",
                    help="local: serve Triton models from ONNX files in --models (edge use)")
@@ -118,7 +119,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         services = _pairs(args.service, "--service")
         _check_folders(args)
         _local_inference(args)
-        built = build_pipeline(definition, services=services)
+        # Local inference serves the models from files: no server URL is needed.
+        built = build_pipeline(definition, services=services,
+                               require_services=args.inference == "remote")
     except (ClaraRTError, ValueError) as exc:
         return _fail(exc)
     return _run_job(args, built)

@@ -37,16 +37,23 @@ _TOP_KEYS = ("api-version", "name", "operators", "pull-secrets", "variables")
 _OPERATOR_KEYS = ("name", "description", "container", "variables", "requests", "input", "output",
                   "services", "clara-rt")
 _SILENT_KEYS = frozenset({"orchestrator", "timeout"})
+# Read, but left out of the "expected one of" list of an unknown operator key, which predates it.
+_OPERATOR_EXTRA_KEYS = frozenset({"models"})
 _CONTAINER_KEYS = ("image", "tag", "command")
 _REQUEST_KEYS = ("gpu", "memory")
 _TYPED_KEYS = ("type", "shape", "element-type", "format")
 _INPUT_KEYS = ("from", "name", "path", *_TYPED_KEYS)
 _OUTPUT_KEYS = ("name", "path", *_TYPED_KEYS)
 _SERVICE_KEYS = ("name", "container", "connections")
+_MODEL_KEYS = ("name",)
 _HTTP_KEYS = ("name", "port")
 _CLARA_RT_KEYS = ("operator", "args", "ports")
 _OPERATOR_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 _DIM_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
 
 
 class Parser(Reader):
@@ -129,7 +136,7 @@ class Parser(Reader):
     def operator(self, item: YMap, index: int) -> OperatorDef:
         raw_name = item.raw.get("name")
         what = f"operator '{raw_name}'" if raw_name else f"operator #{index}"
-        self.check_keys(item, _OPERATOR_KEYS, what, silent=_SILENT_KEYS)
+        self.check_keys(item, _OPERATOR_KEYS, what, silent=_SILENT_KEYS | _OPERATOR_EXTRA_KEYS)
         own = self.variables(item, what)
         self.scopes = [*self._base, own, self._top]
         try:  # read in the usual file order, so that the first mistake is reported first
@@ -143,7 +150,9 @@ class Parser(Reader):
             return OperatorDef(name=name, description=description, container=container,
                                variables=own, requests=requests, inputs=inputs, outputs=outputs,
                                services=self.services(item, what),
-                               clara_rt=self.clara_rt(item, what, inputs + outputs), loc=item.loc)
+                               clara_rt=self.clara_rt(item, what, inputs + outputs), loc=item.loc,
+                               models=self.models(item, what),
+                               models_loc=item.key_locs.get("models"))
         finally:
             self.scopes = [*self._base, self._top]
 
@@ -209,7 +218,7 @@ class Parser(Reader):
         from_ = self.text(item, "from", what) if is_input else None
         if name is None and path is None and from_ is None:
             raise item.loc.error(f"{what} needs a 'path' or a 'name'")
-        if self.version != TYPED_PORTS_VERSION:
+        if _version(self.version) < _version(TYPED_PORTS_VERSION):  # 0.5.0 and later have them
             for key in _TYPED_KEYS:
                 if key in item:
                     self.warn(item.key_locs[key], f"'{key}' in {what} is a typed-port field of "
@@ -276,6 +285,24 @@ class Parser(Reader):
             result.append(ServiceDef(name, self.container(item, what), self.http(item, what),
                                      item.loc))
         return tuple(result)
+
+    def models(self, parent: YMap, owner: str) -> tuple[str, ...]:
+        """Clara 0.6 ``models: [{name: NAME}, ...]``: the names, in order, without repeats."""
+        items = self.sequence(parent, "models", owner)
+        if items is None:
+            return ()
+        names: list[str] = []
+        for index, item in enumerate(items, 1):
+            what = f"model #{index} of {owner}"
+            if not isinstance(item, YMap):
+                raise items.item_locs[index - 1].error(
+                    f"expected a mapping (name) for {what}, e.g. {{name: segmentation_liver_v1}}, "
+                    f"got {describe(item)}")
+            self.check_keys(item, _MODEL_KEYS, what)
+            name = self.name(item, what, f"missing 'name' (the Triton model's name) in {what}")
+            if name not in names:
+                names.append(name)
+        return tuple(names)
 
     def http(self, service: YMap, what: str) -> tuple[tuple[str, int], ...]:
         connections = self.mapping(service, "connections", what)

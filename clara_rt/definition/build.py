@@ -41,9 +41,13 @@ from clara_rt.operator import Operator
 from clara_rt.pipeline import Pipeline
 from clara_rt.ports import PortSpec, connection_problem
 
-__all__ = ["ENTRY_POINT_GROUP", "BuiltPipeline", "build_pipeline", "port_name", "unresolved"]
+__all__ = ["ENTRY_POINT_GROUP", "TRITON_GRPC_ENV", "TRITON_HTTP_ENV", "TRITON_SERVICE",
+           "BuiltPipeline", "build_pipeline", "port_name", "unresolved"]
 
 ENTRY_POINT_GROUP = "clara_rt.images"
+TRITON_SERVICE = "triton"
+"""The ``--service`` name whose URL serves every operator's Clara 0.6 ``models:``."""
+TRITON_HTTP_ENV, TRITON_GRPC_ENV = "NVIDIA_TRITON_HTTPURI", "NVIDIA_TRITON_GRPCURI"
 
 
 @dataclass(frozen=True)
@@ -96,14 +100,16 @@ def build_pipeline(definition: PipelineDefinition, *,
     Args:
         definition: A parsed definition.
         services: Service name -> URL (``--service trtis=http://127.0.0.1:8000``) for every
-            service an operator declares.
+            service an operator declares; ``triton`` serves the Clara 0.6 ``models:`` of every
+            operator (``NVIDIA_TRITON_HTTPURI``, or ``NVIDIA_TRITON_GRPCURI`` for ``grpc://``).
         require_services: With ``False`` (``clara-rt validate``), a service without a URL is
             not an error; its connection is left unset.
 
     Raises:
         DefinitionError: unresolved operators (all listed), a Python class that cannot be
             imported or built, ports that cannot be matched or whose types disagree, or a
-            service without a URL; each with the file position.
+            service (or ``models:`` without ``triton``) without a URL; each with the file
+            position.
     """
     missing = unresolved(definition)
     if missing:
@@ -390,7 +396,22 @@ def _connections(op_def: OperatorDef, services: Mapping[str, str],
         url = services[service.name]
         for conn_name, _port in service.http:
             env[conn_name] = url
+    if op_def.models:
+        triton = services.get(TRITON_SERVICE)
+        if triton is None:
+            if required:
+                raise _error(op_def.models_loc or op_def.loc,
+                             f"models of operator '{op_def.name}' ({', '.join(op_def.models)}) "
+                             "need a running Triton server: pass --service "
+                             f"{TRITON_SERVICE}=http://HOST:PORT (or grpc://HOST:PORT)")
+        else:
+            env[_triton_connection(triton)] = triton
     return env
+
+
+def _triton_connection(url: str) -> str:
+    """``NVIDIA_TRITON_GRPCURI`` for a ``grpc://`` URL, else ``NVIDIA_TRITON_HTTPURI``."""
+    return TRITON_GRPC_ENV if url.lower().startswith("grpc://") else TRITON_HTTP_ENV
 
 
 def _yaml_spec(entry: PortDef | None) -> PortSpec | None:

@@ -124,6 +124,12 @@ class OperatorDef:
     services: tuple[ServiceDef, ...]
     clara_rt: ClaraRTKey | None
     loc: Location
+    models: tuple[str, ...] = ()
+    """Clara 0.6 ``models:`` (names of the Triton models it uses); clara-rt starts none of
+    them: ``--service triton=URL`` gives the operator ``NVIDIA_TRITON_HTTPURI`` (an
+    ``http://`` URL) or ``NVIDIA_TRITON_GRPCURI`` (a ``grpc://`` one)."""
+    models_loc: Location | None = None
+    """Where ``models:`` is written (``None`` without one)."""
 
 
 @dataclass(frozen=True)

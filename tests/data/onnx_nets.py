@@ -5,6 +5,9 @@
   shape. Reference: :func:`seg3d_reference` (``scipy.ndimage.uniform_filter`` + sigmoid).
 * :func:`sigmoid3d` -- ``Sigmoid`` alone on a *fixed* ``[1, 1, 8, 8, 8]`` window: pointwise, so
   sliding-window inference over any volume must equal ``sigmoid(volume)``.
+* :func:`threshold_mask` -- ``Cast<uint8>(Greater(image, threshold))`` on ``image float32[D, H,
+  W]`` -> ``mask uint8[D, H, W]``: the ONNX twin of the Triton Python-backend model
+  ``threshold_mask`` of ``../shared/peers/triton/models`` (same names, threshold 0.5).
 * :func:`classifier2d` -- ``Flatten -> Gemm -> Softmax`` on ``image float32[N, 1, 32, 32]`` ->
   ``probs float32[N, 10]``, with seeded weights. Reference: :func:`classifier2d_reference`.
 
@@ -24,6 +27,7 @@ from scipy import ndimage
 
 __all__ = [
     "OnnxNet", "classifier2d", "classifier2d_reference", "seg3d", "seg3d_reference", "sigmoid3d",
+    "threshold_mask",
 ]
 
 OPSET = 17
@@ -109,6 +113,23 @@ def classifier2d_reference(image: np.ndarray, W: np.ndarray, b: np.ndarray) -> n
     logits -= logits.max(axis=1, keepdims=True)
     e = np.exp(logits)
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def threshold_mask(path: str | Path, *, threshold: float = 0.5) -> OnnxNet:
+    """Write ``mask = uint8(image > threshold)`` for a 3-D float32 ``image`` to ``path``.
+
+    The default is the ``threshold`` parameter of the Triton model's ``config.pbtxt`` (0.5); the
+    comparison is in float32 on both sides, so the masks are equal bit for bit.
+    """
+    dims: list[int | str] = ["D", "H", "W"]
+    graph = helper.make_graph(
+        [helper.make_node("Greater", ["image", "threshold"], ["above"]),
+         helper.make_node("Cast", ["above"], ["mask"], to=TensorProto.UINT8)],
+        "threshold_mask",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("mask", TensorProto.UINT8, dims)],
+        initializer=[numpy_helper.from_array(np.array(threshold, dtype=np.float32), "threshold")])
+    return OnnxNet(_save(graph, path), {"threshold": threshold})
 
 
 def _save(graph: onnx.GraphProto, path: str | Path) -> Path:

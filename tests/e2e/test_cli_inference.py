@@ -59,6 +59,9 @@ def test_triton_pipeline_runs_on_local_onnx_models(tmp_path: Path) -> None:
     [result] = (tmp_path / "out" / "seg").glob("*.npy")
     expected = seg3d_reference(volume[None, None])[0, 0]
     np.testing.assert_allclose(np.load(result), expected, rtol=1e-5, atol=1e-6)
+    edge = _cli("run", pipeline, "--input", tmp_path / "in", "--output", tmp_path / "edge",
+                "--inference", "local", "--models", tmp_path / "models")  # no server at all
+    assert edge.returncode == 0, edge.stderr
     remote = _cli("run", pipeline, "--input", tmp_path / "in", "--output", tmp_path / "out2",
                   "--service", f"trtis={dead}")
     assert remote.returncode == 2 and "seg3d" in remote.stderr and dead in remote.stderr

@@ -212,3 +212,52 @@ def test_readme_shows_the_current_graph(example: str) -> None:
     assert f"```mermaid\n{to_mermaid(definition)}```" in readme, (
         f"regenerate the graph in examples/{example}/README.md with: clara-rt graph "
         f"examples/{example}/pipeline.yaml --format mermaid")
+
+
+# --- multiai-seg through InferenceOp: Triton and local ONNX ---------------------------------------
+
+MULTIAI_TRITON = ROOT / "tests" / "data" / "multiai_triton" / "pipeline.yaml"
+MODEL_THRESHOLD = 0.5  # the `threshold` parameter of threshold_mask's config.pbtxt
+
+
+def triton_model_threshold() -> float:
+    """The threshold the shared Triton model applies (its config.pbtxt default)."""
+    from tests.peers import peers_dir
+
+    config = peers_dir() / "triton" / "models" / "threshold_mask" / "config.pbtxt"
+    text = config.read_text()
+    start = text.index('key: "threshold"')
+    return float(text[start:].split('string_value: "', 1)[1].split('"', 1)[0])
+
+
+def multiai_labels(out: Path) -> np.ndarray:
+    image = nibabel.load(out / "nifti-writer" / "path.nii.gz")
+    return np.asarray(image.dataobj).transpose(2, 1, 0)  # NIfTI [i, j, k] -> [k, j, i]
+
+
+def test_multiai_through_triton_and_local_onnx_give_the_same_labels(
+        chest: Path, triton: Any, tmp_path: Path) -> None:
+    from clara_rt.operators.kernels import window
+    from tests.data.onnx_nets import threshold_mask
+
+    assert triton_model_threshold() == MODEL_THRESHOLD
+    threshold_mask(tmp_path / "models" / "threshold_mask.onnx", threshold=MODEL_THRESHOLD)
+    remote = run_json(MULTIAI_TRITON, "--input", chest, "--output", tmp_path / "triton",
+                      "--workers", "4", "--service", f"triton={triton.http_url}")
+    local = run_json(MULTIAI_TRITON, "--input", chest, "--output", tmp_path / "local",
+                     "--workers", "4", "--service", "triton=http://127.0.0.1:9",  # nobody there
+                     "--inference", "local", "--models", tmp_path / "models")
+    for report in (remote, local):
+        assert {row["name"] for row in report["operators"]} >= {f"segment-{q}" for q in QUADRANTS}
+    via_triton, via_onnx = multiai_labels(tmp_path / "triton"), multiai_labels(tmp_path / "local")
+    np.testing.assert_array_equal(via_triton, via_onnx)
+    hu = ct_phantom((64, 128, 128))
+    expected = np.zeros(hu.shape, dtype=np.uint8)
+    for label, box in enumerate(QUADRANTS.values(), start=1):
+        windowed = window(np.ascontiguousarray(hu[box]), -1000.0, 0.0)
+        expected[box][windowed > np.float32(MODEL_THRESHOLD)] = label
+    np.testing.assert_array_equal(via_triton, expected)
+    assert 0 < np.count_nonzero(expected) < expected.size  # the threshold cuts the body
+    stats = [json.loads((tmp_path / run / "volumes" / "stats.json").read_text())
+             for run in ("triton", "local")]
+    assert stats[0] == stats[1]

@@ -594,3 +594,75 @@ operators:
     text += "  input:\n  - path: /input\n    name: mask\n"
     built = build_pipeline(parse_definition(tmp_path / "t.yaml", text=text))
     assert list(built.payload) == ["keep.mask"]  # not keep.meta, which is optional
+
+
+# --- 8. Clara 0.6 models: and the triton service -------------------------------------------------
+
+MODELS = f"""api-version: 0.5.0
+name: models
+operators:
+- name: classify
+  clara-rt: {{operator: "{OPS}:Connected"}}
+  models:
+  - name: segmentation_liver_v1
+  input:
+  - path: /input
+  output:
+  - name: urls
+- name: report
+  container:
+    command: ["/bin/sh", "-c", "env > /output/env.txt"]
+  models:
+  - name: segmentation_liver_v1
+  input:
+  - path: /input
+  output:
+  - path: /output
+"""
+
+
+def test_models_without_triton_service_name_it_and_the_option() -> None:
+    with pytest.raises(DefinitionError, match=error_at(
+            "inline.yaml", 6, 3, r"models of operator 'classify' \(segmentation_liver_v1\) need "
+                                 r"a running Triton server: pass --service "
+                                 r"triton=http://HOST:PORT \(or grpc://HOST:PORT\)$")):
+        build(MODELS)
+    with pytest.raises(DefinitionError, match="pass --service triton="):
+        build(MODELS, services={"trtis": "http://127.0.0.1:8000"})  # another service: no
+    built = build(MODELS, require_services=False)  # validate
+    assert not hasattr(built.pipeline.operator("classify"), "connections")
+
+
+@pytest.mark.parametrize(("url", "env"), [
+    ("http://127.0.0.1:8000", "NVIDIA_TRITON_HTTPURI"),
+    ("https://triton.example:443", "NVIDIA_TRITON_HTTPURI"),
+    ("127.0.0.1:8000", "NVIDIA_TRITON_HTTPURI"),
+    ("grpc://127.0.0.1:8001", "NVIDIA_TRITON_GRPCURI"),
+    ("GRPC://127.0.0.1:8001", "NVIDIA_TRITON_GRPCURI"),
+])
+def test_triton_service_url_reaches_operators_with_models(monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path, url: str,
+                                                          env: str) -> None:
+    monkeypatch.delenv("NVIDIA_TRITON_HTTPURI", raising=False)
+    monkeypatch.delenv("NVIDIA_TRITON_GRPCURI", raising=False)
+    built = build(MODELS, services={"triton": url})
+    assert built.pipeline.operator("classify").connections == {env: url}  # type: ignore[attr-defined]
+    with Runtime(workers=2) as rt:
+        result = rt.submit(built.pipeline, built.payload_for(tmp_path),
+                           workspace=tmp_path / "ws").result()
+    assert result["classify.urls"] == {env: url}
+    lines = (result["report.output"] / "env.txt").read_text().splitlines()
+    assert f"{env}={url}" in lines
+    assert not any(line.startswith("NVIDIA_TRITON_") and not line.startswith(env)
+                   for line in lines)
+
+
+def test_models_and_services_give_both_connections() -> None:
+    text = MODELS.replace("  models:\n  - name: segmentation_liver_v1\n  input:\n  - path: "
+                          "/input\n  output:\n  - name: urls\n",
+                          "  models:\n  - name: m\n  input:\n  - path: /input\n  output:\n"
+                          "  - name: urls\n  services:\n  - name: trtis\n    connections:\n"
+                          "      http:\n      - {name: NVIDIA_CLARA_TRTISURI, port: 8000}\n", 1)
+    built = build(text, services={"triton": "grpc://h:8001", "trtis": "http://h:8000"})
+    assert built.pipeline.operator("classify").connections == {  # type: ignore[attr-defined]
+        "NVIDIA_CLARA_TRTISURI": "http://h:8000", "NVIDIA_TRITON_GRPCURI": "grpc://h:8001"}

@@ -401,3 +401,61 @@ def test_definition_error_prefix_keeps_old_signature() -> None:
     assert str(DefinitionError("m", path="p.yaml", line=3)) == "p.yaml:3: m"
     error = DefinitionError("m", path="p.yaml", line=3, column=7)
     assert (str(error), error.column) == ("p.yaml:3:7: m", 7)
+
+
+# --- Clara 0.6 models: ----------------------------------------------------------------------------
+
+MODELS = """\
+api-version: 0.5.0
+name: liver
+operators:
+- name: seg
+  container: {image: clara/ai-liver, tag: "0.6"}
+  models:
+  - name: segmentation_liver_v1
+  - name: segmentation_liver_v1
+  - name: ${{SECOND}}
+  input:
+  - path: /input
+  output:
+  - path: /output
+- name: report
+  container: {image: clara/report}
+  input:
+  - from: seg
+"""
+
+
+def test_models_are_read_in_order_without_repeats_and_positioned() -> None:
+    d = parse_definition("inline.yaml", text=MODELS, variables={"SECOND": "tumor_v2"},
+                         environ={}, strict=True)
+    seg, report = d.operators
+    assert seg.models == ("segmentation_liver_v1", "tumor_v2")
+    assert seg.models_loc is not None and (seg.models_loc.line, seg.models_loc.column) == (6, 3)
+    assert report.models == () and report.models_loc is None
+    assert d.warnings == ()
+
+
+@pytest.mark.parametrize(("models", "line", "column", "message"), [
+    ("models: segmentation_liver_v1", 6, 11, r"expected a list for 'models' in operator 'seg'"),
+    ("models: [segmentation_liver_v1]", 6, 12,
+     r"expected a mapping \(name\) for model #1 of operator 'seg', e.g. "
+     r"\{name: segmentation_liver_v1\}, got the text 'segmentation_liver_v1'"),
+    ("models: [{version: 1}]", 6, 12,
+     r"missing 'name' \(the Triton model's name\) in model #1 of operator 'seg'"),
+])
+def test_bad_models_fail_at_the_entry(models: str, line: int, column: int, message: str) -> None:
+    text = MODELS.replace("  models:\n  - name: segmentation_liver_v1\n  - name: "
+                          "segmentation_liver_v1\n  - name: ${{SECOND}}\n", f"  {models}\n")
+    with pytest.raises(DefinitionError, match=error_at("inline.yaml", line, column, message)):
+        parse_definition("inline.yaml", text=text, environ={})
+
+
+def test_unknown_key_of_a_model_warns_and_strict_rejects_it() -> None:
+    text = MODELS.replace("  - name: ${{SECOND}}\n", "  - {name: b, platform: onnx}\n")
+    d = parse_definition("inline.yaml", text=text, environ={})
+    assert d.warnings == ("inline.yaml:9:15: unknown key 'platform' in model #3 of operator "
+                          "'seg' (expected one of name)",)
+    assert d.operators[0].models == ("segmentation_liver_v1", "b")
+    with pytest.raises(DefinitionError, match=error_at("inline.yaml", 9, 15, "unknown key")):
+        parse_definition("inline.yaml", text=text, environ={}, strict=True)

@@ -31,6 +31,10 @@ FULL: dict[str, dict[str, Any]] = {
     "core": {"jobs": 200_000, "repeat": 3},
     "construct": {"repeat": 30},
     "rss": {"repeat": 3},
+    "kernels": {"repeat": 3},
+    "dicom": {"repeat": 3},
+    "startup": {"repeat": 5},
+    "priority": {},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "hops": {"jobs": 300, "repeat": 1},

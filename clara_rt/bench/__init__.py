@@ -12,6 +12,13 @@ reports their ratio: on a shared machine absolute times are noise, ratios are no
 * :func:`construct` -- time to build and validate a chain pipeline; baseline: a plain
   dict-of-successors graph and its topological sort.
 * :func:`idle_rss` -- resident memory of a fresh process with a Runtime; baseline: numpy only.
+* :func:`startup` -- process start to first operator of a 10-operator YAML pipeline run by
+  ``clara-rt run`` (cold), and Runtime + build + first job in-process (warm); baselines: a bare
+  interpreter, ``import numpy``, a queue-thread chain.
+* :func:`priority` -- latency of immediate / high jobs behind 1,000 queued normal ``ct-lung-seg``
+  jobs, and per-class shares under saturation vs the configured 4:2:1 weights.
+* :func:`quick_guard` -- the ``--quick`` regression guard: small runs whose ratios are compared
+  with ``benchmarks/baseline_ratios.json`` (fails only below half the recorded ratio).
 
 Each returns a frozen :class:`BenchRecord`; :func:`format_table` renders it. Ratios are always
 oriented so that **a value above 1 means clara-rt is better**: baseline/clara-rt for times and
@@ -23,7 +30,8 @@ Modules (private; import from ``clara_rt.bench``): ``_record`` (:class:`BenchRec
 :class:`Target`, :func:`machine_info`, :func:`format_table`), ``_workload`` (:class:`NoopOp`,
 :func:`chain_pipeline`), ``_baselines`` (:class:`QueueChain`, :func:`dask_stream` and the other
 baselines), one module per scenario (``_hops``, ``_throughput``, ``_dispatch`` for ``core``,
-``_construct``, ``_rss``), and ``_scenarios`` (:data:`SCENARIOS`, :func:`run_scenario`).
+``_construct``, ``_rss``, ``_startup``, ``_priority``; ``_chest`` writes their DICOM phantom),
+``_quick`` (the regression guard), and ``_scenarios`` (:data:`SCENARIOS`, :func:`run_scenario`).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from clara_rt.bench._baselines import dask_stream as dask_stream
 from clara_rt.bench._baselines import loaded_scheduler as loaded_scheduler
 from clara_rt.bench._baselines import python_drain as python_drain
 from clara_rt.bench._baselines import toposort_baseline as toposort_baseline
+from clara_rt.bench._branches import branches as branches
 from clara_rt.bench._construct import construct as construct
 from clara_rt.bench._dicom import dicom as dicom
 from clara_rt.bench._dicom import pydicom_loop as pydicom_loop
@@ -41,6 +50,11 @@ from clara_rt.bench._dispatch import core as core
 from clara_rt.bench._hops import hops as hops
 from clara_rt.bench._inference import inference as inference
 from clara_rt.bench._kernels import kernels as kernels
+from clara_rt.bench._priority import priority as priority
+from clara_rt.bench._quick import QUICK as QUICK
+from clara_rt.bench._quick import GuardRow as GuardRow
+from clara_rt.bench._quick import format_guard as format_guard
+from clara_rt.bench._quick import quick_guard as quick_guard
 from clara_rt.bench._record import BenchRecord as BenchRecord
 from clara_rt.bench._record import Progress as Progress
 from clara_rt.bench._record import Target as Target
@@ -49,18 +63,22 @@ from clara_rt.bench._record import machine_info as machine_info
 from clara_rt.bench._rss import idle_rss as idle_rss
 from clara_rt.bench._scenarios import SCENARIOS as SCENARIOS
 from clara_rt.bench._scenarios import run_scenario as run_scenario
+from clara_rt.bench._startup import startup as startup
 from clara_rt.bench._throughput import clara_stream as clara_stream
 from clara_rt.bench._throughput import throughput as throughput
 from clara_rt.bench._workload import NoopOp as NoopOp
 from clara_rt.bench._workload import chain_pipeline as chain_pipeline
 
 __all__ = [
+    "QUICK",
     "SCENARIOS",
     "BenchRecord",
+    "GuardRow",
     "NoopOp",
     "Progress",
     "QueueChain",
     "Target",
+    "branches",
     "chain_pipeline",
     "clara_stream",
     "construct",
@@ -68,6 +86,7 @@ __all__ = [
     "dask_order_baseline",
     "dask_stream",
     "dicom",
+    "format_guard",
     "format_table",
     "hops",
     "idle_rss",
@@ -75,9 +94,12 @@ __all__ = [
     "kernels",
     "loaded_scheduler",
     "machine_info",
+    "priority",
     "pydicom_loop",
     "python_drain",
+    "quick_guard",
     "run_scenario",
+    "startup",
     "throughput",
     "toposort_baseline",
 ]

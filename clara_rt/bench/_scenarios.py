@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from clara_rt.bench._branches import branches
 from clara_rt.bench._construct import construct
 from clara_rt.bench._dicom import dicom
 from clara_rt.bench._dispatch import core
 from clara_rt.bench._hops import hops
 from clara_rt.bench._inference import inference
 from clara_rt.bench._kernels import kernels
+from clara_rt.bench._priority import priority
+from clara_rt.bench._quick import QUICK
 from clara_rt.bench._record import BenchRecord, Progress
 from clara_rt.bench._rss import idle_rss
+from clara_rt.bench._startup import startup
 from clara_rt.bench._throughput import throughput
 
 SCENARIOS: dict[str, Callable[..., BenchRecord]] = {
@@ -24,25 +28,30 @@ SCENARIOS: dict[str, Callable[..., BenchRecord]] = {
     "kernels": kernels,
     "dicom": dicom,
     "inference": inference,
+    "startup": startup,
+    "priority": priority,
+    "branches": branches,
 }
 """Scenario name (as on the command line) -> function."""
 
-_TAKES_JOBS = frozenset({"hops", "throughput", "core"})
+_JOBS_PARAM = {"hops": "jobs", "throughput": "jobs", "core": "jobs", "priority": "backlog"}
+"""Which keyword ``--jobs`` sets, per scenario that takes it."""
 
 
 def run_scenario(name: str, *, jobs: int | None = None, repeat: int | None = None,
-                 progress: Progress | None = None) -> BenchRecord:
+                 quick: bool = False, progress: Progress | None = None) -> BenchRecord:
     """Run scenario ``name`` with its defaults, overriding ``jobs`` / ``repeat`` when given.
 
-    ``jobs`` applies to ``hops``, ``throughput`` and ``core`` and is ignored by the others.
+    ``jobs`` applies to ``hops``, ``throughput``, ``core`` and ``priority`` (its backlog) and is
+    ignored by the others. ``quick`` starts from the small sizes of :data:`QUICK`.
 
     Raises:
         KeyError: ``name`` is not in :data:`SCENARIOS`.
     """
     func = SCENARIOS[name]
-    kwargs: dict[str, Any] = {"progress": progress}
-    if jobs is not None and name in _TAKES_JOBS:
-        kwargs["jobs"] = jobs
+    kwargs: dict[str, Any] = {**(QUICK.get(name, {}) if quick else {}), "progress": progress}
+    if jobs is not None and name in _JOBS_PARAM:
+        kwargs[_JOBS_PARAM[name]] = jobs
     if repeat is not None:
         kwargs["repeat"] = repeat
     return func(**kwargs)

@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Iterator
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -91,3 +91,19 @@ def mlserver() -> Iterator[PeerServer]:
     _need_tritonclient()
     with mlserver_server() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def seg_net(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The tiny 3-D segmentation ONNX net of tests/data/onnx_nets.py, written once per module."""
+    from tests.data.onnx_nets import seg3d
+
+    return seg3d(tmp_path_factory.mktemp("models") / "seg3d.onnx")
+
+
+@pytest.fixture(scope="module")
+def cls_net(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The tiny 2-D classifier ONNX net of tests/data/onnx_nets.py, written once per module."""
+    from tests.data.onnx_nets import classifier2d
+
+    return classifier2d(tmp_path_factory.mktemp("models") / "classifier2d.onnx")

@@ -19,21 +19,10 @@ from clara_rt.backends.onnxruntime import DEFAULT_MAX_BATCH, OnnxBackend
 from clara_rt.errors import BackendError, BackendUnavailableError
 from tests.data.onnx_nets import (
     OnnxNet,
-    classifier2d,
     classifier2d_reference,
     seg3d,
     seg3d_reference,
 )
-
-
-@pytest.fixture(scope="module")
-def seg_net(tmp_path_factory: pytest.TempPathFactory) -> OnnxNet:
-    return seg3d(tmp_path_factory.mktemp("models") / "seg3d.onnx")
-
-
-@pytest.fixture(scope="module")
-def cls_net(tmp_path_factory: pytest.TempPathFactory) -> OnnxNet:
-    return classifier2d(tmp_path_factory.mktemp("models") / "classifier2d.onnx")
 
 
 @pytest.fixture

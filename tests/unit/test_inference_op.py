@@ -26,22 +26,11 @@ from clara_rt.operators.preprocess.window import WindowOp
 from clara_rt.operators.segment.threshold import ThresholdOp
 from tests.data.onnx_nets import (
     OnnxNet,
-    classifier2d,
     classifier2d_reference,
     seg3d,
     seg3d_reference,
     sigmoid3d,
 )
-
-
-@pytest.fixture(scope="module")
-def seg_net(tmp_path_factory: pytest.TempPathFactory) -> OnnxNet:
-    return seg3d(tmp_path_factory.mktemp("models") / "seg3d.onnx")
-
-
-@pytest.fixture(scope="module")
-def cls_net(tmp_path_factory: pytest.TempPathFactory) -> OnnxNet:
-    return classifier2d(tmp_path_factory.mktemp("models") / "classifier2d.onnx")
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from clara_rt.operators.postprocess.classification import (
+    ClassificationResultOp as ClassificationResultOp,
+)
 from clara_rt.operators.postprocess.components import (
     ConnectedComponentsOp as ConnectedComponentsOp,
 )
@@ -9,4 +12,10 @@ from clara_rt.operators.postprocess.components import KeepLargestOp as KeepLarge
 from clara_rt.operators.postprocess.label_stats import LabelStats as LabelStats
 from clara_rt.operators.postprocess.label_stats import LabelStatsOp as LabelStatsOp
 
-__all__ = ["ConnectedComponentsOp", "KeepLargestOp", "LabelStats", "LabelStatsOp"]
+__all__ = [
+    "ClassificationResultOp",
+    "ConnectedComponentsOp",
+    "KeepLargestOp",
+    "LabelStats",
+    "LabelStatsOp",
+]

@@ -17,6 +17,9 @@ reports their ratio: on a shared machine absolute times are noise, ratios are no
   interpreter, ``import numpy``, a queue-thread chain.
 * :func:`priority` -- latency of immediate / high jobs behind 1,000 queued normal ``ct-lung-seg``
   jobs, and per-class shares under saturation vs the configured 4:2:1 weights.
+* :func:`e2e` -- the ``ct-lung-seg`` job (DICOM series -> lungs -> DICOM SEG) cold (new process)
+  and warm; baseline: the same steps as a MONAI Deploy App SDK 0.5.1 app in a venv the scenario
+  creates (:func:`monai_venv`), calling the same segmentation functions; peak RSS of both.
 * :func:`quick_guard` -- the ``--quick`` regression guard: small runs whose ratios are compared
   with ``benchmarks/baseline_ratios.json`` (fails only below half the recorded ratio).
 
@@ -30,8 +33,9 @@ Modules (private; import from ``clara_rt.bench``): ``_record`` (:class:`BenchRec
 :class:`Target`, :func:`machine_info`, :func:`format_table`), ``_workload`` (:class:`NoopOp`,
 :func:`chain_pipeline`), ``_baselines`` (:class:`QueueChain`, :func:`dask_stream` and the other
 baselines), one module per scenario (``_hops``, ``_throughput``, ``_dispatch`` for ``core``,
-``_construct``, ``_rss``, ``_startup``, ``_priority``; ``_chest`` writes their DICOM phantom),
-``_quick`` (the regression guard), and ``_scenarios`` (:data:`SCENARIOS`, :func:`run_scenario`).
+``_construct``, ``_rss``, ``_startup``, ``_priority``, ``_e2e`` with ``_monai_app``; ``_chest``
+writes their DICOM phantom), ``_quick`` (the regression guard), and ``_scenarios``
+(:data:`SCENARIOS`, :func:`run_scenario`).
 """
 
 from __future__ import annotations
@@ -47,9 +51,12 @@ from clara_rt.bench._construct import construct as construct
 from clara_rt.bench._dicom import dicom as dicom
 from clara_rt.bench._dicom import pydicom_loop as pydicom_loop
 from clara_rt.bench._dispatch import core as core
+from clara_rt.bench._e2e import e2e as e2e
+from clara_rt.bench._e2e import seg_voxels as seg_voxels
 from clara_rt.bench._hops import hops as hops
 from clara_rt.bench._inference import inference as inference
 from clara_rt.bench._kernels import kernels as kernels
+from clara_rt.bench._monai_app import monai_venv as monai_venv
 from clara_rt.bench._priority import priority as priority
 from clara_rt.bench._quick import QUICK as QUICK
 from clara_rt.bench._quick import GuardRow as GuardRow
@@ -86,6 +93,7 @@ __all__ = [
     "dask_order_baseline",
     "dask_stream",
     "dicom",
+    "e2e",
     "format_guard",
     "format_table",
     "hops",
@@ -94,11 +102,13 @@ __all__ = [
     "kernels",
     "loaded_scheduler",
     "machine_info",
+    "monai_venv",
     "priority",
     "pydicom_loop",
     "python_drain",
     "quick_guard",
     "run_scenario",
+    "seg_voxels",
     "startup",
     "throughput",
     "toposort_baseline",

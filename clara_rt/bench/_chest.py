@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 SPACING = (2.5, 0.7, 0.7)  # (slice, row, column) mm
-_LAYOUT = 1  # bump when the generated files change, so stale caches are not reused
+_LAYOUT = 2  # bump when the generated files change, so stale caches are not reused
 
 
 def chest_series(shape: tuple[int, int, int] = (64, 128, 128)) -> Path:
@@ -66,6 +66,7 @@ def write_chest(folder: Path, shape: tuple[int, int, int], seed: int = 0) -> Non
     base.StudyInstanceUID, base.SeriesInstanceUID = generate_uid(), generate_uid()
     base.FrameOfReferenceUID = generate_uid()
     base.StudyID, base.AccessionNumber = "1", "A1"
+    base.PatientBirthDate, base.ReferringPhysicianName = "", ""  # type 2: present, may be empty
     base.SliceThickness, base.KVP = SPACING[0], 120
     base.PixelSpacing = [SPACING[1], SPACING[2]]
     base.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]

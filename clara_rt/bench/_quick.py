@@ -27,6 +27,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "dicom": {"slices": 100, "repeat": 2},
     "startup": {"repeat": 2, "warm_repeat": 5},
     "priority": {"backlog": 200, "probes": 3, "window": 3.0},
+    "e2e": {"repeat": 1},
 }
 """Small sizes per scenario for ``--quick``."""
 

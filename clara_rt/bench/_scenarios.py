@@ -9,6 +9,7 @@ from clara_rt.bench._branches import branches
 from clara_rt.bench._construct import construct
 from clara_rt.bench._dicom import dicom
 from clara_rt.bench._dispatch import core
+from clara_rt.bench._e2e import e2e
 from clara_rt.bench._hops import hops
 from clara_rt.bench._inference import inference
 from clara_rt.bench._kernels import kernels
@@ -31,6 +32,7 @@ SCENARIOS: dict[str, Callable[..., BenchRecord]] = {
     "startup": startup,
     "priority": priority,
     "branches": branches,
+    "e2e": e2e,
 }
 """Scenario name (as on the command line) -> function."""
 

@@ -33,7 +33,9 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "a YAML pipeline (clara-rt run, cold) and in-process (warm) vs python "
                         "and numpy start; priority: immediate/high latency behind 1,000 queued "
                         "ct-lung-seg jobs and shares per class vs the 4:2:1 weights; branches: "
-                        "multi-AI ROI branches on Triton, 4 workers vs 1; all: every "
+                        "multi-AI ROI branches on Triton, 4 workers vs 1; e2e: ct-lung-seg to a "
+                        "DICOM SEG, cold and warm, vs MONAI Deploy App SDK 0.5.1 (its venv is "
+                        "created on first use, ~1 GB); all: every "
                         "one (with --quick: the regression guard)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON record per scenario on stdout (tables go to stderr)")

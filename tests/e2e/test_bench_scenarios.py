@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from clara_rt.bench import format_table, priority, startup
+from clara_rt.bench import e2e, format_table, priority, startup
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,3 +61,14 @@ def test_priority_smoke() -> None:
     shares = [figs[f"saturation: {c}"]["share_pct"] for c in ("high", "normal", "low")]
     assert abs(sum(shares) - 100) < 1e-6 or sum(shares) == 0
     assert record.ratios["FIFO wait / immediate p50"] > 0
+
+
+def test_e2e_clara_half_smoke() -> None:
+    record = e2e(shape=(16, 64, 64), repeat=1, monai=False)  # the MONAI venv is not built
+    figs = record.figures
+    assert figs["clara-rt: cold (clara-rt run, process)"]["p50_ms"] > 0
+    assert figs["clara-rt: cold (clara-rt run, process)"]["peak_rss_mb"] > 0
+    assert figs["clara-rt: warm job"]["p50_ms"] > 0
+    assert figs["SEG voxels"]["clara_rt"] > 0
+    assert record.ratios == {}
+    assert "== e2e:" in format_table(record)

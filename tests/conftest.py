@@ -36,6 +36,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+# Test extras some modules import with pytest.importorskip: in CI their absence is a failure.
+# (pydicom-data imports as data_store.)
+TEST_EXTRA_MODULES = ("onnx", "onnxruntime", "tritonclient", "data_store", "pylibjpeg")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In CI (CLARA_RT_REQUIRE_PEERS=1) fail at once when a test extra is not installed."""
+    missing = [m for m in TEST_EXTRA_MODULES if importlib.util.find_spec(m) is None]
+    if REQUIRE_PEERS and missing:
+        raise pytest.UsageError(f"test extras missing ({', '.join(missing)}) with "
+                                "CLARA_RT_REQUIRE_PEERS=1: pip install -e '.[test]'")
+
+
 def need_peer(available: bool, what: str) -> None:
     """Skip when a peer is missing, except in CI (CLARA_RT_REQUIRE_PEERS=1) where it fails."""
     if available:

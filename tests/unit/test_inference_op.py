@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,8 +243,6 @@ def test_local_override_without_the_file_lists_what_it_tried(tmp_path: Path,
         find_local_model(tmp_path, "spleen")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("clara_rt.backends.triton") is None,
-                    reason="clara_rt.backends.triton is not written yet (TritonBackend)")
 def test_triton_server_down_fails_at_pipeline_build(no_local_models: None) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
     with pytest.raises(PipelineError, match=rf"^operator 'seg': model 'seg3d' at {url}: .*"

@@ -35,6 +35,7 @@ import numpy as np
 from clara_rt.bench._chest import chest_series
 from clara_rt.bench._monai_app import APP_SOURCE, MONAI_SDK, monai_venv
 from clara_rt.bench._record import BenchRecord, Progress, Target, _quiet, _ratio, machine_info
+from clara_rt.bench._workload import checkout_env
 from clara_rt.executor import Runtime
 
 __all__ = ["E2E_YAML", "e2e", "seg_voxels"]
@@ -195,18 +196,13 @@ def _record(shape: tuple[int, int, int], repeat: int, figures: dict[str, dict[st
               "its operators package imports). SEG voxel counts must agree within 1%.")
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH")) if p)
-    return env
-
 
 def _process(argv: list[str], work: Path) -> tuple[float, float]:
     """Run ``argv``; return (wall seconds start to exit, peak RSS in MB)."""
     log = work / "process.log"
     with log.open("wb") as sink:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=_env(),
+        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=checkout_env(),
                                 cwd=work)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
@@ -246,7 +242,7 @@ def _monai_warm(python: Path, work: Path, folder: Path, repeat: int) -> dict[str
     out = work / "monai-warm"
     done = subprocess.run([str(python), str(work / "monai_app.py"), str(_ROOT), str(folder),
                            str(out), str(repeat + 1)], capture_output=True, text=True,
-                          env=_env(), cwd=work, check=False)
+                          env=checkout_env(), cwd=work, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
         raise RuntimeError(f"the MONAI Deploy app failed (exit {done.returncode}):\n"

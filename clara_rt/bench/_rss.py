@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 
-import clara_rt
 from clara_rt.bench._record import BenchRecord, Progress, _quiet, _ratio, machine_info
+from clara_rt.bench._workload import checkout_env
 
 _RSS_SNIPPETS = {
     "numpy (baseline)": "import numpy",
@@ -58,11 +56,8 @@ def idle_rss(*, repeat: int = 3, progress: Progress | None = None) -> BenchRecor
 
 
 def _subprocess_int(code: str) -> int:
-    root = str(Path(clara_rt.__file__).resolve().parents[1])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env=env, timeout=120).stdout
+                         check=True, env=checkout_env(), timeout=120).stdout
     match = re.search(r"(\d+)\s*$", out)
     if match is None:
         raise RuntimeError(f"no number in the output of the rss probe: {out!r}")

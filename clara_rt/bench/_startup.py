@@ -17,7 +17,6 @@ Every round runs each system once, in turn; the first round is an untimed warm-u
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import numpy as np
 
 from clara_rt.bench._baselines import QueueChain
 from clara_rt.bench._record import BenchRecord, Progress, Target, _quiet, _ratio, machine_info
-from clara_rt.bench._workload import _ARRAY, _now, chain_pipeline
+from clara_rt.bench._workload import _ARRAY, _now, chain_pipeline, checkout_env
 from clara_rt.executor import Runtime
 from clara_rt.job import Context
 from clara_rt.operator import Inputs, Operator, OperatorSpec, Outputs
@@ -141,11 +140,6 @@ def startup(stages: int = 10, *, repeat: int = 5, warm_repeat: int = 20,
 # --- private ------------------------------------------------------------------------------
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH")) if p)
-    return env
-
 
 def _cold(work: Path, yaml_path: Path, stamp: Path, repeat: int) -> dict[str, dict[str, float]]:
     exe = sys.executable
@@ -157,7 +151,7 @@ def _cold(work: Path, yaml_path: Path, stamp: Path, repeat: int) -> dict[str, di
                                str(work / "input"), "--output", str(work / "output"),
                                "--overwrite", "--json"],
     }
-    env = _env()
+    env = checkout_env()
     first: dict[str, list[float]] = {name: [] for name in commands}
     exits: dict[str, list[float]] = {name: [] for name in commands}
     for r in range(repeat + 1):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gc
 import itertools
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,3 +67,11 @@ def _collected() -> Iterator[None]:
 
 def _bind(func: Callable[..., Any], *args: Any) -> Callable[[], Any]:
     return lambda: func(*args)
+
+
+def checkout_env() -> dict[str, str]:
+    """Environment for a child Python that must import this clara-rt (checkout or install)."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env

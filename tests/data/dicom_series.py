@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pydicom
@@ -278,3 +278,37 @@ def _damaged_files(root: Path, template: Path) -> list[Path]:
     garbage = root / "a" / "garbage.dcm"
     garbage.write_bytes(b"\0" * 128 + b"DICM" + np.random.default_rng(7).bytes(2000))
     return [whole, garbage]
+
+
+def ours_vs_dcm2niix(src: Path, tmp: Path, *, exact: bool = True, free_slice_spacing: bool = False,
+                     compare_affine: bool = True) -> tuple[Any, Any]:
+    """Load ``src`` with clara-rt and with dcm2niix; compare both NIfTIs in canonical orientation.
+
+    Voxels must be equal (``exact``) or within float rounding; affines within 1e-4, all of it or,
+    with ``free_slice_spacing``, all but the length of the slice axis (clara-rt uses the median
+    slice step, dcm2niix the first). Fails in CI, skips elsewhere, when dcm2niix is missing.
+    Returns both images (canonical orientation).
+    """
+    import nibabel as nib
+
+    from clara_rt.operators.io import load_series, write_nifti
+    from tests.conftest import need_peer
+
+    need_peer(shutil.which("dcm2niix") is not None, "dcm2niix")
+    volume, meta = load_series(src)
+    ours = nib.as_closest_canonical(nib.load(write_nifti(volume, meta, tmp / "ours.nii.gz")))
+    theirs = nib.as_closest_canonical(nib.load(dcm2niix(src, tmp / "d2n")[0]))
+    assert ours.shape == theirs.shape
+    if exact:
+        np.testing.assert_array_equal(ours.get_fdata(), theirs.get_fdata())
+    else:
+        np.testing.assert_allclose(ours.get_fdata(), theirs.get_fdata(), rtol=1e-6, atol=1e-4)
+    if not compare_affine:
+        return ours, theirs
+    keep = list(range(4))
+    if free_slice_spacing:  # the canonical column that carries the slice normal is left out
+        normal = np.asarray(meta.direction)[:, 2] * np.array([-1, -1, 1])  # LPS -> RAS
+        cols = ours.affine[:3, :3] / np.linalg.norm(ours.affine[:3, :3], axis=0)
+        keep.remove(int(np.argmax(np.abs(cols.T @ normal))))
+    np.testing.assert_allclose(ours.affine[:, keep], theirs.affine[:, keep], atol=1e-4)
+    return ours, theirs

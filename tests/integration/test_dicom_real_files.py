@@ -16,23 +16,21 @@ file (each exception is listed with the reason in :data:`SINGLE_FILES`).
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import warnings
 from collections import defaultdict
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_files
 from pydicom.pixels import apply_rescale
 
-from clara_rt.operators.io import DicomSeriesError, load_series, write_nifti
+from clara_rt.operators.io import DicomSeriesError, load_series
 from tests.conftest import need_peer
-from tests.data.dicom_series import dcm2niix as run_dcm2niix
+from tests.data.dicom_series import ours_vs_dcm2niix
 
 HAS_DATA_STORE = importlib.util.find_spec("data_store") is not None
 HAS_PLUGINS = all(importlib.util.find_spec(m) is not None
@@ -253,25 +251,3 @@ def test_undecodable_file_fails_like_pydicom(tmp_path: Path) -> None:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def ours_vs_dcm2niix(src: Path, tmp: Path, *, exact: bool = True,
-                     free_slice_spacing: bool = False, compare_affine: bool = True) -> None:
-    """As in test_dicom_series.py: both NIfTIs in canonical orientation, voxels and affine."""
-    need_peer(shutil.which("dcm2niix") is not None, "dcm2niix")
-    volume, meta = load_series(src)
-    ours = nib.as_closest_canonical(nib.load(write_nifti(volume, meta, tmp / "ours.nii.gz")))
-    theirs = nib.as_closest_canonical(nib.load(run_dcm2niix(src, tmp / "d2n")[0]))
-    assert ours.shape == theirs.shape
-    if exact:
-        np.testing.assert_array_equal(ours.get_fdata(), theirs.get_fdata())
-    else:
-        np.testing.assert_allclose(ours.get_fdata(), theirs.get_fdata(), rtol=1e-6, atol=1e-4)
-    if not compare_affine:
-        return
-    if free_slice_spacing:  # everything but the length of the slice axis
-        normal = np.asarray(meta.direction)[:, 2] * np.array([-1, -1, 1])  # LPS -> RAS
-        cols = ours.affine[:3, :3] / np.linalg.norm(ours.affine[:3, :3], axis=0)
-        axis = int(np.argmax(np.abs(cols.T @ normal)))
-        keep = [c for c in range(4) if c != axis]
-        np.testing.assert_allclose(ours.affine[:, keep], theirs.affine[:, keep], atol=1e-4)
-    else:
-        np.testing.assert_allclose(ours.affine, theirs.affine, atol=1e-4)

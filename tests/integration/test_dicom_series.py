@@ -37,6 +37,7 @@ from tests.data.dicom_series import (
     corpus,
     dicomdir_series,
     make_series,
+    ours_vs_dcm2niix,
     pydicom_file,
 )
 from tests.data.dicom_series import dcm2niix as run_dcm2niix
@@ -48,33 +49,6 @@ def dcm2niix(src: Path, out: Path) -> list[Path]:
     """Run the real dcm2niix (skip locally, fail in CI when it is missing)."""
     need_peer(shutil.which("dcm2niix") is not None, "dcm2niix")
     return run_dcm2niix(src, out)
-
-
-def ours_vs_dcm2niix(src: Path, tmp: Path, *, exact: bool = True,
-                     free_slice_spacing: bool = False) -> tuple[Any, Any]:
-    """Load ``src`` both ways and compare in canonical orientation; return both images."""
-    volume, meta = load_series(src)
-    ours = nib.as_closest_canonical(nib.load(write_nifti(volume, meta, tmp / "ours.nii.gz")))
-    theirs = nib.as_closest_canonical(nib.load(dcm2niix(src, tmp / "d2n")[0]))
-    assert ours.shape == theirs.shape
-    if exact:
-        np.testing.assert_array_equal(ours.get_fdata(), theirs.get_fdata())
-    else:
-        np.testing.assert_allclose(ours.get_fdata(), theirs.get_fdata(), rtol=1e-6, atol=1e-4)
-    if free_slice_spacing:  # compare everything but the length of the slice axis
-        axis = int(np.argmax(np.abs(_slice_column(ours, meta))))
-        keep = [c for c in range(4) if c != axis]
-        np.testing.assert_allclose(ours.affine[:, keep], theirs.affine[:, keep], atol=1e-4)
-        return ours, theirs
-    np.testing.assert_allclose(ours.affine, theirs.affine, atol=1e-4)
-    return ours, theirs
-
-
-def _slice_column(image: Any, meta: Any) -> np.ndarray:
-    """Return which canonical affine column carries the slice normal (as a unit-ish vector)."""
-    normal = np.asarray(meta.direction)[:, 2] * np.array([-1, -1, 1])  # LPS -> RAS
-    cols = image.affine[:3, :3] / np.linalg.norm(image.affine[:3, :3], axis=0)
-    return np.abs(cols.T @ normal)
 
 
 # --- generated series vs dcm2niix ------------------------------------------------------------

@@ -75,6 +75,7 @@ from clara_rt.bench._throughput import clara_stream as clara_stream
 from clara_rt.bench._throughput import throughput as throughput
 from clara_rt.bench._workload import NoopOp as NoopOp
 from clara_rt.bench._workload import chain_pipeline as chain_pipeline
+from clara_rt.bench._workload import checkout_env as checkout_env
 
 __all__ = [
     "QUICK",
@@ -87,6 +88,7 @@ __all__ = [
     "Target",
     "branches",
     "chain_pipeline",
+    "checkout_env",
     "clara_stream",
     "construct",
     "core",

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from clara_rt.bench import e2e, format_table, priority, startup
+from clara_rt.bench import checkout_env, e2e, format_table, priority, startup
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_quick_guard_passes_and_prints_the_table() -> None:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env = checkout_env()
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quick.py")], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=120, check=False)
     assert "== quick regression guard" in proc.stdout, proc.stderr

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from clara_rt.bench import checkout_env
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env = checkout_env()
     return subprocess.run([sys.executable, "-m", "clara_rt.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60, check=False)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pydicom
 from pydicom.encaps import encapsulate
 from pydicom.uid import MPEG2MPML
 
+from clara_rt.bench import checkout_env
 from tests.conftest import need_peer
 from tests.data.dicom_series import corpus, dcm2niix, make_series
 
@@ -22,8 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env = checkout_env()
     return subprocess.run([sys.executable, "-m", "clara_rt.cli", *map(str, args)], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=60, check=False)
 

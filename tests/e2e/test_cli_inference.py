@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from clara_rt.bench import checkout_env
 from tests.data.onnx_nets import seg3d, seg3d_reference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,8 +38,7 @@ operators:
 
 
 def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env = checkout_env()
     return subprocess.run([sys.executable, "-m", "clara_rt.cli", *map(str, args)], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=120, check=False)
 

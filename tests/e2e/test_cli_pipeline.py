@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clara_rt.bench import checkout_env
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT.parent / "shared" / "clara-pipelines"
 DATA = ROOT / "tests" / "data"
@@ -26,8 +28,7 @@ GENOMICS_VARS = {
 
 def cli(*args: str | Path, extra_env: dict[str, str] | None = None,
         timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env = checkout_env()
     env["PATH"] = f"{DATA / 'genomics_bin'}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra_env or {})
     return subprocess.run([sys.executable, "-m", "clara_rt.cli", *map(str, args)], cwd=ROOT,
@@ -215,8 +216,7 @@ def test_run_shows_live_progress_on_a_terminal(tmp_path: Path) -> None:
     import pty
 
     primary, secondary = pty.openpty()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env = checkout_env()
     env["PATH"] = f"{DATA / 'genomics_bin'}{os.pathsep}{env.get('PATH', '')}"
     proc = subprocess.run([sys.executable, "-m", "clara_rt.cli", "run", str(GENOMICS),
                            "--input", str(DATA / "genomics_input"), "--output",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from clara_rt.bench import checkout_env
 from tests.data.chest_dicom import ORIGIN, SPACING, write_chest_series
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,8 +31,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[Path
     root = tmp_path_factory.mktemp("ct")
     files = write_chest_series(root / "in")
     before = _fingerprint(root / "in")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env = checkout_env()
     proc = subprocess.run([sys.executable, "-m", "clara_rt.cli", "run", str(PIPELINE), "--input",
                            str(root / "in"), "--output", str(root / "out"), "--json"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=180, check=False)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import nibabel
 import numpy as np
 import pytest
 
+from clara_rt.bench import checkout_env
 from tests.conftest import need_peer
 from tests.data import onnx_models
 from tests.data.chest_dicom import SPACING, write_chest_series
@@ -43,8 +43,7 @@ LUNG_ML = 4 / 3 * np.pi * 32 * 16.64 * 25.6 * SPACING[0] * SPACING[1] * SPACING[
 
 
 def cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env = checkout_env()
     return subprocess.run([sys.executable, "-m", "clara_rt.cli", *map(str, args)], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout, check=False)
 

@@ -229,14 +229,13 @@ except Exception as exc:
 def test_undecodable_syntax_error_names_it_and_the_fix(tmp_path: Path) -> None:
     """Without JPEG plugins the error names the syntax and the fix (plugins hidden when present,
     in a child process so that this one keeps them)."""
-    import os
     import subprocess
     import sys
 
+    from clara_rt.bench import checkout_env
+
     _write_with_syntax(tmp_path, JPEGLosslessSV1)
-    root = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(root), os.environ.get("PYTHONPATH")) if p))
+    env = checkout_env()
     proc = subprocess.run([sys.executable, "-c", _HIDE_PLUGINS, str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr

@@ -256,6 +256,30 @@ class Job:
                 return
         self._runtime._call_back(self, fn)
 
+    def operator_states(self) -> list[dict[str, Any]]:
+        """Each operator in run order: name, state and times (ns from submit and durations).
+
+        ``state`` is ``"not run"``, ``"running"``, ``"succeeded"`` or ``"failed"``;
+        ``start_ns``/``end_ns`` are ``perf_counter_ns`` values (``None`` until known),
+        ``start_ms`` is the start relative to the submit, ``duration_ms`` the run time.
+        Safe to call while the job runs (a snapshot; an operator may start right after).
+        """
+        failed = getattr(self._error, "operator", None)
+        times = self._times
+        rows = []
+        for i, node in enumerate(self._plan.nodes):
+            name = node.operator.name
+            start, end = times[2 * i], times[2 * i + 1]
+            state = ("failed" if name == failed else "succeeded" if end
+                     else "running" if start else "not run")
+            rows.append({
+                "name": name, "state": state,
+                "start_ns": start or None, "end_ns": end or None,
+                "start_ms": (start - self.submitted_ns) / 1e6 if start else None,
+                "duration_ms": (end - start) / 1e6 if end else None,
+            })
+        return rows
+
     def stats(self) -> JobStats:
         """Return a frozen snapshot of this job."""
         queued = None if self.started_ns is None else self.started_ns - self.submitted_ns

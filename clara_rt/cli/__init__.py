@@ -4,6 +4,7 @@
   (:mod:`clara_rt.cli._pipeline`): Clara pipeline definitions.
 * ``convert DICOM_DIR OUT.nii[.gz]`` (:mod:`clara_rt.cli._convert`): a DICOM series to NIfTI.
 * ``bench SCENARIO`` (:mod:`clara_rt.cli._bench`): clara-rt against its baselines.
+* ``serve`` (:mod:`clara_rt.cli._serve`): the platform server.
 
 Exit status: 0 success; 1 a job failed (or was cancelled / timed out); 2 a bad definition or bad
 arguments. To add a verb: write ``add(subparsers)`` in a module that declares its parser and sets
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from clara_rt.cli import _bench, _convert, _pipeline
+from clara_rt.cli import _bench, _convert, _pipeline, _serve
 
 __all__ = ["build_parser", "main"]
 
@@ -45,4 +46,5 @@ def build_parser() -> argparse.ArgumentParser:
     _pipeline.add(verbs)
     _convert.add(verbs)
     _bench.add(verbs)
+    _serve.add(verbs)
     return parser

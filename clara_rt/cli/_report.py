@@ -68,7 +68,7 @@ def collect_outputs(results: dict[str, Any], output: Path, workspace: Path, *,
 def print_report(job: Job, built: Any, outputs: dict[str, Path], workspace: Path | None, *,
                  as_json: bool) -> None:
     """Print the timings table and outputs (or a JSON report on stdout)."""
-    rows = _rows(job)
+    rows = job.operator_states()
     error = str(job.error) if job.error is not None else None
     if as_json:
         print(json.dumps({
@@ -91,24 +91,6 @@ def print_report(job: Job, built: Any, outputs: dict[str, Path], workspace: Path
         print(f"error: {error}", file=sys.stderr)
     if workspace is not None:
         print(f"workspace kept: {workspace}")
-
-
-def _rows(job: Job) -> list[dict[str, Any]]:
-    failed = getattr(job.error, "operator", None)
-    times = job._times
-    rows = []
-    for i, node in enumerate(job._plan.nodes):
-        name = node.operator.name
-        start, end = times[2 * i], times[2 * i + 1]
-        state = ("failed" if name == failed else "succeeded" if end
-                 else "running" if start else "not run")
-        rows.append({
-            "name": name, "state": state,
-            "start_ns": start or None, "end_ns": end or None,
-            "start_ms": (start - job.submitted_ns) / 1e6 if start else None,
-            "duration_ms": (end - start) / 1e6 if end else None,
-        })
-    return rows
 
 
 def _place(source: Path, target: Path, workspace: Path, overwrite: bool) -> Path:

@@ -1,0 +1,97 @@
+"""``clara-rt serve``: the platform server (HTTP API) on a data directory."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from clara_rt.cli._common import positive_int
+
+__all__ = ["add", "parse_size"]
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verbs.add_parser("serve", help="run the platform server (REST API for pipelines, "
+                                       "payloads, jobs and results)")
+    p.add_argument("--data", type=Path, default=Path(os.environ.get("CLARA_RT_DATA",
+                                                                    "clara-rt-data")),
+                   metavar="DIR", help="data directory (default: $CLARA_RT_DATA or "
+                                       "./clara-rt-data)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", default=os.environ.get("CLARA_RT_TOKEN"),
+                   help="bearer token required on every write (default: $CLARA_RT_TOKEN)")
+    p.add_argument("--workers", type=positive_int, metavar="N", help="runtime worker threads")
+    p.add_argument("--max-running", type=positive_int, metavar="N",
+                   help="jobs admitted to the runtime at once (default: 2 x workers)")
+    p.add_argument("--on-restart", choices=("fail", "requeue"), default="fail",
+                   help="what jobs left running by a crash become (default: fail)")
+    p.add_argument("--default-timeout", type=float, metavar="S",
+                   help="job timeout when a job names none")
+    p.add_argument("--max-timeout", type=float, metavar="S", help="largest job timeout allowed")
+    p.add_argument("--max-payload", type=parse_size, default="20G", metavar="SIZE",
+                   help="largest upload, e.g. 500M, 20G (default 20G)")
+    p.add_argument("--min-free", type=parse_size, default="64M", metavar="SIZE",
+                   help="refuse uploads while the data disk has less free space (default 64M)")
+    p.add_argument("--retention-days", type=float, metavar="D",
+                   help="delete results and payloads of jobs older than D days")
+    p.add_argument("--disk-threshold", type=float, default=0.95, metavar="F",
+                   help="delete the oldest results while the disk is fuller (default 0.95)")
+    p.add_argument("--service", action="append", default=[], metavar="NAME=URL",
+                   help="URL of a service the pipelines use (triton=URL), repeatable")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   default="info")
+    p.set_defaults(func=_cmd_serve)
+
+
+def parse_size(text: str) -> int:
+    """``"500M"`` -> bytes (K, M, G, T are powers of 1024; a bare number is bytes)."""
+    value = text.strip().lower().removesuffix("b").removesuffix("i")
+    unit = value[-1] if value and value[-1] in _UNITS else ""
+    try:
+        number = float(value[: len(value) - len(unit)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a size like 500M or 20G, got {text!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"a size cannot be negative: {text!r}")
+    return int(number * _UNITS[unit])
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from clara_rt.server import ServerConfig, serve
+    except ImportError as exc:
+        print(f"clara-rt: error: the server needs FastAPI and uvicorn ({exc}); "
+              "pip install 'clara-rt[server]'", file=sys.stderr)
+        return 2
+    services = {}
+    for item in args.service:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"clara-rt: error: --service expects NAME=URL, got {item!r}", file=sys.stderr)
+            return 2
+        services[key] = value
+    try:
+        config = ServerConfig(
+            data=args.data.resolve(), host=args.host, port=args.port, token=args.token or None,
+            workers=args.workers, max_running=args.max_running, on_restart=args.on_restart,
+            default_timeout=args.default_timeout, max_timeout=args.max_timeout,
+            max_payload_bytes=args.max_payload, min_free_bytes=args.min_free,
+            retention_days=args.retention_days, disk_threshold=args.disk_threshold,
+            services=services)
+    except ValueError as exc:
+        print(f"clara-rt: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(f"clara-rt: serving {config.data} on http://{config.host}:{config.port} "
+          f"(API docs at /docs; writes {'need a token' if config.token else 'are open'})",
+          file=sys.stderr, flush=True)
+    serve(config, log_level=args.log_level)
+    return 0

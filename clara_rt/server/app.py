@@ -1,0 +1,580 @@
+"""The platform server's HTTP API (FastAPI); the OpenAPI schema is at ``/openapi.json``.
+
+Every route is under ``/v1``. Errors answer ``{"detail": "..."}`` with 400 (bad upload),
+401 (missing or wrong token on a write), 404 (unknown id), 409 (state conflict), 413 (upload
+too large), 422 (invalid definition or request), 507 (data disk full).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import secrets
+import tarfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from clara_rt import __version__
+from clara_rt.errors import ClaraRTError, DefinitionError
+from clara_rt.server.config import ServerConfig
+from clara_rt.server.events import EventHub
+from clara_rt.server.jobs import JobManager, OperatorLogs
+from clara_rt.server.models import (
+    ErrorOut,
+    ExportCreate,
+    ExportOut,
+    ExportsOut,
+    ExportUpdate,
+    FilesOut,
+    JobCreate,
+    JobOut,
+    JobsOut,
+    PayloadOut,
+    PipelineCreate,
+    PipelineOut,
+)
+from clara_rt.server.payloads import (
+    InsufficientStorage,
+    PayloadError,
+    PayloadTooLarge,
+    StagedPayload,
+    iter_files,
+    safe_relative,
+)
+from clara_rt.server.pipelines import Conflict, NotFound, PipelineRegistry
+from clara_rt.server.retention import Retention
+from clara_rt.server.store import Store, new_id
+
+__all__ = ["Server", "create_app"]
+
+_TAR_TYPES = {"application/x-tar", "application/tar", "application/gzip", "application/x-gzip",
+              "application/x-compressed-tar", "application/octet-stream"}
+_YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml",
+               "text/plain"}
+_BEARER = HTTPBearer(auto_error=False)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422, 507)}
+
+
+class Server:
+    """The server's parts for one data directory: records, pipelines, jobs, retention."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        for folder in (config.data, config.tmp_dir, config.payloads_dir, config.jobs_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        _clear_tmp(config.tmp_dir)  # uploads a dead server left half-received
+        self.store = Store(config.db_path)
+        self.events = EventHub()
+        self.operator_logs = OperatorLogs()
+        self.pipelines = PipelineRegistry(config, self.store, self.operator_logs.instrument)
+        self.jobs = JobManager(config, self.store, self.pipelines, self.events)
+        self.retention = Retention(config, self.store)
+        self.started = time.time()
+
+    def close(self) -> None:
+        self.retention.stop()
+        self.jobs.close()
+        self.store.close()
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    """The FastAPI application; the server's parts start and stop with its lifespan."""
+    import logging
+
+    holder: dict[str, Server] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        server = await anyio.to_thread.run_sync(Server, config)
+        holder["server"] = server
+        app.state.server = server
+        logging.getLogger().addHandler(server.operator_logs)
+        server.retention.start()
+        try:
+            yield
+        finally:
+            logging.getLogger().removeHandler(server.operator_logs)
+            await anyio.to_thread.run_sync(server.close)
+
+    app = FastAPI(title="clara-rt platform server", version=__version__, lifespan=lifespan,
+                  description="Pipelines, payloads, jobs and results of clara-rt "
+                              "(Clara Deploy's platform server in one process).")
+
+    def srv() -> Server:
+        return holder["server"]
+
+    def authorised(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+    ) -> None:
+        if config.token is None:
+            return
+        if credentials is None or not secrets.compare_digest(
+                credentials.credentials.encode(), config.token.encode()):
+            raise HTTPException(401, "this server needs 'Authorization: Bearer <token>' on "
+                                "every write (clara-rt --token or CLARA_RT_TOKEN)",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    write = [Depends(authorised)]
+    _add_error_handlers(app)
+
+    @app.get("/health", tags=["server"])
+    def health() -> dict[str, Any]:
+        s = srv()
+        return {"status": "ok", "version": __version__, "uptime_s": time.time() - s.started,
+                "running_jobs": s.jobs.running, "queued_jobs": s.jobs.queue_depth()}
+
+    # --- pipelines ----------------------------------------------------------------------
+
+    @app.post("/v1/pipelines", status_code=201, response_model=PipelineOut, tags=["pipelines"],
+              dependencies=write, responses=_ERRORS, openapi_extra=_yaml_or_json_body())
+    async def create_pipeline(request: Request, replace: bool = False,
+                              filename: str = "pipeline.yaml") -> dict[str, Any]:
+        """Register a Clara pipeline definition (JSON ``{definition}`` or a raw YAML body)."""
+        body = await _read_limited(request, 1 << 20)
+        ctype = _content_type(request)
+        if ctype == "application/json":
+            try:
+                spec = PipelineCreate.model_validate_json(body)
+            except ValueError as exc:
+                raise HTTPException(422, f"bad pipeline request: {exc}") from exc
+            text, filename, replace = spec.definition, spec.filename, spec.replace or replace
+        elif ctype in _YAML_TYPES or not ctype:
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise HTTPException(400, "the definition is not UTF-8 text") from exc
+        else:
+            raise HTTPException(400, f"send the definition as YAML "
+                                f"(Content-Type: application/yaml) or JSON, not {ctype}")
+        return await anyio.to_thread.run_sync(
+            lambda: srv().pipelines.create(text, filename, replace=replace))
+
+    @app.get("/v1/pipelines", response_model=list[PipelineOut], tags=["pipelines"])
+    def list_pipelines() -> list[dict[str, Any]]:
+        return srv().pipelines.all()
+
+    @app.get("/v1/pipelines/{ref}", response_model=PipelineOut, tags=["pipelines"],
+             responses=_ERRORS)
+    def describe_pipeline(ref: str) -> dict[str, Any]:
+        """The pipeline (by id or name) with its jobs per state."""
+        return srv().pipelines.describe(ref)
+
+    @app.get("/v1/pipelines/{ref}/definition", response_class=PlainTextResponse,
+             tags=["pipelines"], responses=_ERRORS)
+    def pipeline_definition(ref: str) -> str:
+        return srv().pipelines.definition_text(ref)
+
+    @app.delete("/v1/pipelines/{ref}", status_code=204, tags=["pipelines"],
+                dependencies=write, responses=_ERRORS)
+    def delete_pipeline(ref: str) -> Response:
+        srv().pipelines.delete(ref)
+        return Response(status_code=204)
+
+    # --- payloads -----------------------------------------------------------------------
+
+    @app.post("/v1/payloads", status_code=201, response_model=PayloadOut, tags=["payloads"],
+              dependencies=write, responses=_ERRORS, openapi_extra=_upload_body())
+    async def create_payload(request: Request, name: str | None = None) -> dict[str, Any]:
+        """Upload a payload: a tar stream (plain or gzip) or multipart ``files``."""
+        s = srv()
+        limit = s.config.max_payload_bytes
+        length = request.headers.get("content-length")
+        ctype = _content_type(request)
+        if limit is not None and length and length.isdigit() and int(length) > limit + (1 << 20):
+            raise PayloadTooLarge(f"the upload ({length} bytes) is larger than the server's "
+                                  f"payload limit of {limit} bytes")
+        payload_id = new_id()
+        staged = await anyio.to_thread.run_sync(
+            lambda: StagedPayload(s.config.tmp_dir, payload_id, max_bytes=limit,
+                                  min_free_bytes=s.config.min_free_bytes))
+        try:
+            if ctype == "multipart/form-data":
+                await _receive_multipart(request, staged)
+            elif ctype in _TAR_TYPES or not ctype:
+                archive = s.config.tmp_dir / f"upload-{payload_id}.tar"
+                try:
+                    await _receive_stream(request, archive, limit)
+                    await anyio.to_thread.run_sync(staged.extract_tar, archive)
+                finally:
+                    archive.unlink(missing_ok=True)
+            else:
+                raise PayloadError(f"send a tar archive (Content-Type: application/x-tar or "
+                                   f"application/gzip) or multipart/form-data files, not {ctype}")
+            final = s.config.payloads_dir / payload_id
+            files, size = await anyio.to_thread.run_sync(staged.commit, final)
+        except BaseException:
+            staged.discard()
+            raise
+        record = {"id": payload_id, "name": name or payload_id, "files": files, "size": size,
+                  "created": time.time()}
+        s.store.add_payload(record)
+        return record
+
+    @app.get("/v1/payloads", response_model=list[PayloadOut], tags=["payloads"])
+    def list_payloads() -> list[dict[str, Any]]:
+        return srv().store.payloads()
+
+    @app.get("/v1/payloads/{payload_id}", response_model=PayloadOut, tags=["payloads"],
+             responses=_ERRORS)
+    def describe_payload(payload_id: str) -> dict[str, Any]:
+        record = _payload(srv(), payload_id)
+        folder = srv().config.payloads_dir / payload_id
+        return {**record, "file_list": [{"path": p, "size": n} for p, n in iter_files(folder)]}
+
+    @app.get("/v1/payloads/{payload_id}/files/{path:path}", response_class=FileResponse,
+             tags=["payloads"], responses=_ERRORS)
+    def payload_file(payload_id: str, path: str) -> FileResponse:
+        _payload(srv(), payload_id)
+        return _file(srv().config.payloads_dir / payload_id, path)
+
+    @app.get("/v1/payloads/{payload_id}/archive", tags=["payloads"], responses=_ERRORS,
+             response_class=StreamingResponse)
+    def payload_archive(payload_id: str, compress: bool = False) -> StreamingResponse:
+        _payload(srv(), payload_id)
+        return _archive(srv().config.payloads_dir / payload_id, f"payload-{payload_id}",
+                        compress)
+
+    @app.delete("/v1/payloads/{payload_id}", status_code=204, tags=["payloads"],
+                dependencies=write, responses=_ERRORS)
+    def delete_payload(payload_id: str) -> Response:
+        s = srv()
+        _payload(s, payload_id)
+        users = s.store.payload_in_use(payload_id)
+        if users:
+            raise Conflict(f"payload {payload_id} is the input of unfinished jobs "
+                           f"({', '.join(users[:5])}); cancel them first")
+        s.store.mark_payload_deleted(payload_id)
+        _remove_tree(s.config.payloads_dir / payload_id, s.config.tmp_dir)
+        return Response(status_code=204)
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    @app.post("/v1/jobs", status_code=201, response_model=JobOut, tags=["jobs"],
+              dependencies=write, responses=_ERRORS)
+    def create_job(spec: JobCreate) -> dict[str, Any]:
+        """Create a job of a pipeline on payloads; ``start: true`` queues it at once."""
+        return srv().jobs.create(spec.pipeline, spec.payloads, name=spec.name,
+                                 priority=spec.priority, variables=spec.variables,
+                                 timeout=spec.timeout, start=spec.start)
+
+    @app.get("/v1/jobs", response_model=JobsOut, tags=["jobs"], responses=_ERRORS)
+    def list_jobs(state: str | None = None, status: str | None = None,
+                  pipeline: str | None = None, priority: str | None = None,
+                  since: float | None = None, until: float | None = None,
+                  limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> dict[str, Any]:
+        """Jobs, newest first; filters: state, status, pipeline (id or name), priority,
+        created since/until (Unix seconds)."""
+        return {"jobs": srv().jobs.find(state=state, status=status, pipeline=pipeline,
+                                        priority=priority, since=since, until=until,
+                                        limit=limit)}
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobOut, tags=["jobs"], responses=_ERRORS)
+    def job_status(job_id: str) -> dict[str, Any]:
+        """State, status, per-operator state and timings, history."""
+        return srv().jobs.status(job_id)
+
+    @app.post("/v1/jobs/{job_id}/start", response_model=JobOut, tags=["jobs"],
+              dependencies=write, responses=_ERRORS)
+    def start_job(job_id: str) -> dict[str, Any]:
+        return srv().jobs.start(job_id)
+
+    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"],
+              dependencies=write, responses=_ERRORS)
+    def cancel_job(job_id: str) -> dict[str, Any]:
+        return srv().jobs.cancel(job_id)
+
+    @app.delete("/v1/jobs/{job_id}", status_code=204, tags=["jobs"], dependencies=write,
+                responses=_ERRORS)
+    def delete_job(job_id: str) -> Response:
+        srv().jobs.delete(job_id)
+        return Response(status_code=204)
+
+    @app.get("/v1/jobs/{job_id}/logs/{operator}", response_class=PlainTextResponse,
+             tags=["jobs"], responses=_ERRORS)
+    def job_logs(job_id: str, operator: str) -> str:
+        """What the operator logged in this job (empty until it runs)."""
+        path = srv().jobs.log_path(job_id, operator)
+        return path.read_text(errors="replace") if path.is_file() else ""
+
+    @app.get("/v1/jobs/{job_id}/events", tags=["jobs"], responses=_ERRORS,
+             response_class=StreamingResponse)
+    async def job_events(job_id: str, request: Request) -> StreamingResponse:
+        """Server-Sent Events: the job's record now and at every change, until it stops."""
+        first = await anyio.to_thread.run_sync(srv().jobs.status, job_id)
+        return _sse(request, first, job_id)
+
+    @app.get("/v1/events", tags=["jobs"], response_class=StreamingResponse)
+    async def all_events(request: Request) -> StreamingResponse:
+        """Server-Sent Events: every job's record at every change."""
+        return _sse(request, None, None)
+
+    # --- results ------------------------------------------------------------------------
+
+    @app.get("/v1/jobs/{job_id}/results", response_model=FilesOut, tags=["results"],
+             responses=_ERRORS)
+    def job_results(job_id: str) -> dict[str, Any]:
+        _, files = srv().jobs.results(job_id)
+        return {"files": [{"path": p, "size": n} for p, n in files]}
+
+    @app.get("/v1/jobs/{job_id}/results/archive", tags=["results"], responses=_ERRORS,
+             response_class=StreamingResponse)
+    def job_results_archive(job_id: str, compress: bool = False) -> StreamingResponse:
+        """The job's output folder as a tar stream (gzip with ``compress=true``)."""
+        output, files = srv().jobs.results(job_id)
+        if not files:
+            raise NotFound(f"job {job_id} has no results (yet)")
+        return _archive(output, f"job-{job_id}", compress)
+
+    @app.get("/v1/jobs/{job_id}/results/files/{path:path}", response_class=FileResponse,
+             tags=["results"], responses=_ERRORS)
+    def job_result_file(job_id: str, path: str) -> FileResponse:
+        output, _ = srv().jobs.results(job_id)
+        return _file(output, path)
+
+    # --- exports: the results service ---------------------------------------------------
+
+    @app.post("/v1/jobs/{job_id}/exports", status_code=201, response_model=ExportOut,
+              tags=["results"], dependencies=write, responses=_ERRORS)
+    def create_export(job_id: str, spec: ExportCreate) -> dict[str, Any]:
+        """Record a result file to be sent to a destination (state ``pending``)."""
+        s = srv()
+        _, files = s.jobs.results(job_id)
+        rel = safe_relative(spec.file).as_posix()
+        if rel not in {p for p, _ in files}:
+            raise NotFound(f"job {job_id} has no result file '{spec.file}'")
+        now = time.time()
+        record = {"id": new_id(), "job_id": job_id, "file": rel,
+                  "destination": spec.destination, "state": "pending", "retries": 0,
+                  "error": None, "created": now, "updated": now}
+        s.store.add_export(record)
+        return _export(record)
+
+    @app.get("/v1/jobs/{job_id}/exports", response_model=ExportsOut, tags=["results"],
+             responses=_ERRORS)
+    def job_exports(job_id: str) -> dict[str, Any]:
+        srv().jobs.status(job_id)
+        return {"exports": [_export(e) for e in srv().store.exports(job_id=job_id)]}
+
+    @app.get("/v1/exports", response_model=ExportsOut, tags=["results"])
+    def list_exports(state: str | None = None, job: str | None = None) -> dict[str, Any]:
+        return {"exports": [_export(e) for e in srv().store.exports(job_id=job, state=state)]}
+
+    @app.patch("/v1/exports/{export_id}", response_model=ExportOut, tags=["results"],
+               dependencies=write, responses=_ERRORS)
+    def update_export(export_id: str, spec: ExportUpdate) -> dict[str, Any]:
+        """Report progress of an export (pending, in-progress, succeeded, failed)."""
+        s = srv()
+        if s.store.export(export_id) is None:
+            raise NotFound(f"no export with id '{export_id}'")
+        fields: dict[str, Any] = {"state": spec.state, "error": spec.error}
+        if spec.retries is not None:
+            fields["retries"] = spec.retries
+        s.store.update_export(export_id, **fields)
+        record = s.store.export(export_id)
+        assert record is not None
+        return _export(record)
+
+    return app
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def handler(code: int) -> Any:
+        async def handle(_: Request, exc: Exception) -> JSONResponse:
+            return JSONResponse({"detail": str(exc)}, status_code=code)
+        return handle
+
+    app.add_exception_handler(NotFound, handler(404))
+    app.add_exception_handler(Conflict, handler(409))
+    app.add_exception_handler(PayloadTooLarge, handler(413))
+    app.add_exception_handler(PayloadError, handler(400))
+    app.add_exception_handler(InsufficientStorage, handler(507))
+    app.add_exception_handler(DefinitionError, handler(422))
+    app.add_exception_handler(ClaraRTError, handler(422))
+    app.add_exception_handler(ValueError, handler(422))
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+    return bytes(body)
+
+
+async def _receive_stream(request: Request, target: Path, limit: int | None) -> None:
+    """Write the request body to ``target`` (a compressed archive may be 100x smaller than
+    what it unpacks to; its unpacked size is checked while extracting)."""
+    received = 0
+    out = await anyio.to_thread.run_sync(lambda: open(target, "xb"))  # noqa: SIM115
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if limit is not None and received > limit:
+                raise PayloadTooLarge(f"the upload is larger than the server's payload limit "
+                                      f"of {limit} bytes")
+            try:
+                await anyio.to_thread.run_sync(out.write, chunk)
+            except OSError as exc:
+                from clara_rt.server.payloads import _storage_error
+                raise _storage_error(exc) from exc
+    finally:
+        await anyio.to_thread.run_sync(out.close)
+
+
+async def _receive_multipart(request: Request, staged: StagedPayload) -> None:
+    form = await request.form(max_files=100_000, max_fields=100)
+    uploads = [value for _, value in form.multi_items() if not isinstance(value, str)]
+    if not uploads:
+        raise PayloadError("the multipart upload holds no files (send them as 'files')")
+    try:
+        for upload in uploads:
+            if not upload.filename:
+                raise PayloadError("a multipart file has no file name")
+            await anyio.to_thread.run_sync(staged.write_file, upload.filename, upload.file)
+    finally:
+        await form.close()
+
+
+def _payload(server: Server, payload_id: str) -> dict[str, Any]:
+    record = server.store.payload(payload_id)
+    if record is None:
+        raise NotFound(f"no payload with id '{payload_id}'")
+    return record
+
+
+def _file(folder: Path, path: str) -> FileResponse:
+    target = folder / safe_relative(path)
+    if not target.is_file():
+        raise NotFound(f"no file '{path}'")
+    return FileResponse(target, filename=target.name)
+
+
+def _archive(folder: Path, name: str, compress: bool) -> StreamingResponse:
+    suffix = ".tar.gz" if compress else ".tar"
+    return StreamingResponse(
+        _tar_stream(folder, compress), media_type="application/gzip" if compress
+        else "application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{name}{suffix}"'})
+
+
+class _Chunks(io.RawIOBase):
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.chunks.append(bytes(data))
+        return len(data)
+
+    def drain(self) -> Iterator[bytes]:
+        chunks, self.chunks = self.chunks, []
+        yield from chunks
+
+
+def _tar_stream(folder: Path, compress: bool) -> Iterator[bytes]:
+    """Tar ``folder`` on the fly, yielding after each file (no temporary archive on disk)."""
+    sink = _Chunks()
+    with tarfile.open(fileobj=sink, mode="w|gz" if compress else "w|") as tar:
+        for rel, _ in iter_files(folder):
+            tar.add(folder / rel, arcname=rel, recursive=False)
+            yield from sink.drain()
+    yield from sink.drain()
+
+
+def _sse(request: Request, first: dict[str, Any] | None, job_id: str | None
+         ) -> StreamingResponse:
+    hub: EventHub = request.app.state.server.events
+
+    async def stream() -> AsyncIterator[bytes]:
+        async with hub.subscribe() as queue:
+            if first is not None:
+                yield _event(first)
+                if first["state"] == "stopped":
+                    return
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout=15.0)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    yield b": keep-alive\n\n"
+                    continue
+                job = event["job"]
+                if job_id is not None and job["id"] != job_id:
+                    continue
+                yield _event(job)
+                if job_id is not None and job["state"] == "stopped":
+                    return
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _event(job: dict[str, Any]) -> bytes:
+    return f"event: job\nid: {job['id']}\ndata: {json.dumps(job)}\n\n".encode()
+
+
+def _export(record: dict[str, Any]) -> dict[str, Any]:
+    return {"id": record["id"], "job": record["job_id"], "file": record["file"],
+            "destination": record["destination"], "state": record["state"],
+            "retries": record["retries"], "error": record["error"],
+            "created": record["created"], "updated": record["updated"]}
+
+
+def _remove_tree(folder: Path, tmp: Path) -> None:
+    """Rename then delete, so a crash never leaves a half-deleted payload under its id."""
+    import shutil
+
+    if not folder.exists():
+        return
+    doomed = tmp / f"deleting-{folder.name}-{new_id()[:8]}"
+    folder.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _clear_tmp(tmp: Path) -> None:
+    import shutil
+
+    for entry in tmp.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _yaml_or_json_body() -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {
+        "application/yaml": {"schema": {"type": "string"}},
+        "application/json": {"schema": PipelineCreate.model_json_schema()},
+    }}}
+
+
+def _upload_body() -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {
+        "application/x-tar": {"schema": {"type": "string", "format": "binary"}},
+        "application/gzip": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["files"],
+            "properties": {"files": {"type": "array",
+                                     "items": {"type": "string", "format": "binary"}}}}},
+    }}}

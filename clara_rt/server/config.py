@@ -1,0 +1,101 @@
+"""Settings of ``clara-rt serve``: where data lives, who may write, limits and retention."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ServerConfig"]
+
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the platform server needs; the CLI flags of ``clara-rt serve`` map 1:1.
+
+    Attributes:
+        data: Data directory: ``clara-rt.db`` (SQLite, WAL), ``pipelines/``, ``payloads/``,
+            ``jobs/<id>/{output,work,logs}``, ``tmp/``.
+        host: Address to bind; loopback unless a deployment says otherwise.
+        port: TCP port of the HTTP API.
+        token: When set, every write (POST/PUT/PATCH/DELETE) needs
+            ``Authorization: Bearer <token>``.
+        workers: Runtime worker threads (``None``: one per core).
+        max_running: Jobs admitted to the runtime at once (``None``: twice the workers);
+            ``immediate`` jobs are admitted beyond it. The rest wait in the server's queue,
+            ordered by priority then age.
+        on_restart: What a job that was running when the server died becomes: ``"fail"``
+            (stopped, faulted, "interrupted") or ``"requeue"`` (pending again, once).
+        default_timeout: Seconds a job may run when its request names none (``None``: no limit).
+        max_timeout: Largest timeout a job may ask for (``None``: no limit).
+        max_payload_bytes: Largest upload (unpacked size for archives); larger answers 413.
+        min_free_bytes: Uploads are refused (507) while the data disk has less free space.
+        retention_days: Results and payloads of finished jobs older than this are deleted
+            (``None``: kept until deleted by hand).
+        disk_threshold: When the data disk is fuller than this fraction, the oldest finished
+            jobs' results and unused payloads are deleted until it is not.
+        cleanup_interval: Seconds between retention passes.
+        services: Service name -> URL for every pipeline (``--service triton=URL``).
+        shutdown_grace: Seconds running jobs get to finish when the server stops.
+    """
+
+    data: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    workers: int | None = None
+    max_running: int | None = None
+    on_restart: str = "fail"
+    default_timeout: float | None = None
+    max_timeout: float | None = None
+    max_payload_bytes: int | None = 20 * GIB
+    min_free_bytes: int = 64 << 20
+    retention_days: float | None = None
+    disk_threshold: float = 0.95
+    cleanup_interval: float = 300.0
+    services: dict[str, str] = field(default_factory=dict)
+    shutdown_grace: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.on_restart not in ("fail", "requeue"):
+            raise ValueError(f"on_restart must be 'fail' or 'requeue', not {self.on_restart!r}")
+        if not 0.0 < self.disk_threshold <= 1.0:
+            raise ValueError(f"disk_threshold must be in (0, 1], not {self.disk_threshold}")
+        for name in ("default_timeout", "max_timeout", "retention_days"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, not {value}")
+        if (self.default_timeout is not None and self.max_timeout is not None
+                and self.default_timeout > self.max_timeout):
+            raise ValueError(f"default_timeout {self.default_timeout} s is above max_timeout "
+                             f"{self.max_timeout} s")
+
+    @property
+    def running_limit(self) -> int:
+        """Jobs admitted to the runtime at once."""
+        if self.max_running is not None:
+            return self.max_running
+        return 2 * (self.workers or os.cpu_count() or 1)
+
+    # Folders of the data directory.
+    @property
+    def db_path(self) -> Path:
+        return self.data / "clara-rt.db"
+
+    @property
+    def pipelines_dir(self) -> Path:
+        return self.data / "pipelines"
+
+    @property
+    def payloads_dir(self) -> Path:
+        return self.data / "payloads"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data / "jobs"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.data / "tmp"

@@ -1,0 +1,60 @@
+"""Job status changes fanned out to Server-Sent Events subscribers.
+
+Worker and dispatcher threads call :meth:`EventHub.publish`; each subscriber is an asyncio queue
+on the server's event loop, fed with ``call_soon_threadsafe``. A subscriber that does not keep up
+loses its oldest events rather than growing without bound (it still gets the latest state of
+every job it follows, which is what a status stream needs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+__all__ = ["EventHub"]
+
+_QUEUE_LIMIT = 1000
+
+
+class EventHub:
+    """Publish/subscribe of job records."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any]]]]
+        self._subscribers = set()
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Hand ``event`` to every subscriber (from any thread)."""
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for loop, queue in subscribers:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(_put, queue, event)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+        """An asyncio queue receiving every event published while the context is open."""
+        entry = (asyncio.get_running_loop(), asyncio.Queue[dict[str, Any]](_QUEUE_LIMIT))
+        with self._lock:
+            self._subscribers.add(entry)
+        try:
+            yield entry[1]
+        finally:
+            with self._lock:
+                self._subscribers.discard(entry)
+
+    @property
+    def subscribers(self) -> int:
+        with self._lock:
+            return len(self._subscribers)
+
+
+def _put(queue: asyncio.Queue[dict[str, Any]], event: dict[str, Any]) -> None:
+    if queue.full():
+        with contextlib.suppress(asyncio.QueueEmpty):
+            queue.get_nowait()
+    queue.put_nowait(event)

@@ -1,0 +1,518 @@
+"""Jobs of the platform server: Clara's job model on top of one in-process :class:`Runtime`.
+
+Life of a job (Clara's states and statuses)::
+
+    create ──> pending (queued=false) ──start──> pending (queued) ──> running ──> stopped
+                                                                              status: healthy |
+                                                                              faulted | canceled |
+                                                                              timed-out
+
+* The server keeps its own queue, ordered by priority then age, and admits at most
+  ``running_limit`` jobs to the runtime at once (``immediate`` jobs are always admitted); inside
+  the runtime, priorities apply again at every operator boundary.
+* Every change of state is committed to SQLite before anyone is told of it, so after a crash or
+  ``kill -9`` the database says what was accepted: pending jobs run on the next start, finished
+  jobs keep their results, and jobs that were running are either failed as interrupted or queued
+  again (``on_restart``).
+* A job's files live in ``<data>/jobs/<id>/``: ``input/`` (links to its payloads' files),
+  ``work/`` (the runtime workspace, removed after success), ``output/`` (results, written through
+  a temporary name by :func:`collect_outputs`), ``logs/<operator>.log``.
+* Per-operator logs: every operator of a server-built pipeline is wrapped so that records logged
+  on its thread while it computes (any logger), its start and end, and its traceback on failure go
+  to its log file; a command operator's stdout/stderr are appended when the job ends.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clara_rt.cli._report import collect_outputs
+from clara_rt.errors import ClaraRTError
+from clara_rt.executor import Runtime
+from clara_rt.job import Job, JobState, Priority
+from clara_rt.operator import Operator
+from clara_rt.server.config import ServerConfig
+from clara_rt.server.events import EventHub
+from clara_rt.server.payloads import iter_files
+from clara_rt.server.pipelines import Conflict, NotFound, PipelineRegistry
+from clara_rt.server.store import Store, new_id
+
+__all__ = ["JobManager", "OperatorLogs", "public_job"]
+
+log = logging.getLogger("clara_rt.server")
+
+PRIORITIES = ("immediate", "high", "normal", "low")
+_STATUS = {JobState.SUCCEEDED: "healthy", JobState.FAILED: "faulted",
+           JobState.CANCELLED: "canceled", JobState.TIMED_OUT: "timed-out"}
+_INTERRUPTED = "interrupted: the server stopped while the job was running"
+
+
+class OperatorLogs(logging.Handler):
+    """Routes log records made while an operator computes to that job's operator log file."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self._where = threading.local()
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def instrument(self, op: Operator) -> None:
+        """Wrap ``op.compute`` so its thread's records, start, end and failure are logged."""
+        if getattr(op, "_clara_rt_logged", False):
+            return
+        compute = op.compute
+        name = op.name
+        where = self._where
+
+        def logged(inputs: Any, outputs: Any, context: Any) -> None:
+            folder = None if context.workspace is None else Path(context.workspace).parent
+            if folder is None:
+                compute(inputs, outputs, context)
+                return
+            target = folder / "logs" / f"{name}.log"
+            where.target = target
+            _append(target, f"{_now()} INFO clara-rt: operator '{name}' started\n")
+            t0 = time.perf_counter()
+            try:
+                compute(inputs, outputs, context)
+            except BaseException:
+                _append(target, f"{_now()} ERROR clara-rt: operator '{name}' failed after "
+                                f"{time.perf_counter() - t0:.3f} s\n{traceback.format_exc()}")
+                raise
+            finally:
+                where.target = None
+            _append(target, f"{_now()} INFO clara-rt: operator '{name}' finished in "
+                            f"{time.perf_counter() - t0:.3f} s\n")
+
+        op.compute = logged  # type: ignore[method-assign]
+        op._clara_rt_logged = True  # type: ignore[attr-defined]
+
+    def emit(self, record: logging.LogRecord) -> None:
+        target = getattr(self._where, "target", None)
+        if target is None:
+            return
+        try:
+            _append(target, self.format(record) + "\n")
+        except Exception:  # logging must never break an operator
+            self.handleError(record)
+
+
+@dataclass
+class _Live:
+    job: Job | None  # None while being prepared
+    folder: Path
+    cancel_requested: bool = False
+    shutdown: bool = False
+
+
+class JobManager:
+    """Creates, queues, runs, cancels and records jobs; recovers them after a restart."""
+
+    def __init__(self, config: ServerConfig, store: Store, pipelines: PipelineRegistry,
+                 events: EventHub) -> None:
+        self._config = config
+        self._store = store
+        self._pipelines = pipelines
+        self._events = events
+        self._runtime = Runtime(workers=config.workers)
+        self._cond = threading.Condition()
+        self._heap: list[tuple[int, float, int, str]] = []
+        self._seq = itertools.count()
+        self._live: dict[str, _Live] = {}
+        self._finished: queue.Queue[str | None] = queue.Queue()
+        self._closing = False
+        config.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._recover()
+        self._threads = [
+            threading.Thread(target=self._dispatch_loop, name="clara-rt-dispatch", daemon=True),
+            threading.Thread(target=self._finish_loop, name="clara-rt-finish", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # --- requests -----------------------------------------------------------------------
+
+    def create(self, pipeline: str, payloads: list[str], *, name: str | None = None,
+               priority: str = "normal", variables: dict[str, str] | None = None,
+               timeout: float | None = None, start: bool = False) -> dict[str, Any]:
+        """Record a new job (and queue it when ``start``); return its public record.
+
+        Raises:
+            NotFound: Unknown pipeline or payload.
+            ValueError: Bad priority, timeout above the maximum, variables not strings.
+        """
+        record = self._pipelines.get(pipeline)
+        prio = Priority.parse(priority).name.lower()
+        for payload_id in payloads:
+            if self._store.payload(payload_id) is None:
+                raise NotFound(f"no payload with id '{payload_id}'")
+        if len(set(payloads)) != len(payloads):
+            raise ValueError("a payload is listed twice")
+        variables = dict(variables or {})
+        bad = [k for k, v in variables.items() if not isinstance(v, str) or not k]
+        if bad:
+            raise ValueError(f"variables must map names to strings: {bad}")
+        timeout = self._timeout(timeout)
+        job_id = new_id()
+        job = {"id": job_id, "name": name or f"{record['name']}-{job_id[:8]}",
+               "pipeline_id": record["id"], "pipeline": record["name"], "payloads": payloads,
+               "priority": prio, "variables": variables, "timeout": timeout,
+               "state": "pending", "status": "healthy", "queued": int(start), "error": None,
+               "created": time.time()}
+        with self._cond:
+            self._store.add_job(job, "created and queued" if start else "created")
+            if start:
+                self._push(job)
+        return self._publish(job_id)
+
+    def start(self, job_id: str) -> dict[str, Any]:
+        """Queue a created job. Raises :class:`Conflict` when it was started already."""
+        with self._cond:
+            job = self._job(job_id)
+            if job["state"] != "pending" or job["queued"]:
+                raise Conflict(f"job {job_id} was already started (state {job['state']})")
+            self._store.update_job(job_id, "queued", queued=1)
+            self._push(job)
+        return self._publish(job_id)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a pending or running job. Raises :class:`Conflict` when it has stopped."""
+        with self._cond:
+            job = self._job(job_id)
+            if job["state"] == "stopped":
+                raise Conflict(f"job {job_id} has already stopped ({job['status']})")
+            live = self._live.get(job_id)
+            if live is None:  # still waiting: stop it here
+                self._store.update_job(job_id, "canceled before it ran", state="stopped",
+                                       status="canceled", queued=0, stopped=time.time(),
+                                       error="canceled")
+            else:
+                live.cancel_requested = True
+                if live.job is not None:
+                    live.job.cancel()
+        return self._publish(job_id)
+
+    def delete(self, job_id: str) -> None:
+        """Forget a stopped job and its files."""
+        with self._cond:
+            job = self._job(job_id)
+            if job["state"] != "stopped":
+                raise Conflict(f"job {job_id} is {job['state']}; cancel it before deleting it")
+            self._store.delete_job(job_id)
+        shutil.rmtree(self.folder(job_id), ignore_errors=True)
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        """The job's public record with per-operator state and its history."""
+        record = public_job(self._job(job_id))
+        live = self._live.get(job_id)
+        if live is not None and live.job is not None:
+            record["operators"] = _operator_rows(live.job)
+        record["history"] = self._store.history(job_id)
+        return record
+
+    def find(self, **filters: Any) -> list[dict[str, Any]]:
+        return [public_job(job) for job in self._store.jobs(**filters)]
+
+    def folder(self, job_id: str) -> Path:
+        return Path(self._config.jobs_dir / job_id)
+
+    def log_path(self, job_id: str, operator: str) -> Path:
+        """The operator's log file (which may not exist yet)."""
+        job = self._job(job_id)
+        names = [op["name"] for op in self._pipelines.get(job["pipeline_id"])["operators"]]
+        if operator not in names:
+            raise NotFound(f"pipeline '{job['pipeline']}' has no operator '{operator}' "
+                           f"(operators: {', '.join(names)})")
+        return self.folder(job_id) / "logs" / f"{operator}.log"
+
+    def results(self, job_id: str) -> tuple[Path, list[tuple[str, int]]]:
+        """The job's output folder and its files."""
+        job = self._job(job_id)
+        output = self.folder(job_id) / "output"
+        if job["results_deleted"]:
+            raise NotFound(f"results of job {job_id} were deleted by the retention policy")
+        return output, list(iter_files(output)) if output.is_dir() else []
+
+    def queue_depth(self) -> dict[str, int]:
+        """Jobs waiting in the server's queue, per priority."""
+        depth = dict.fromkeys(PRIORITIES, 0)
+        for job in self._store.jobs(state="pending", limit=-1):
+            if job["queued"]:
+                depth[job["priority"]] += 1
+        return depth
+
+    @property
+    def running(self) -> int:
+        return len(self._live)
+
+    def close(self, grace: float | None = None) -> None:
+        """Stop admitting jobs, give running ones ``grace`` seconds, then stop them.
+
+        Jobs stopped this way are handled as after a crash (``on_restart``), so a restart
+        resumes them; pending jobs stay pending.
+        """
+        grace = self._config.shutdown_grace if grace is None else grace
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            deadline = time.monotonic() + grace
+            while self._live and time.monotonic() < deadline:
+                self._cond.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+            for live in self._live.values():
+                live.shutdown = True
+                if live.job is not None:
+                    live.job.cancel()
+            while self._live:
+                if not self._cond.wait(10.0):
+                    log.warning("jobs still stopping after 10 s: %s", sorted(self._live))
+        self._finished.put(None)
+        for thread in self._threads:
+            thread.join(timeout=10.0)
+        self._runtime.close(cancel=True, timeout=10.0)
+
+    # --- admission ----------------------------------------------------------------------
+
+    def _push(self, job: dict[str, Any]) -> None:
+        heapq.heappush(self._heap, (PRIORITIES.index(job["priority"]), job["created"],
+                                    next(self._seq), job["id"]))
+        self._cond.notify_all()
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closing and not self._admissible():
+                    self._cond.wait()
+                if self._closing:
+                    return
+                _, _, _, job_id = heapq.heappop(self._heap)
+                job = self._store.job(job_id)
+                if job is None or job["state"] != "pending" or not job["queued"]:
+                    continue  # canceled or deleted while it waited
+                live = _Live(None, self.folder(job_id))
+                self._live[job_id] = live
+            try:
+                self._launch(job, live)
+            except Exception as exc:  # one bad job must not stop the server
+                log.exception("job %s could not start", job_id)
+                self._end(job_id, "faulted", f"the job could not start: {exc}", [])
+
+    def _admissible(self) -> bool:
+        if not self._heap:
+            return False
+        return len(self._live) < self._config.running_limit or self._heap[0][0] == 0
+
+    def _launch(self, job: dict[str, Any], live: _Live) -> None:
+        job_id = job["id"]
+        try:
+            built = self._pipelines.build(job["pipeline_id"], job["variables"])
+        except NotFound:
+            self._end(job_id, "faulted", "its pipeline was deleted", [])
+            return
+        except (ClaraRTError, ValueError) as exc:
+            self._end(job_id, "faulted", f"the pipeline could not be built: {exc}", [])
+            return
+        folder = live.folder
+        for sub in ("work", "output", "input"):
+            shutil.rmtree(folder / sub, ignore_errors=True)  # left by an interrupted attempt
+        (folder / "logs").mkdir(parents=True, exist_ok=True)
+        input_dir = self._input_folder(job, folder)
+        (folder / "work").mkdir()
+        started = time.time()
+        with self._cond:
+            if live.cancel_requested:
+                self._cond.notify_all()
+            else:
+                self._store.update_job(job_id, "submitted to the runtime", state="running",
+                                       started=started, attempts=job["attempts"] + 1)
+        if live.cancel_requested:
+            self._end(job_id, "canceled", "canceled", [])
+            return
+        rt_job = self._runtime.submit(built.pipeline, built.payload_for(input_dir),
+                                      priority=job["priority"], timeout=job["timeout"],
+                                      workspace=folder / "work")
+        with self._cond:
+            live.job = rt_job
+            if live.cancel_requested:
+                rt_job.cancel()
+        self._publish(job_id)
+        rt_job.add_done_callback(lambda _: self._finished.put(job_id))
+
+    def _input_folder(self, job: dict[str, Any], folder: Path) -> Path:
+        payloads: list[Path] = [self._config.payloads_dir / p for p in job["payloads"]]
+        missing = [p.name for p in payloads if not p.is_dir()]
+        if missing:
+            raise NotFound(f"payload(s) {', '.join(missing)} no longer exist on disk")
+        if len(payloads) == 1:
+            return payloads[0]
+        # Several payloads: one folder holding all their files (hard links, no copies).
+        merged = folder / "input"
+        for payload in payloads:
+            for rel, _ in iter_files(payload):
+                target = merged / rel
+                if target.exists():
+                    raise ValueError(f"payloads {', '.join(job['payloads'])} both hold '{rel}'")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(payload / rel, target)
+                except OSError:
+                    shutil.copy2(payload / rel, target)
+        return merged
+
+    # --- completion ---------------------------------------------------------------------
+
+    def _finish_loop(self) -> None:
+        while True:
+            job_id = self._finished.get()
+            if job_id is None:
+                return
+            try:
+                self._finish(job_id)
+            except Exception as exc:
+                log.exception("job %s: recording its end failed", job_id)
+                self._end(job_id, "faulted", f"recording the job's end failed: {exc}", [])
+
+    def _finish(self, job_id: str) -> None:
+        live = self._live[job_id]
+        rt_job = live.job
+        assert rt_job is not None
+        folder = live.folder
+        rows = _operator_rows(rt_job)
+        state = rt_job.state
+        _append_command_logs(folder)
+        if live.shutdown:
+            self._interrupted(job_id, rows)
+            return
+        error = None if rt_job.error is None else str(rt_job.error)
+        status = _STATUS.get(state, "faulted")
+        if state is JobState.SUCCEEDED:
+            try:
+                collect_outputs(rt_job.result(), folder / "output", folder / "work",
+                                overwrite=True)
+            except OSError as exc:
+                status, error = "faulted", f"results could not be saved: {exc}"
+            else:
+                shutil.rmtree(folder / "work", ignore_errors=True)
+        self._end(job_id, status, error, rows)
+
+    def _end(self, job_id: str, status: str, error: str | None,
+             rows: list[dict[str, Any]]) -> None:
+        with self._cond:
+            self._store.update_job(job_id, error if status != "healthy" else "finished",
+                                   state="stopped", status=status, error=error,
+                                   stopped=time.time(), operators=rows, queued=0)
+            self._live.pop(job_id, None)
+            self._cond.notify_all()
+        self._publish(job_id)
+        log.info("job %s stopped: %s%s", job_id, status, f" ({error})" if error else "")
+
+    def _interrupted(self, job_id: str, rows: list[dict[str, Any]]) -> None:
+        with self._cond:
+            job = self._store.job(job_id)
+            assert job is not None
+            if self._config.on_restart == "requeue":
+                self._store.update_job(job_id, "re-queued: the server stopped while it ran",
+                                       state="pending", status="healthy", queued=1,
+                                       started=None, operators=rows)
+            else:
+                self._store.update_job(job_id, _INTERRUPTED, state="stopped", status="faulted",
+                                       error=_INTERRUPTED, stopped=time.time(), operators=rows,
+                                       queued=0)
+            self._live.pop(job_id, None)
+            self._cond.notify_all()
+
+    # --- restart ------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Apply ``on_restart`` to jobs a dead server left running; queue pending ones."""
+        for job in self._store.jobs(state="running", limit=-1):
+            if self._config.on_restart == "requeue" and job["attempts"] < 2:
+                self._store.update_job(job["id"], "re-queued after a server restart",
+                                       state="pending", status="healthy", queued=1,
+                                       started=None)
+                log.warning("job %s was running when the server stopped: queued again",
+                            job["id"])
+            else:
+                self._store.update_job(job["id"], _INTERRUPTED, state="stopped",
+                                       status="faulted", error=_INTERRUPTED,
+                                       stopped=time.time(), queued=0)
+                log.warning("job %s was running when the server stopped: marked faulted",
+                            job["id"])
+        for job in reversed(self._store.jobs(state="pending", limit=-1)):
+            if job["queued"]:
+                self._push(job)
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> dict[str, Any]:
+        job = self._store.job(job_id)
+        if job is None:
+            raise NotFound(f"no job with id '{job_id}'")
+        return job
+
+    def _timeout(self, timeout: float | None) -> float | None:
+        if timeout is None:
+            return self._config.default_timeout
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive seconds, not {timeout}")
+        limit = self._config.max_timeout
+        if limit is not None and timeout > limit:
+            raise ValueError(f"timeout {timeout} s is above the server's maximum of {limit} s")
+        return timeout
+
+    def _publish(self, job_id: str) -> dict[str, Any]:
+        record = self.status(job_id)
+        self._events.publish({"type": "job", "job": record})
+        return record
+
+
+def public_job(job: dict[str, Any]) -> dict[str, Any]:
+    """A job row as the API returns it."""
+    return {
+        "id": job["id"], "name": job["name"], "pipeline": job["pipeline"],
+        "pipeline_id": job["pipeline_id"], "payloads": job["payloads"],
+        "priority": job["priority"], "state": job["state"], "status": job["status"],
+        "queued": bool(job["queued"]), "error": job["error"], "created": job["created"],
+        "started": job["started"], "stopped": job["stopped"], "timeout": job["timeout"],
+        "variables": job["variables"], "attempts": job["attempts"],
+        "operators": job["operators"], "results_deleted": job["results_deleted"],
+    }
+
+
+def _operator_rows(job: Job) -> list[dict[str, Any]]:
+    return [{"name": row["name"], "state": row["state"], "start_ms": row["start_ms"],
+             "duration_ms": row["duration_ms"]} for row in job.operator_states()]
+
+
+def _append_command_logs(folder: Path) -> None:
+    """Append what command operators printed (``work/<op>/std*.log``) to their log files."""
+    work = folder / "work"
+    if not work.is_dir():
+        return
+    for op_dir in sorted(p for p in work.iterdir() if p.is_dir()):
+        for stream in ("stdout", "stderr"):
+            source = op_dir / f"{stream}.log"
+            if source.is_file() and source.stat().st_size:
+                _append(folder / "logs" / f"{op_dir.name}.log",
+                        f"--- {stream} of the command ---\n"
+                        + source.read_text(errors="replace"))
+
+
+def _append(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(text)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+

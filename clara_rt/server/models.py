@@ -1,0 +1,157 @@
+"""Request and response bodies of the HTTP API (they make the published OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ErrorOut",
+    "ExportCreate",
+    "ExportOut",
+    "ExportUpdate",
+    "FileOut",
+    "FilesOut",
+    "JobCreate",
+    "JobOut",
+    "OperatorOut",
+    "PayloadOut",
+    "PipelineCreate",
+    "PipelineOut",
+]
+
+PriorityName = Literal["immediate", "high", "normal", "low"]
+JobStateName = Literal["pending", "running", "stopped"]
+JobStatusName = Literal["healthy", "faulted", "canceled", "timed-out"]
+ExportStateName = Literal["pending", "in-progress", "succeeded", "failed"]
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+class PipelineCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    definition: str = Field(description="the Clara pipeline YAML text", max_length=1 << 20)
+    filename: str = Field("pipeline.yaml", description="named in error messages",
+                          max_length=255)
+    replace: bool = Field(False, description="replace a pipeline of the same name")
+
+
+class PipelineOperatorOut(BaseModel):
+    name: str
+    description: str
+    inputs: list[str] = Field(description="operators this one takes inputs from")
+    outputs: list[str]
+
+
+class PipelineOut(BaseModel):
+    id: str
+    name: str
+    api_version: str
+    operators: list[PipelineOperatorOut]
+    created: float
+    updated: float
+    jobs: dict[str, float | int | None] | None = Field(
+        None, description="jobs per state and when the last one stopped (describe only)")
+
+
+class FileOut(BaseModel):
+    path: str
+    size: int
+
+
+class FilesOut(BaseModel):
+    files: list[FileOut]
+
+
+class PayloadOut(BaseModel):
+    id: str
+    name: str
+    files: int
+    size: int
+    created: float
+    file_list: list[FileOut] | None = None
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pipeline: str = Field(description="pipeline id or name", min_length=1, max_length=255)
+    payloads: list[str] = Field(default_factory=list, max_length=100,
+                                description="payload ids; their files form the job's input")
+    name: str | None = Field(None, max_length=255)
+    priority: PriorityName = "normal"
+    variables: dict[str, str] = Field(default_factory=dict)
+    timeout: float | None = Field(None, gt=0, description="seconds; default: the server's")
+    start: bool = Field(False, description="queue the job at once (else POST .../start)")
+
+
+class OperatorOut(BaseModel):
+    name: str
+    state: str
+    start_ms: float | None
+    duration_ms: float | None
+
+
+class HistoryOut(BaseModel):
+    time: float
+    state: str
+    status: str
+    note: str | None
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str
+    pipeline: str
+    pipeline_id: str
+    payloads: list[str]
+    priority: PriorityName
+    state: JobStateName
+    status: JobStatusName
+    queued: bool
+    error: str | None
+    created: float
+    started: float | None
+    stopped: float | None
+    timeout: float | None
+    variables: dict[str, str]
+    attempts: int
+    operators: list[OperatorOut]
+    results_deleted: float | None
+    history: list[HistoryOut] | None = None
+
+
+class JobsOut(BaseModel):
+    jobs: list[JobOut]
+
+
+class ExportCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    file: str = Field(min_length=1, max_length=4096,
+                      description="result file, relative to the job's output folder")
+    destination: str = Field(min_length=1, max_length=255)
+
+
+class ExportUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    state: ExportStateName
+    retries: int | None = Field(None, ge=0)
+    error: str | None = Field(None, max_length=10000)
+
+
+class ExportOut(BaseModel):
+    id: str
+    job: str
+    file: str
+    destination: str
+    state: ExportStateName
+    retries: int
+    error: str | None
+    created: float
+    updated: float
+
+
+class ExportsOut(BaseModel):
+    exports: list[ExportOut]

@@ -1,0 +1,156 @@
+"""Pipeline definitions registered with the server, checked when they arrive and built per job.
+
+A definition is checked with the same parser as ``clara-rt validate`` (errors name the uploaded
+file with line and column) and, when every operator can run here, built once so that port types
+are checked too. The YAML text is kept as ``<data>/pipelines/<id>.yaml`` (written to a temporary
+name and renamed) and its summary in the database. Jobs build the pipeline with their own
+variables; built pipelines are cached per (pipeline, version, variables) so a warm server does
+not rebuild operators (or reload models) for every job.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from clara_rt.definition.build import BuiltPipeline, build_pipeline, unresolved
+from clara_rt.definition.schema import PipelineDefinition, parse_definition
+from clara_rt.errors import ClaraRTError, DefinitionError
+from clara_rt.server.config import ServerConfig
+from clara_rt.server.store import Store, new_id
+
+__all__ = ["Conflict", "NotFound", "PipelineRegistry"]
+
+_BUILT_CACHE = 32
+
+
+class NotFound(LookupError):
+    """No record with that id (or name)."""
+
+
+class Conflict(RuntimeError):
+    """The request clashes with the records' current state (name taken, record in use)."""
+
+
+class PipelineRegistry:
+    """Create, list, describe, delete and build pipelines."""
+
+    def __init__(self, config: ServerConfig, store: Store,
+                 instrument: Any = None) -> None:
+        self._config = config
+        self._store = store
+        self._instrument = instrument
+        self._lock = threading.Lock()
+        self._built: OrderedDict[tuple[Any, ...], BuiltPipeline] = OrderedDict()
+        config.pipelines_dir.mkdir(parents=True, exist_ok=True)
+
+    def create(self, text: str, filename: str = "pipeline.yaml", *,
+               replace: bool = False) -> dict[str, Any]:
+        """Check and register a definition; return its record.
+
+        Raises:
+            DefinitionError: The definition is invalid (message ``file:line:col: error: ...``).
+            Conflict: A pipeline of that name exists and ``replace`` is false.
+        """
+        definition = parse_definition(filename, text=text, environ={}, allow_undefined=True)
+        if not unresolved(definition):
+            try:
+                build_pipeline(definition, services=self._config.services,
+                               require_services=False)
+            except (ClaraRTError, ValueError) as exc:
+                raise DefinitionError(f"{filename}: {exc}") from exc
+        now = time.time()
+        record = {"name": definition.name, "api_version": definition.api_version,
+                  "operators": _operators(definition), "created": now, "updated": now}
+        existing = self._store.pipeline(definition.name)
+        record_id: str
+        if existing is not None and existing["name"] == definition.name:
+            if not replace:
+                raise Conflict(f"a pipeline named '{definition.name}' exists (id "
+                               f"{existing['id']}); delete it first or replace it "
+                               "(?replace=true, clara-rt create pipeline --replace)")
+            record_id = existing["id"]
+            _write_atomic(self._path(record_id), text)
+            self._store.replace_pipeline(record_id, record)
+            return self.describe(record_id)
+        record_id = new_id()
+        record["id"] = record_id
+        _write_atomic(self._path(record_id), text)
+        self._store.add_pipeline(record)
+        return self.describe(record_id)
+
+    def get(self, ref: str) -> dict[str, Any]:
+        """The record of the pipeline with id or name ``ref``, or :class:`NotFound`."""
+        record = self._store.pipeline(ref)
+        if record is None:
+            raise NotFound(f"no pipeline with id or name '{ref}'")
+        return record
+
+    def describe(self, ref: str) -> dict[str, Any]:
+        record = self.get(ref)
+        jobs = self._store.count_jobs_of(record["id"])
+        return {**record, "jobs": jobs}
+
+    def definition_text(self, ref: str) -> str:
+        return self._path(self.get(ref)["id"]).read_text()
+
+    def all(self) -> list[dict[str, Any]]:
+        return self._store.pipelines()
+
+    def delete(self, ref: str) -> None:
+        record = self.get(ref)
+        busy = self._store.jobs(pipeline=record["id"], state="running", limit=5)
+        busy += self._store.jobs(pipeline=record["id"], state="pending", limit=5)
+        if busy:
+            raise Conflict(f"pipeline '{record['name']}' has unfinished jobs "
+                           f"({', '.join(job['id'] for job in busy)}); cancel them first")
+        self._store.delete_pipeline(record["id"])
+        self._path(record["id"]).unlink(missing_ok=True)
+        with self._lock:
+            for key in [k for k in self._built if k[0] == record["id"]]:
+                del self._built[key]
+
+    def build(self, pipeline_id: str, variables: dict[str, str]) -> BuiltPipeline:
+        """The runnable pipeline for a job with ``variables`` (cached)."""
+        record = self.get(pipeline_id)
+        key = (record["id"], record["updated"], tuple(sorted(variables.items())))
+        with self._lock:
+            built = self._built.get(key)
+            if built is not None:
+                self._built.move_to_end(key)
+                return built
+        path = self._path(record["id"])
+        definition: PipelineDefinition = parse_definition(
+            f"{record['name']}.yaml", text=path.read_text(), variables=variables, environ={})
+        built = build_pipeline(definition, services=self._config.services)
+        if self._instrument is not None:
+            for op in built.pipeline.operators:
+                self._instrument(op)
+        with self._lock:
+            self._built[key] = built
+            while len(self._built) > _BUILT_CACHE:
+                self._built.popitem(last=False)
+        return built
+
+    def _path(self, pipeline_id: str) -> Path:
+        return self._config.pipelines_dir / f"{pipeline_id}.yaml"
+
+
+def _operators(definition: PipelineDefinition) -> list[dict[str, Any]]:
+    return [{"name": op.name, "description": op.description,
+             "inputs": sorted({entry.from_ for entry in op.inputs if entry.from_}),
+             "outputs": [entry.name or entry.path or "" for entry in op.outputs]}
+            for op in definition.operators]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    with open(tmp, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)

@@ -344,15 +344,14 @@ class Runtime:
         if job._state is _PENDING:
             job._state = _RUNNING
             job.started_ns = t0
+        times = job._times
+        times[2 * pn.index] = t0  # visible while it runs (Job.operator_states)
         try:
             pn.compute(inputs, outputs, job.context)
         except BaseException as exc:  # SystemExit from operator code must not kill the worker
-            job._times[2 * pn.index] = t0
-            job._times[2 * pn.index + 1] = _perf_ns()
+            times[2 * pn.index + 1] = _perf_ns()
             self._operator_failed(job, pn, exc)
             return
-        times = job._times
-        times[2 * pn.index] = t0
         times[2 * pn.index + 1] = _perf_ns()
         if len(outputs) != len(pn.outputs):
             self._record_failure(job, _outputs_error(job, pn, outputs))

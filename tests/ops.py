@@ -120,3 +120,36 @@ class Record(Operator):
 
 def vec(n: int = 4, value: float = 1.0) -> np.ndarray:
     return np.full(n, value, dtype=np.float32)
+
+
+class FolderWork(Operator):
+    """Folder in, folder out (the platform server's tests): logs, waits, then writes a summary.
+
+    Keyword args: ``seconds`` to wait (polling cancellation), ``fail`` to raise instead.
+    Writes ``<workspace>/<name>/summary.json`` listing the input's files, and emits that folder.
+    """
+
+    seconds = 0.0
+    fail = False
+
+    def setup(self, spec: Any) -> None:
+        spec.input("in", kind="path")
+        spec.output("out", kind="path")
+
+    def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
+        import json
+        import logging
+        from pathlib import Path
+
+        folder = Path(inputs["in"])
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        logging.getLogger("tests.ops").info("%s sees %d input files", self.name, len(files))
+        end = time.monotonic() + float(self.seconds)
+        while time.monotonic() < end and not context.cancelled:
+            time.sleep(0.01)
+        if self.fail:
+            raise RuntimeError(f"{self.name} failed on purpose")
+        out = Path(context.workspace) / self.name / "out"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps({"files": files, "job": context.job_id}))
+        outputs["out"] = out

@@ -42,6 +42,9 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="delete results and payloads of jobs older than D days")
     p.add_argument("--disk-threshold", type=float, default=0.95, metavar="F",
                    help="delete the oldest results while the disk is fuller (default 0.95)")
+    p.add_argument("--shutdown-grace", type=float, default=30.0, metavar="S",
+                   help="on SIGTERM, seconds running jobs get to finish before they are "
+                        "stopped and handled as --on-restart says (default 30)")
     p.add_argument("--service", action="append", default=[], metavar="NAME=URL",
                    help="URL of a service the pipelines use (triton=URL), repeatable")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
@@ -84,7 +87,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             default_timeout=args.default_timeout, max_timeout=args.max_timeout,
             max_payload_bytes=args.max_payload, min_free_bytes=args.min_free,
             retention_days=args.retention_days, disk_threshold=args.disk_threshold,
-            services=services)
+            services=services, shutdown_grace=args.shutdown_grace)
     except ValueError as exc:
         print(f"clara-rt: error: {exc}", file=sys.stderr)
         return 2

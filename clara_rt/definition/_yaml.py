@@ -100,7 +100,14 @@ def load_yaml(text: str, path: str) -> Any:
     Raises:
         DefinitionError: On a YAML syntax error, a duplicate key or a recursive alias.
     """
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # checked up front for the whole text
+        before = text[: exc.position]
+        raise DefinitionError(
+            f"invalid YAML: character {_codepoint(exc.character)} is not allowed (YAML text "
+            "may hold tabs, newlines and printable characters only)", path=path,
+            line=before.count("\n") + 1, column=exc.position - before.rfind("\n")) from exc
     try:
         node = loader.get_single_node()
         return None if node is None else _Converter(loader, path).convert(node)
@@ -228,6 +235,11 @@ def describe(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return f"a {type(value).__name__}"
+
+
+def _codepoint(character: object) -> str:
+    code = character if isinstance(character, int) else ord(str(character)[:1] or "\0")
+    return f"U+{code:04X}"
 
 
 def _syntax_error(exc: yaml.MarkedYAMLError, path: str) -> DefinitionError:

@@ -29,7 +29,6 @@ from clara_rt.server.config import ServerConfig
 from clara_rt.server.events import EventHub
 from clara_rt.server.jobs import JobManager, OperatorLogs
 from clara_rt.server.models import (
-    ErrorOut,
     ExportCreate,
     ExportOut,
     ExportsOut,
@@ -61,8 +60,16 @@ _TAR_TYPES = {"application/x-tar", "application/tar", "application/gzip", "appli
 _YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml",
                "text/plain"}
 _BEARER = HTTPBearer(auto_error=False)
+_ERROR_BODY = {"application/json": {"schema": {
+    "type": "object", "required": ["detail"],
+    "properties": {"detail": {"anyOf": [{"type": "string"}, {"type": "array"}],
+                              "description": "what went wrong (a list for malformed requests)"}},
+}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422, 507)}
+    code: {"description": what, "content": _ERROR_BODY} for code, what in (
+        (400, "bad upload"), (401, "missing or wrong bearer token"), (404, "unknown id"),
+        (409, "conflicts with the current state"), (413, "upload too large"),
+        (422, "invalid definition or request"), (507, "data disk full"))}
 
 
 class Server:

@@ -447,9 +447,10 @@ class JobManager:
                                        stopped=time.time(), queued=0)
                 log.warning("job %s was running when the server stopped: marked faulted",
                             job["id"])
-        for job in reversed(self._store.jobs(state="pending", limit=-1)):
-            if job["queued"]:
-                self._push(job)
+        with self._cond:
+            for job in reversed(self._store.jobs(state="pending", limit=-1)):
+                if job["queued"]:
+                    self._push(job)
 
     # --- helpers ------------------------------------------------------------------------
 

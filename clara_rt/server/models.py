@@ -7,7 +7,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "ErrorOut",
     "ExportCreate",
     "ExportOut",
     "ExportUpdate",
@@ -25,10 +24,6 @@ PriorityName = Literal["immediate", "high", "normal", "low"]
 JobStateName = Literal["pending", "running", "stopped"]
 JobStatusName = Literal["healthy", "faulted", "canceled", "timed-out"]
 ExportStateName = Literal["pending", "in-progress", "succeeded", "failed"]
-
-
-class ErrorOut(BaseModel):
-    detail: str
 
 
 class PipelineCreate(BaseModel):

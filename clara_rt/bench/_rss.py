@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 
 import numpy as np
 
@@ -24,7 +29,9 @@ def idle_rss(*, repeat: int = 3, progress: Progress | None = None) -> BenchRecor
     """Measure resident memory (VmRSS) of a fresh interpreter after each import / setup.
 
     Runs ``sys.executable -c`` with: ``import numpy`` (baseline), ``import clara_rt``, and
-    ``import clara_rt; rt = Runtime()`` (one worker per CPU, idle). Median of ``repeat`` runs.
+    ``import clara_rt; rt = Runtime()`` (one worker per CPU, idle); with FastAPI installed, also
+    an idle ``clara-rt serve`` against a one-route FastAPI + uvicorn app (its baseline). Median
+    of ``repeat`` runs.
     Linux only (reads ``/proc/self/status``).
 
     Args:
@@ -42,17 +49,69 @@ def idle_rss(*, repeat: int = 3, progress: Progress | None = None) -> BenchRecor
     for fig in figures.values():
         fig["delta_mb"] = fig["rss_mb"] - base
     rt_mb = figures["clara-rt Runtime()"]["rss_mb"]
+    ratios = {"numpy / clara-rt Runtime() rss_mb": _ratio(base, rt_mb)}
+    if importlib.util.find_spec("fastapi") and importlib.util.find_spec("uvicorn"):
+        say("rss: idle clara-rt serve vs a one-route FastAPI app")
+        hello = [_server_rss([sys.executable, "-c", _HELLO_APP]) for _ in range(repeat)]
+        serve = [_server_rss([sys.executable, "-m", "clara_rt.cli", "serve", "--log-level",
+                              "warning"]) for _ in range(repeat)]
+        figures["FastAPI+uvicorn hello app (baseline)"] = {"rss_mb": float(np.median(hello))}
+        figures["clara-rt serve (idle)"] = {"rss_mb": float(np.median(serve))}
+        for name in ("FastAPI+uvicorn hello app (baseline)", "clara-rt serve (idle)"):
+            figures[name]["delta_mb"] = figures[name]["rss_mb"] - base
+        ratios["hello app / clara-rt serve rss_mb"] = _ratio(float(np.median(hello)),
+                                                             float(np.median(serve)))
     return BenchRecord(
         scenario="rss",
         title=f"idle VmRSS of a fresh process, median of {repeat}",
         machine=machine_info(),
         params={"repeat": repeat},
         figures=figures,
-        ratios={"numpy / clara-rt Runtime() rss_mb": _ratio(base, rt_mb)},
+        ratios=ratios,
         notes="delta_mb is against the numpy-only process; clara-rt imports numpy itself.")
 
 
 # --- private ------------------------------------------------------------------------------
+
+_HELLO_APP = """
+import sys, uvicorn
+from fastapi import FastAPI
+app = FastAPI()
+@app.get("/health")
+def health() -> dict:
+    return {"status": "ok"}
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def _server_rss(command: list[str]) -> float:
+    """Start an HTTP server child, wait until /health answers and 1 s more; its VmRSS in MB."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as data:
+        args = ([*command, str(port)] if "-c" in command
+                else [*command, "--port", str(port), "--data", data])
+        proc = subprocess.Popen(args, env=checkout_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                        break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"{' '.join(args)} did not start") from None
+                    time.sleep(0.05)
+            time.sleep(1.0)
+            with open(f"/proc/{proc.pid}/status") as status:
+                match = re.search(r"VmRSS:\s+(\d+)", status.read())
+            assert match is not None
+            return int(match.group(1)) / 1024
+        finally:
+            proc.terminate()
+            proc.wait(30)
 
 
 def _subprocess_int(code: str) -> int:

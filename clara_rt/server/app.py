@@ -20,11 +20,18 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    StreamingResponse,
+)
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from clara_rt import __version__
 from clara_rt.errors import ClaraRTError, DefinitionError
+from clara_rt.server.apidocs import render_api_docs
 from clara_rt.server.config import ServerConfig
 from clara_rt.server.events import EventHub
 from clara_rt.server.jobs import JobManager, OperatorLogs
@@ -114,6 +121,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             await anyio.to_thread.run_sync(server.close)
 
     app = FastAPI(title="clara-rt platform server", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,
                   description="Pipelines, payloads, jobs and results of clara-rt "
                               "(Clara Deploy's platform server in one process).")
 
@@ -133,6 +141,11 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     write = [Depends(authorised)]
     _add_error_handlers(app)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs() -> str:
+        """The API reference (rendered here from the OpenAPI schema; works offline)."""
+        return render_api_docs(app.openapi(), token_required=config.token is not None)
 
     @app.get("/health", tags=["server"])
     def health() -> dict[str, Any]:

@@ -443,3 +443,17 @@ def test_priorities_order_the_server_queue(tmp_path: Path) -> None:
         assert done[urgent["id"]]["started"] < done[blocker["id"]]["stopped"]
         assert max(done[j["id"]]["started"] for j in highs) < min(
             done[j["id"]]["started"] for j in lows)
+
+
+def test_docs_page_lists_every_operation_without_external_assets(server: ServerProcess
+                                                                 ) -> None:
+    status, body = raw(server, "GET", "/openapi.json")
+    assert status == 200
+    paths = json.loads(body)["paths"]
+    status, page = raw(server, "GET", "/docs")
+    assert status == 200
+    text = page.decode()
+    for path in paths:
+        assert f"<code>{path}</code>" in text
+    assert "http://" not in text and "https://" not in text  # nothing fetched from elsewhere
+    assert "Authorization: Bearer" in text

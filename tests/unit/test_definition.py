@@ -459,3 +459,11 @@ def test_unknown_key_of_a_model_warns_and_strict_rejects_it() -> None:
     assert d.operators[0].models == ("segmentation_liver_v1", "b")
     with pytest.raises(DefinitionError, match=error_at("inline.yaml", 9, 15, "unknown key")):
         parse_definition("inline.yaml", text=text, environ={}, strict=True)
+
+
+def test_control_characters_are_a_located_definition_error() -> None:
+    text = "api-version: 0.4.0\nname: ok\noperators:\n- name: a\x0fb\n"
+    with pytest.raises(DefinitionError) as err:
+        parse_definition("ctl.yaml", text=text)
+    assert str(err.value) == ("ctl.yaml:4:10: invalid YAML: character U+000F is not allowed "
+                              "(YAML text may hold tabs, newlines and printable characters only)")

@@ -404,6 +404,11 @@ def create_app(config: ServerConfig) -> FastAPI:
         assert record is not None
         return _export(record)
 
+    # Route groups of their own modules: monitoring (/metrics, /v1/monitor) and the console.
+    from clara_rt.server import console_routes, metrics_routes
+
+    metrics_routes.add(app, srv, config)
+    console_routes.add(app, srv, config)
     return app
 
 

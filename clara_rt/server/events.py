@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 __all__ = ["EventHub"]
+
+log = logging.getLogger("clara_rt.server")
 
 _QUEUE_LIMIT = 1000
 
@@ -26,11 +29,24 @@ class EventHub:
         self._lock = threading.Lock()
         self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any]]]]
         self._subscribers = set()
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def listen(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``fn(event)`` on the publishing thread for every event (keep it quick; its
+        exceptions are logged and ignored)."""
+        with self._lock:
+            self._listeners.append(fn)
 
     def publish(self, event: dict[str, Any]) -> None:
-        """Hand ``event`` to every subscriber (from any thread)."""
+        """Hand ``event`` to every listener and subscriber (from any thread)."""
         with self._lock:
             subscribers = list(self._subscribers)
+            listeners = list(self._listeners)
+        for fn in listeners:
+            try:
+                fn(event)
+            except Exception:
+                log.exception("event listener %r failed", fn)
         for loop, queue in subscribers:
             with contextlib.suppress(RuntimeError):  # the loop has closed
                 loop.call_soon_threadsafe(_put, queue, event)

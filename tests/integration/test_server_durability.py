@@ -229,3 +229,37 @@ def test_retention_deletes_old_results_and_unused_payloads_only(tmp_path: Path) 
     assert store.job("old")["results_deleted"] is not None  # type: ignore[index]
     assert store.job("old")["status"] == "healthy"  # type: ignore[index]
     store.close()
+
+
+def test_disk_threshold_deletes_oldest_results_first_and_keeps_what_jobs_need(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A threshold below the disk's real use: retention deletes everything it may, oldest
+    # first, then says nothing more can go.
+    config = ServerConfig(data=tmp_path, disk_threshold=1e-9)
+    store = Store(config.db_path)
+    now = time.time()
+    for job_id, state, stopped in (("b", "stopped", now - 10), ("a", "stopped", now - 20),
+                                   ("busy", "running", None)):
+        store.add_job({"id": job_id, "name": job_id, "pipeline_id": "p", "pipeline": "p",
+                       "payloads": ["shared"], "priority": "normal", "variables": {},
+                       "timeout": None, "state": state, "status": "healthy", "queued": 0,
+                       "error": None, "created": now - 30}, "test")
+        if stopped:
+            store.update_job(job_id, stopped=stopped)
+        (config.jobs_dir / job_id / "output").mkdir(parents=True)
+    store.add_payload({"id": "shared", "name": "s", "files": 1, "size": 1, "created": now})
+    (config.payloads_dir / "shared").mkdir(parents=True)
+    with caplog.at_level("WARNING", logger="clara_rt.server"):
+        report = Retention(config, store).run_once()
+
+    def deleted_at(job_id: str) -> float:
+        return next(h["time"] for h in store.history(job_id)
+                    if h["note"] == "results deleted by retention")
+
+    assert deleted_at("a") <= deleted_at("b")  # oldest first
+    assert not (config.jobs_dir / "a" / "output").exists()
+    assert (report.results, report.payloads) == (2, 0)  # the running job's payload stays
+    assert (config.payloads_dir / "shared").exists()
+    assert (config.jobs_dir / "busy" / "output").exists()
+    assert "nothing is left that retention may delete" in caplog.text
+    store.close()

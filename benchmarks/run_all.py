@@ -35,6 +35,7 @@ FULL: dict[str, dict[str, Any]] = {
     "dicom": {"repeat": 3},
     "startup": {"repeat": 5},
     "priority": {},
+    "load": {"jobs": 40},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "hops": {"jobs": 300, "repeat": 1},

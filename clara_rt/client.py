@@ -101,6 +101,14 @@ class Client:
     def get_pipeline(self, ref: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/pipelines/{_q(ref)}")
 
+    def pipeline_definition(self, ref: str) -> str:
+        """The pipeline's YAML text as it was registered."""
+        conn, response = self._open("GET", f"/v1/pipelines/{_q(ref)}/definition")
+        try:
+            return response.read().decode("utf-8")
+        finally:
+            conn.close()
+
     def delete_pipeline(self, ref: str) -> None:
         self._json("DELETE", f"/v1/pipelines/{_q(ref)}")
 

@@ -20,6 +20,10 @@ reports their ratio: on a shared machine absolute times are noise, ratios are no
 * :func:`e2e` -- the ``ct-lung-seg`` job (DICOM series -> lungs -> DICOM SEG) cold (new process)
   and warm; baseline: the same steps as a MONAI Deploy App SDK 0.5.1 app in a venv the scenario
   creates (:func:`monai_venv`), calling the same segmentation functions; peak RSS of both.
+* :func:`load` -- many jobs of mixed priority (``immediate=1,high=2,normal=5,low=2``) through
+  ``clara-rt serve`` (a given server, or one started on a temp data dir), latency and queue
+  wait per priority, throughput; baseline: the same jobs on an in-process Runtime (no HTTP, no
+  database), whose difference is the server's cost per job.
 * :func:`quick_guard` -- the ``--quick`` regression guard: small runs whose ratios are compared
   with ``benchmarks/baseline_ratios.json`` (fails only below half the recorded ratio).
 
@@ -33,8 +37,8 @@ Modules (private; import from ``clara_rt.bench``): ``_record`` (:class:`BenchRec
 :class:`Target`, :func:`machine_info`, :func:`format_table`), ``_workload`` (:class:`NoopOp`,
 :func:`chain_pipeline`), ``_baselines`` (:class:`QueueChain`, :func:`dask_stream` and the other
 baselines), one module per scenario (``_hops``, ``_throughput``, ``_dispatch`` for ``core``,
-``_construct``, ``_rss``, ``_startup``, ``_priority``, ``_e2e`` with ``_monai_app``; ``_chest``
-writes their DICOM phantom), ``_quick`` (the regression guard), and ``_scenarios``
+``_construct``, ``_rss``, ``_startup``, ``_priority``, ``_e2e`` with ``_monai_app``, ``_load``;
+``_chest`` writes their DICOM phantom), ``_quick`` (the regression guard), and ``_scenarios``
 (:data:`SCENARIOS`, :func:`run_scenario`).
 """
 
@@ -56,6 +60,9 @@ from clara_rt.bench._e2e import seg_voxels as seg_voxels
 from clara_rt.bench._hops import hops as hops
 from clara_rt.bench._inference import inference as inference
 from clara_rt.bench._kernels import kernels as kernels
+from clara_rt.bench._load import load as load
+from clara_rt.bench._load import parse_mix as parse_mix
+from clara_rt.bench._load import priority_sequence as priority_sequence
 from clara_rt.bench._monai_app import monai_venv as monai_venv
 from clara_rt.bench._priority import priority as priority
 from clara_rt.bench._quick import QUICK as QUICK
@@ -102,10 +109,13 @@ __all__ = [
     "idle_rss",
     "inference",
     "kernels",
+    "load",
     "loaded_scheduler",
     "machine_info",
     "monai_venv",
+    "parse_mix",
     "priority",
+    "priority_sequence",
     "pydicom_loop",
     "python_drain",
     "quick_guard",

@@ -28,6 +28,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "startup": {"repeat": 2, "warm_repeat": 5},
     "priority": {"backlog": 200, "probes": 3, "window": 3.0},
     "e2e": {"repeat": 1},
+    "load": {"jobs": 12, "shape": (16, 64, 64)},
 }
 """Small sizes per scenario for ``--quick``."""
 

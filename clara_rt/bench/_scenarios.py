@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from clara_rt.bench._branches import branches
@@ -13,6 +13,7 @@ from clara_rt.bench._e2e import e2e
 from clara_rt.bench._hops import hops
 from clara_rt.bench._inference import inference
 from clara_rt.bench._kernels import kernels
+from clara_rt.bench._load import load
 from clara_rt.bench._priority import priority
 from clara_rt.bench._quick import QUICK
 from clara_rt.bench._record import BenchRecord, Progress
@@ -33,19 +34,24 @@ SCENARIOS: dict[str, Callable[..., BenchRecord]] = {
     "priority": priority,
     "branches": branches,
     "e2e": e2e,
+    "load": load,
 }
 """Scenario name (as on the command line) -> function."""
 
-_JOBS_PARAM = {"hops": "jobs", "throughput": "jobs", "core": "jobs", "priority": "backlog"}
+_JOBS_PARAM = {"hops": "jobs", "throughput": "jobs", "core": "jobs", "priority": "backlog",
+               "load": "jobs"}
 """Which keyword ``--jobs`` sets, per scenario that takes it."""
 
 
 def run_scenario(name: str, *, jobs: int | None = None, repeat: int | None = None,
-                 quick: bool = False, progress: Progress | None = None) -> BenchRecord:
+                 quick: bool = False, progress: Progress | None = None,
+                 options: Mapping[str, Any] | None = None) -> BenchRecord:
     """Run scenario ``name`` with its defaults, overriding ``jobs`` / ``repeat`` when given.
 
-    ``jobs`` applies to ``hops``, ``throughput``, ``core`` and ``priority`` (its backlog) and is
-    ignored by the others. ``quick`` starts from the small sizes of :data:`QUICK`.
+    ``jobs`` applies to ``hops``, ``throughput``, ``core``, ``load`` and ``priority`` (its
+    backlog) and is ignored by the others. ``quick`` starts from the small sizes of
+    :data:`QUICK`. ``options`` are further keyword arguments of the scenario's function (the
+    ``load`` options of ``clara-rt bench``).
 
     Raises:
         KeyError: ``name`` is not in :data:`SCENARIOS`.
@@ -56,4 +62,5 @@ def run_scenario(name: str, *, jobs: int | None = None, repeat: int | None = Non
         kwargs[_JOBS_PARAM[name]] = jobs
     if repeat is not None:
         kwargs["repeat"] = repeat
+    kwargs.update(options or {})
     return func(**kwargs)

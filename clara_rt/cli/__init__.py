@@ -5,6 +5,9 @@
 * ``convert DICOM_DIR OUT.nii[.gz]`` (:mod:`clara_rt.cli._convert`): a DICOM series to NIfTI.
 * ``bench SCENARIO`` (:mod:`clara_rt.cli._bench`): clara-rt against its baselines.
 * ``serve`` (:mod:`clara_rt.cli._serve`): the platform server.
+* ``create pipeline|job``, ``start job``, ``list jobs|pipelines|payloads``, ``cancel job``,
+  ``describe job|pipeline``, ``wait job``, ``download JOB``, ``logs JOB OPERATOR``
+  (:mod:`clara_rt.cli._client`): Clara-CLI-style client verbs against ``serve``.
 
 Exit status: 0 success; 1 a job failed (or was cancelled / timed out); 2 a bad definition or bad
 arguments. To add a verb: write ``add(subparsers)`` in a module that declares its parser and sets
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from clara_rt.cli import _bench, _convert, _pipeline, _serve
+from clara_rt.cli import _bench, _client, _convert, _dicom, _pipeline, _serve
 
 __all__ = ["build_parser", "main"]
 
@@ -46,5 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     _pipeline.add(verbs)
     _convert.add(verbs)
     _bench.add(verbs)
+    _dicom.add(verbs)
     _serve.add(verbs)
+    _client.add(verbs)
     return parser

@@ -13,12 +13,17 @@ CUDA streams: each worker thread gets its own non-blocking stream (CuPy's curren
 thread-local). When an operator emits GPU arrays, the runtime records an event on the producer's
 stream; a consumer running on another worker waits on that event (``stream.wait_event``), so it
 waits for its producer only, never for the whole device. On NumPy these helpers are no-ops.
+
+Host <-> device copies go through :func:`to_host` and :func:`to_device`, which count the bytes
+they move (:func:`transfer_counters`, shown by the server's monitoring). Counting is a locked
+add of two integers: no allocation beyond the integers themselves, nothing on the NumPy path.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -33,7 +38,9 @@ else:
 
 __all__ = [
     "Array",
+    "TransferCounters",
     "as_array",
+    "count_transfer",
     "cuda_available",
     "data_pointer",
     "default_xp",
@@ -42,11 +49,17 @@ __all__ = [
     "record_event",
     "same_buffer",
     "synchronize",
+    "to_device",
+    "to_host",
+    "transfer_counters",
     "wait_event",
     "worker_stream",
 ]
 
 _local = threading.local()
+_transfer_lock = threading.Lock()
+# host->device bytes, host->device copies, device->host bytes, device->host copies
+_transfers = [0, 0, 0, 0]
 
 
 def get_array_module(*arrays: Any) -> ModuleType:
@@ -131,6 +144,76 @@ def as_array(value: Any) -> Any:
         return cupy.asarray(value)
     raise TypeError(f"expected an array (NumPy, CuPy, DLPack or array interface), got "
                     f"{type(value).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class TransferCounters:
+    """Bytes and copies moved between host and device by this process since it started."""
+
+    host_to_device_bytes: int
+    host_to_device: int
+    device_to_host_bytes: int
+    device_to_host: int
+
+
+def to_host(value: Any) -> Any:
+    """Return ``value`` as a NumPy array, copying it from the GPU when it lives there.
+
+    A host array comes back as it is (no copy, nothing counted); a GPU array (CuPy, or anything
+    with ``__cuda_array_interface__`` or device DLPack) is copied, and the copy counted in
+    :func:`transfer_counters`. The copy is synchronous on the current stream.
+    """
+    if isinstance(value, np.ndarray):
+        return value
+    if not type(value).__module__.startswith("cupy"):
+        if device_of(value) != "cuda":
+            return np.asarray(value)
+        value = as_array(value)  # a foreign GPU array: a CuPy view of it
+    host = value.get()
+    _count(2, int(value.nbytes))
+    return host
+
+
+def to_device(value: Any) -> Any:
+    """Return ``value`` as a CuPy array, copying it to the current device when it is on the host.
+
+    A CuPy array comes back as it is, another GPU array as a CuPy view of it; a host copy is
+    counted in :func:`transfer_counters`. Needs CuPy and a GPU.
+    """
+    import cupy
+
+    if isinstance(value, cupy.ndarray):
+        return value
+    if device_of(value) == "cuda":
+        return as_array(value)
+    device = cupy.asarray(value)
+    _count(0, int(device.nbytes))
+    return device
+
+
+def transfer_counters() -> TransferCounters:
+    """Return what :func:`to_host` and :func:`to_device` have moved so far (thread-safe)."""
+    with _transfer_lock:
+        return TransferCounters(*_transfers)
+
+
+def count_transfer(direction: str, nbytes: int) -> None:
+    """Count a host <-> device copy made without :func:`to_host`/:func:`to_device`.
+
+    Args:
+        direction: ``"host_to_device"`` or ``"device_to_host"``.
+        nbytes: Bytes copied.
+    """
+    if direction not in ("host_to_device", "device_to_host"):
+        raise ValueError(f"direction must be 'host_to_device' or 'device_to_host', not "
+                         f"{direction!r}")
+    _count(0 if direction == "host_to_device" else 2, nbytes)
+
+
+def _count(slot: int, nbytes: int) -> None:
+    with _transfer_lock:
+        _transfers[slot] += nbytes
+        _transfers[slot + 1] += 1
 
 
 def data_pointer(value: Any) -> int:

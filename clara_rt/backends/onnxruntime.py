@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from clara_rt.arrays import cuda_available
+from clara_rt.arrays import cuda_available, to_device, to_host
 from clara_rt.backends.base import ModelSpec, TensorSpec
 from clara_rt.errors import BackendError, BackendUnavailableError
 
@@ -254,13 +254,11 @@ class OnnxBackend:
         return tuple(outputs)
 
     def _infer_via_host(self, inputs: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-        import cupy
-
         log.debug("model '%s': CPU session given CuPy inputs; copying through the host",
                   self.model)
-        host = {k: cupy.asnumpy(v) if _is_cuda(v) else v for k, v in inputs.items()}
+        host = {k: to_host(v) if _is_cuda(v) else v for k, v in inputs.items()}
         result = self.infer(host, names)
-        return {k: cupy.asarray(v) for k, v in result.items()}
+        return {k: to_device(v) for k, v in result.items()}
 
     def _error(self, message: str) -> BackendError:
         return BackendError(f"model '{self.model}' ({self.url}): {message}", model=self.model,

@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from clara_rt.arrays import to_device, to_host
 from clara_rt.backends._triton_shm import CudaRegion, SystemRegion, estimate_output_bytes, pack
 from clara_rt.backends._triton_wire import (
     TRITON_TO_NUMPY,
@@ -289,15 +290,13 @@ class TritonBackend:
 
     def _infer_cupy(self, state: _ThreadState, arrays: dict[str, Any], names: tuple[str, ...],
                     params: dict[str, Any] | None) -> dict[str, Any]:
-        import cupy
-
         if self._cuda_wanted(names):
             result = self._infer_cuda(state, arrays, names, params)
             if result is not None:
                 return result
-        host = self._infer_host(state, {n: cupy.asnumpy(a) for n, a in arrays.items()}, names,
+        host = self._infer_host(state, {n: to_host(a) for n, a in arrays.items()}, names,
                                 params)
-        return {n: cupy.asarray(a) for n, a in host.items()}
+        return {n: to_device(a) for n, a in host.items()}
 
     def _infer_cuda(self, state: _ThreadState, arrays: dict[str, Any], names: tuple[str, ...],
                     params: dict[str, Any] | None) -> dict[str, Any] | None:

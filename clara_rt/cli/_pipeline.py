@@ -7,7 +7,8 @@
   operator on a terminal, then a table of operator timings and where the outputs went (or a JSON
   report with ``--json``). An output folder that already holds files is refused unless
   ``--overwrite``; the job's scratch folder lives inside the output folder and is removed after a
-  successful run.
+  successful run. ``--trace FILE`` writes the job's timeline as Chrome trace JSON (open it in
+  Perfetto).
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="allow writing into an output folder that already holds files")
     p.add_argument("--keep-workspace", action="store_true",
                    help="keep the job's scratch folder (kept anyway when the job fails)")
+    p.add_argument("--trace", type=Path, metavar="FILE",
+                   help="write the job's timeline as Chrome trace JSON (open it in Perfetto, "
+                        "ui.perfetto.dev)")
     p.set_defaults(func=_cmd_run)
 
 
@@ -144,6 +148,8 @@ def _run_job(args: argparse.Namespace, built: Any) -> int:
             return EXIT_JOB_FAILED
         watch(job, enabled=sys.stderr.isatty() and not args.json)
         job.wait()
+    if args.trace is not None:
+        _write_trace(job, args.trace)
     outputs: dict[str, Path] = {}
     if job.state.value == "succeeded":
         outputs = collect_outputs(job.result(), args.output, workspace,
@@ -168,6 +174,27 @@ def _parse(args: argparse.Namespace, *, template: bool = False) -> Any:
     for warning in definition.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return definition
+
+
+def _write_trace(job: Any, path: Path) -> None:
+    """Write the job's operators (on worker lanes) and its queue and run times as a trace."""
+    from clara_rt.monitor.trace import Span, chrome_trace, dumps, spans_from_states
+
+    origin = job.submitted_ns
+    spans = spans_from_states(job.operator_states(), origin)
+    lane: list[Span] = []
+    if job.started_ns is not None:
+        lane.append(Span("queued", 0, job.started_ns - origin, "waited"))
+        if job.finished_ns is not None:
+            lane.append(Span("run", job.started_ns - origin, job.finished_ns - origin,
+                             job.state.value))
+    trace = chrome_trace(spans, title=f"job {job.id} ({job.pipeline})", job=lane,
+                         metadata={"job": job.id, "pipeline": job.pipeline,
+                                   "state": job.state.value})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dumps(trace) + "\n", encoding="utf-8")
+    if sys.stderr.isatty():
+        print(f"trace: {path} (open it in https://ui.perfetto.dev)", file=sys.stderr)
 
 
 def _local_inference(args: argparse.Namespace) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from clara_rt.arrays import to_host
 from clara_rt.job import Job
 
 __all__ = ["collect_outputs", "print_report", "watch"]
@@ -147,8 +148,4 @@ def _clear(target: Path, overwrite: bool) -> None:
 
 
 def _host(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value
-    import cupy
-
-    return cupy.asnumpy(value)
+    return to_host(value)

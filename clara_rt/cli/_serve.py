@@ -45,6 +45,8 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--shutdown-grace", type=float, default=30.0, metavar="S",
                    help="on SIGTERM, seconds running jobs get to finish before they are "
                         "stopped and handled as --on-restart says (default 30)")
+    p.add_argument("--monitor-interval", type=float, default=5.0, metavar="S",
+                   help="seconds between samples of GPU and host metrics (default 5)")
     p.add_argument("--service", action="append", default=[], metavar="NAME=URL",
                    help="URL of a service the pipelines use (triton=URL), repeatable")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
@@ -87,7 +89,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             default_timeout=args.default_timeout, max_timeout=args.max_timeout,
             max_payload_bytes=args.max_payload, min_free_bytes=args.min_free,
             retention_days=args.retention_days, disk_threshold=args.disk_threshold,
-            services=services, shutdown_grace=args.shutdown_grace)
+            services=services, shutdown_grace=args.shutdown_grace,
+            monitor_interval=args.monitor_interval)
     except ValueError as exc:
         print(f"clara-rt: error: {exc}", file=sys.stderr)
         return 2

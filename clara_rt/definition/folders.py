@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from clara_rt.arrays import to_host
 from clara_rt.operator import Operator, OperatorSpec
 
 __all__ = ["LoadFolderOp", "SaveFolderOp", "folder_formats", "register_loader",
@@ -87,10 +88,7 @@ def _load_npy(folder: Path) -> Any:
 
 
 def _save_npy(array: Any, folder: Path) -> Path:
-    if not isinstance(array, np.ndarray):
-        import cupy  # a GPU array: bring it to the host once, to write it
-
-        array = cupy.asnumpy(array)
+    array = to_host(array)  # a GPU array: bring it to the host once, to write it
     target = folder / "array.npy"
     np.save(target, array)
     return target
@@ -106,10 +104,7 @@ def _load_nifti(folder: Path) -> Any:
 def _save_nifti(array: Any, folder: Path) -> Path:
     import nibabel
 
-    if not isinstance(array, np.ndarray):
-        import cupy
-
-        array = cupy.asnumpy(array)
+    array = to_host(array)
     target = folder / "image.nii.gz"
     nibabel.save(nibabel.Nifti1Image(array, np.eye(4)), target)
     return target

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ class ServerConfig:
         cleanup_interval: Seconds between retention passes.
         services: Service name -> URL for every pipeline (``--service triton=URL``).
         shutdown_grace: Seconds running jobs get to finish when the server stops.
+        monitor_interval: Seconds between samples of GPU and host metrics (``/metrics``,
+            ``/v1/monitor``).
     """
 
     data: Path
@@ -57,6 +60,7 @@ class ServerConfig:
     cleanup_interval: float = 300.0
     services: dict[str, str] = field(default_factory=dict)
     shutdown_grace: float = 30.0
+    monitor_interval: float = 5.0
 
     def __post_init__(self) -> None:
         if self.on_restart not in ("fail", "requeue"):
@@ -67,6 +71,9 @@ class ServerConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, not {value}")
+        if not 0.0 < self.monitor_interval < math.inf:
+            raise ValueError(f"monitor_interval must be positive seconds, not "
+                             f"{self.monitor_interval}")
         if (self.default_timeout is not None and self.max_timeout is not None
                 and self.default_timeout > self.max_timeout):
             raise ValueError(f"default_timeout {self.default_timeout} s is above max_timeout "

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs
+from clara_rt.arrays import to_device
 from clara_rt.operators.io._dicom_pixels import read_volume
 from clara_rt.operators.io._dicom_read import (
     DicomSeriesError,
@@ -111,7 +112,7 @@ class DicomSeriesLoaderOp(Operator):
             import cupy
 
             host = volume
-            volume = cupy.asarray(host)  # one copy, from pinned memory
+            volume = to_device(host)  # one copy, from pinned memory
             cupy.cuda.get_current_stream().synchronize()  # host buffer is freed after this
         outputs.emit("volume", volume)
         outputs.emit("meta", meta)

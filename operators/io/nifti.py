@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs
+from clara_rt.arrays import to_host
 from clara_rt.operators.volume import VolumeMeta
 
 __all__ = ["NiftiReaderOp", "NiftiWriterOp", "read_nifti", "write_nifti"]
@@ -175,9 +176,7 @@ def _suffix(path: Path) -> str:
 def _host(volume: Any) -> np.ndarray:
     if isinstance(volume, np.ndarray):
         return volume
-    if hasattr(volume, "get") and type(volume).__module__.startswith("cupy"):
-        return volume.get()  # type: ignore[no-any-return]
-    return np.asarray(volume)
+    return to_host(volume)  # type: ignore[no-any-return]
 
 
 def _single_file(path: Path) -> Path:

@@ -30,7 +30,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs, __version__, get_array_module
+from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs, __version__
+from clara_rt.arrays import to_host
 
 if TYPE_CHECKING:
     from clara_rt.operators.volume import VolumeMeta
@@ -263,8 +264,7 @@ def _check_sources(datasets: list[pydicom.Dataset], meta: VolumeMeta, shape: Seq
 
 def _host_labels(mask: Any, operator: str) -> np.ndarray:
     """Return the mask as a host ``uint8``/``uint16`` array (one device-to-host copy for CuPy)."""
-    xp = get_array_module(mask)
-    host = np.asarray(mask if xp is np else xp.asnumpy(mask))
+    host = np.asarray(to_host(mask))
     if host.dtype == np.bool_:
         return host.view(np.uint8)
     if not np.issubdtype(host.dtype, np.integer):

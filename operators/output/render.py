@@ -29,6 +29,7 @@ from PIL import Image
 from scipy import ndimage
 
 from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs, get_array_module
+from clara_rt.arrays import to_host
 
 if TYPE_CHECKING:
     from clara_rt.operators.volume import VolumeMeta
@@ -231,8 +232,7 @@ def _head_at_high_k(meta: VolumeMeta | None) -> bool:
 
 
 def _to_host(array: Any) -> np.ndarray:
-    xp = get_array_module(array)
-    return np.asarray(array if xp is np else xp.asnumpy(array))
+    return np.asarray(to_host(array))
 
 
 def _parse_window(operator: str, window: tuple[float, float] | str | None,

@@ -38,7 +38,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # Test extras some modules import with pytest.importorskip: in CI their absence is a failure.
 # (pydicom-data imports as data_store.)
-TEST_EXTRA_MODULES = ("onnx", "onnxruntime", "tritonclient", "data_store", "pylibjpeg")
+TEST_EXTRA_MODULES = ("onnx", "onnxruntime", "tritonclient", "data_store", "pylibjpeg",
+                      "fastapi", "uvicorn", "multipart", "schemathesis", "psutil",
+                      "prometheus_client", "pynetdicom", "playwright")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

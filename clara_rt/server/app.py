@@ -31,6 +31,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from clara_rt import __version__
 from clara_rt.errors import ClaraRTError, DefinitionError
+from clara_rt.server import metrics_routes
 from clara_rt.server.apidocs import render_api_docs
 from clara_rt.server.config import ServerConfig
 from clara_rt.server.events import EventHub
@@ -91,11 +92,13 @@ class Server:
         self.events = EventHub()
         self.operator_logs = OperatorLogs()
         self.pipelines = PipelineRegistry(config, self.store, self.operator_logs.instrument)
+        self.monitor = metrics_routes.start_monitor(self)  # before jobs: it counts every end
         self.jobs = JobManager(config, self.store, self.pipelines, self.events)
         self.retention = Retention(config, self.store)
         self.started = time.time()
 
     def close(self) -> None:
+        self.monitor.close()
         self.retention.stop()
         self.jobs.close()
         self.store.close()
@@ -405,7 +408,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         return _export(record)
 
     # Route groups of their own modules: monitoring (/metrics, /v1/monitor) and the console.
-    from clara_rt.server import console_routes, metrics_routes
+    from clara_rt.server import console_routes
 
     metrics_routes.add(app, srv, config)
     console_routes.add(app, srv, config)

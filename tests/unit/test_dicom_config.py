@@ -152,3 +152,12 @@ def test_missing_file_names_it(tmp_path: Path) -> None:
     with pytest.raises(AdapterConfigError, match=r"nope\.yaml: cannot read the DICOM adapter "
                                                  r"configuration: .*No such file"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_the_example_configuration_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "dicom-adapter" / "adapter.yaml"
+    config = load_config(example)
+    assert [ae.name for ae in config.ae_titles] == ["LUNGSEG"]
+    assert config.ae_titles[0].pipelines == ("ct-lung-seg",)
+    assert config.dicom.storage == example.parent / "dicom-adapter"
+    assert [d.ae_title for d in config.destinations] == ["ORTHANC"]

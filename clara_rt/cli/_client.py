@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clara_rt.cli._common import positive_int
+from clara_rt.cli._common import parse_pairs, positive_int
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -163,7 +163,7 @@ def _create_pipeline(client: Client, args: argparse.Namespace) -> int:
 
 def _create_job(client: Client, args: argparse.Namespace) -> int:
     try:
-        variables = _pairs(args.var, "--var")
+        variables = parse_pairs(args.var, "--var")
     except ValueError as exc:
         return _usage(str(exc))
     missing = [str(p) for p in args.files if not p.exists()]
@@ -387,16 +387,6 @@ def _note(message: str) -> None:
 def _usage(message: str) -> int:
     print(f"clara-rt: error: {message}", file=sys.stderr)
     return EXIT_USAGE
-
-
-def _pairs(items: list[str], flag: str) -> dict[str, str]:
-    pairs = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{flag} expects NAME=VALUE, got {item!r}")
-        pairs[key] = value
-    return pairs
 
 
 def _tally(paths: list[Path]) -> tuple[int, int]:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clara_rt.cli._common import positive_int
+from clara_rt.cli._common import parse_pairs, positive_int
 from clara_rt.cli._report import collect_outputs, print_report, watch
 from clara_rt.errors import ClaraRTError
 
@@ -120,7 +120,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         definition = _parse(args)
-        services = _pairs(args.service, "--service")
+        services = parse_pairs(args.service, "--service")
         _check_folders(args)
         _local_inference(args)
         # Local inference serves the models from files: no server URL is needed.
@@ -169,7 +169,7 @@ def _parse(args: argparse.Namespace, *, template: bool = False) -> Any:
 
     if not args.pipeline.is_file():
         raise ValueError(f"pipeline definition {args.pipeline} does not exist")
-    definition = parse_definition(args.pipeline, variables=_pairs(args.var, "--var"),
+    definition = parse_definition(args.pipeline, variables=parse_pairs(args.var, "--var"),
                                   strict=args.strict, allow_undefined=template)
     for warning in definition.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -208,16 +208,6 @@ def _local_inference(args: argparse.Namespace) -> None:
     import importlib
 
     importlib.import_module("clara_rt.operators.inference").set_local_models(args.models)
-
-
-def _pairs(items: list[str], flag: str) -> dict[str, str]:
-    pairs = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{flag} expects NAME=VALUE, got {item!r}")
-        pairs[key] = value
-    return pairs
 
 
 def _check_folders(args: argparse.Namespace) -> None:

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from clara_rt.cli._common import positive_int
+from clara_rt.cli._common import parse_pairs, positive_int
 
 __all__ = ["add", "parse_size"]
 
@@ -75,14 +75,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"clara-rt: error: the server needs FastAPI and uvicorn ({exc}); "
               "pip install 'clara-rt[server]'", file=sys.stderr)
         return 2
-    services = {}
-    for item in args.service:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"clara-rt: error: --service expects NAME=URL, got {item!r}", file=sys.stderr)
-            return 2
-        services[key] = value
     try:
+        services = parse_pairs(args.service, "--service")
         config = ServerConfig(
             data=args.data.resolve(), host=args.host, port=args.port, token=args.token or None,
             workers=args.workers, max_running=args.max_running, on_restart=args.on_restart,

@@ -42,6 +42,11 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="delete results and payloads of jobs older than D days")
     p.add_argument("--disk-threshold", type=float, default=0.95, metavar="F",
                    help="delete the oldest results while the disk is fuller (default 0.95)")
+    p.add_argument("--memory-budget", type=_budget, default=-1, metavar="SIZE|none",
+                   help="memory the requests of running jobs may add up to (default 80%% of "
+                        "physical memory; 'none': no limit); jobs that do not fit wait")
+    p.add_argument("--gpu-jobs", type=_count_or_none, default=-1, metavar="N|none",
+                   help="jobs requesting a GPU that run at once (default: one per GPU)")
     p.add_argument("--shutdown-grace", type=float, default=30.0, metavar="S",
                    help="on SIGTERM, seconds running jobs get to finish before they are "
                         "stopped and handled as --on-restart says (default 30)")
@@ -68,6 +73,22 @@ def parse_size(text: str) -> int:
     return int(number * _UNITS[unit])
 
 
+def _budget(text: str) -> int | None:
+    return None if text.strip().lower() == "none" else parse_size(text)
+
+
+def _count_or_none(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         from clara_rt.server import ServerConfig, serve
@@ -84,6 +105,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             max_payload_bytes=args.max_payload, min_free_bytes=args.min_free,
             retention_days=args.retention_days, disk_threshold=args.disk_threshold,
             services=services, shutdown_grace=args.shutdown_grace,
+            memory_budget=args.memory_budget, gpu_jobs=args.gpu_jobs,
             monitor_interval=args.monitor_interval)
     except ValueError as exc:
         print(f"clara-rt: error: {exc}", file=sys.stderr)

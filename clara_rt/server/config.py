@@ -40,6 +40,10 @@ class ServerConfig:
         cleanup_interval: Seconds between retention passes.
         services: Service name -> URL for every pipeline (``--service triton=URL``).
         shutdown_grace: Seconds running jobs get to finish when the server stops.
+        memory_budget: Bytes the memory requests of running jobs may add up to (``-1``: 80 %
+            of physical memory; ``None``: no limit). See :mod:`clara_rt.server.admission`.
+        gpu_jobs: Jobs requesting a GPU that may run at once (``-1``: one per GPU NVML reports,
+            no limit without NVML; ``None``: no limit).
         monitor_interval: Seconds between samples of GPU and host metrics (``/metrics``,
             ``/v1/monitor``).
     """
@@ -61,6 +65,8 @@ class ServerConfig:
     services: dict[str, str] = field(default_factory=dict)
     shutdown_grace: float = 30.0
     monitor_interval: float = 5.0
+    memory_budget: int | None = -1
+    gpu_jobs: int | None = -1
 
     def __post_init__(self) -> None:
         if self.on_restart not in ("fail", "requeue"):

@@ -33,7 +33,7 @@ import shutil
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from clara_rt.errors import ClaraRTError
 from clara_rt.executor import Runtime
 from clara_rt.job import Job, JobState, Priority
 from clara_rt.operator import Operator
+from clara_rt.server.admission import Admission, JobNeeds, default_gpu_jobs, physical_memory
 from clara_rt.server.config import ServerConfig
 from clara_rt.server.events import EventHub
 from clara_rt.server.payloads import iter_files
@@ -111,6 +112,7 @@ class OperatorLogs(logging.Handler):
 class _Live:
     job: Job | None  # None while being prepared
     folder: Path
+    needs: JobNeeds = field(default_factory=JobNeeds)
     cancel_requested: bool = False
     shutdown: bool = False
 
@@ -131,6 +133,11 @@ class JobManager:
         self._live: dict[str, _Live] = {}
         self._finished: queue.Queue[str | None] = queue.Queue()
         self._closing = False
+        self.admission = Admission(
+            int(0.8 * physical_memory()) if config.memory_budget == -1 else config.memory_budget,
+            default_gpu_jobs() if config.gpu_jobs == -1 else config.gpu_jobs)
+        self._waiting_noted: set[str] = set()
+        self._head_needs: JobNeeds | None = None
         config.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._recover()
         self._threads = [
@@ -163,6 +170,9 @@ class JobManager:
         if bad:
             raise ValueError(f"variables must map names to strings: {bad}")
         timeout = self._timeout(timeout)
+        reason = self.admission.never_fits(self._pipelines.needs(record["id"]))
+        if reason is not None:
+            raise ValueError(f"pipeline '{record['name']}' cannot run here: {reason}")
         job_id = new_id()
         job = {"id": job_id, "name": name or f"{record['name']}-{job_id[:8]}",
                "pipeline_id": record["id"], "pipeline": record["name"], "payloads": payloads,
@@ -298,7 +308,9 @@ class JobManager:
                 job = self._store.job(job_id)
                 if job is None or job["state"] != "pending" or not job["queued"]:
                     continue  # canceled or deleted while it waited
-                live = _Live(None, self.folder(job_id))
+                needs = self._head_needs or JobNeeds()
+                self.admission.take(needs)
+                live = _Live(None, self.folder(job_id), needs)
                 self._live[job_id] = live
             try:
                 self._launch(job, live)
@@ -307,9 +319,28 @@ class JobManager:
                 self._end(job_id, "faulted", f"the job could not start: {exc}", [])
 
     def _admissible(self) -> bool:
-        if not self._heap:
-            return False
-        return len(self._live) < self._config.running_limit or self._heap[0][0] == 0
+        """Whether the job at the head of the queue may start now (under ``_cond``)."""
+        while self._heap:
+            head = self._heap[0][3]
+            job = self._store.job(head)
+            if job is None or job["state"] != "pending" or not job["queued"]:
+                heapq.heappop(self._heap)  # canceled or deleted while it waited
+                continue
+            if len(self._live) >= self._config.running_limit and self._heap[0][0] != 0:
+                return False
+            try:
+                needs = self._pipelines.needs(job["pipeline_id"])
+            except (NotFound, ClaraRTError, ValueError):
+                needs = JobNeeds()  # _launch reports the problem
+            if not self.admission.fits(needs):
+                if head not in self._waiting_noted:  # say once why it waits
+                    self._waiting_noted.add(head)
+                    self._store.update_job(head, f"waiting for resources: needs "
+                                                 f"{needs.describe()}")
+                return False
+            self._head_needs = needs
+            return True
+        return False
 
     def _launch(self, job: dict[str, Any], live: _Live) -> None:
         job_id = job["id"]
@@ -410,8 +441,7 @@ class JobManager:
             self._store.update_job(job_id, error if status != "healthy" else "finished",
                                    state="stopped", status=status, error=error,
                                    stopped=time.time(), operators=rows, queued=0)
-            self._live.pop(job_id, None)
-            self._cond.notify_all()
+            self._release(job_id)
         self._publish(job_id)
         log.info("job %s stopped: %s%s", job_id, status, f" ({error})" if error else "")
 
@@ -427,8 +457,15 @@ class JobManager:
                 self._store.update_job(job_id, _INTERRUPTED, state="stopped", status="faulted",
                                        error=_INTERRUPTED, stopped=time.time(), operators=rows,
                                        queued=0)
-            self._live.pop(job_id, None)
-            self._cond.notify_all()
+            self._release(job_id)
+
+    def _release(self, job_id: str) -> None:
+        """Forget a live job and give its resources back (under ``_cond``)."""
+        live = self._live.pop(job_id, None)
+        if live is not None:
+            self.admission.give_back(live.needs)
+        self._waiting_noted.discard(job_id)
+        self._cond.notify_all()
 
     # --- restart ------------------------------------------------------------------------
 

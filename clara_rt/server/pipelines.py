@@ -20,6 +20,7 @@ from typing import Any
 from clara_rt.definition.build import BuiltPipeline, build_pipeline, unresolved
 from clara_rt.definition.schema import PipelineDefinition, parse_definition
 from clara_rt.errors import ClaraRTError, DefinitionError
+from clara_rt.server.admission import JobNeeds
 from clara_rt.server.config import ServerConfig
 from clara_rt.server.store import Store, new_id
 
@@ -46,6 +47,7 @@ class PipelineRegistry:
         self._instrument = instrument
         self._lock = threading.Lock()
         self._built: OrderedDict[tuple[Any, ...], BuiltPipeline] = OrderedDict()
+        self._needs: dict[tuple[str, float], JobNeeds] = {}
         config.pipelines_dir.mkdir(parents=True, exist_ok=True)
 
     def create(self, text: str, filename: str = "pipeline.yaml", *,
@@ -57,6 +59,10 @@ class PipelineRegistry:
             Conflict: A pipeline of that name exists and ``replace`` is false.
         """
         definition = parse_definition(filename, text=text, environ={}, allow_undefined=True)
+        try:
+            JobNeeds.of(definition.operators)
+        except ValueError as exc:
+            raise DefinitionError(f"{filename}: {exc}") from exc
         if not unresolved(definition):
             try:
                 build_pipeline(definition, services=self._config.services,
@@ -135,6 +141,21 @@ class PipelineRegistry:
             while len(self._built) > _BUILT_CACHE:
                 self._built.popitem(last=False)
         return built
+
+    def needs(self, pipeline_id: str) -> JobNeeds:
+        """Memory and GPUs one job of the pipeline asks for (its operators' ``requests:``)."""
+        record = self.get(pipeline_id)
+        key = (record["id"], record["updated"])
+        with self._lock:
+            needs = self._needs.get(key)
+        if needs is None:
+            definition = parse_definition(f"{record['name']}.yaml",
+                                          text=self._path(record["id"]).read_text(),
+                                          environ={}, allow_undefined=True)
+            needs = JobNeeds.of(definition.operators)
+            with self._lock:
+                self._needs[key] = needs
+        return needs
 
     def _path(self, pipeline_id: str) -> Path:
         return self._config.pipelines_dir / f"{pipeline_id}.yaml"

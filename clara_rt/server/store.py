@@ -168,7 +168,9 @@ class Store:
         encoded = _encode(fields)
         sets = ", ".join(f"{key}=:{key}" for key in encoded)
         with self.transaction() as db:
-            db.execute(f"UPDATE jobs SET {sets} WHERE id=:job_id", {**encoded, "job_id": job_id})
+            if encoded:
+                db.execute(f"UPDATE jobs SET {sets} WHERE id=:job_id",
+                           {**encoded, "job_id": job_id})
             if "state" in fields or note is not None:
                 row = db.execute("SELECT state, status FROM jobs WHERE id=?", (job_id,)).fetchone()
                 db.execute("INSERT INTO job_history VALUES (?, ?, ?, ?, ?)",

@@ -37,16 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clara_rt.cli._report import collect_outputs
 from clara_rt.errors import ClaraRTError
-from clara_rt.executor import Runtime
-from clara_rt.job import Job, JobState, Priority
+from clara_rt.job import JobState, Priority
 from clara_rt.operator import Operator
 from clara_rt.server.admission import Admission, JobNeeds, default_gpu_jobs, physical_memory
 from clara_rt.server.config import ServerConfig
 from clara_rt.server.events import EventHub
 from clara_rt.server.payloads import iter_files
 from clara_rt.server.pipelines import Conflict, NotFound, PipelineRegistry
+from clara_rt.server.runners import LocalRunner, RunHandle, Runner
 from clara_rt.server.store import Store, new_id
 
 __all__ = ["JobManager", "OperatorLogs", "public_job"]
@@ -110,7 +109,7 @@ class OperatorLogs(logging.Handler):
 
 @dataclass
 class _Live:
-    job: Job | None  # None while being prepared
+    job: RunHandle | None  # None while being prepared
     folder: Path
     needs: JobNeeds = field(default_factory=JobNeeds)
     cancel_requested: bool = False
@@ -121,12 +120,12 @@ class JobManager:
     """Creates, queues, runs, cancels and records jobs; recovers them after a restart."""
 
     def __init__(self, config: ServerConfig, store: Store, pipelines: PipelineRegistry,
-                 events: EventHub) -> None:
+                 events: EventHub, runner: Runner | None = None) -> None:
         self._config = config
         self._store = store
         self._pipelines = pipelines
         self._events = events
-        self._runtime = Runtime(workers=config.workers)
+        self._runner: Runner = runner if runner is not None else LocalRunner(config, pipelines)
         self._cond = threading.Condition()
         self._heap: list[tuple[int, float, int, str]] = []
         self._seq = itertools.count()
@@ -226,7 +225,7 @@ class JobManager:
         record = public_job(self._job(job_id))
         live = self._live.get(job_id)
         if live is not None and live.job is not None:
-            record["operators"] = _operator_rows(live.job)
+            record["operators"] = live.job.operator_rows()
         record["history"] = self._store.history(job_id)
         return record
 
@@ -288,7 +287,7 @@ class JobManager:
         self._finished.put(None)
         for thread in self._threads:
             thread.join(timeout=10.0)
-        self._runtime.close(cancel=True, timeout=10.0)
+        self._runner.close()
 
     # --- admission ----------------------------------------------------------------------
 
@@ -345,7 +344,7 @@ class JobManager:
     def _launch(self, job: dict[str, Any], live: _Live) -> None:
         job_id = job["id"]
         try:
-            built = self._pipelines.build(job["pipeline_id"], job["variables"])
+            start = self._runner.prepare(job)
         except NotFound:
             self._end(job_id, "faulted", "its pipeline was deleted", [])
             return
@@ -368,15 +367,17 @@ class JobManager:
         if live.cancel_requested:
             self._end(job_id, "canceled", "canceled", [])
             return
-        rt_job = self._runtime.submit(built.pipeline, built.payload_for(input_dir),
-                                      priority=job["priority"], timeout=job["timeout"],
-                                      workspace=folder / "work")
+        run = start(input_dir, folder / "work")
         with self._cond:
-            live.job = rt_job
+            live.job = run
             if live.cancel_requested:
-                rt_job.cancel()
+                run.cancel()
+            self._store.update_job(job_id, None if run.placement == "local" else
+                                   f"running on {run.placement} (payload and results by "
+                                   f"{run.transport})",
+                                   placement=run.placement, transport=run.transport)
         self._publish(job_id)
-        rt_job.add_done_callback(lambda _: self._finished.put(job_id))
+        run.add_done_callback(lambda _: self._finished.put(job_id))
 
     def _input_folder(self, job: dict[str, Any], folder: Path) -> Path:
         payloads: list[Path] = [self._config.payloads_dir / p for p in job["payloads"]]
@@ -414,21 +415,20 @@ class JobManager:
 
     def _finish(self, job_id: str) -> None:
         live = self._live[job_id]
-        rt_job = live.job
-        assert rt_job is not None
+        run = live.job
+        assert run is not None
         folder = live.folder
-        rows = _operator_rows(rt_job)
-        state = rt_job.state
+        rows = run.operator_rows()
+        state = run.state
         _append_command_logs(folder)
         if live.shutdown:
             self._interrupted(job_id, rows)
             return
-        error = None if rt_job.error is None else str(rt_job.error)
+        error = run.error
         status = _STATUS.get(state, "faulted")
         if state is JobState.SUCCEEDED:
             try:
-                collect_outputs(rt_job.result(), folder / "output", folder / "work",
-                                overwrite=True)
+                run.collect(folder / "output", folder / "work")
             except OSError as exc:
                 status, error = "faulted", f"results could not be saved: {exc}"
             else:
@@ -523,12 +523,8 @@ def public_job(job: dict[str, Any]) -> dict[str, Any]:
         "started": job["started"], "stopped": job["stopped"], "timeout": job["timeout"],
         "variables": job["variables"], "attempts": job["attempts"],
         "operators": job["operators"], "results_deleted": job["results_deleted"],
+        "placement": job.get("placement"), "transport": job.get("transport"),
     }
-
-
-def _operator_rows(job: Job) -> list[dict[str, Any]]:
-    return [{"name": row["name"], "state": row["state"], "start_ms": row["start_ms"],
-             "duration_ms": row["duration_ms"]} for row in job.operator_states()]
 
 
 def _append_command_logs(folder: Path) -> None:

@@ -115,6 +115,9 @@ class JobOut(BaseModel):
     attempts: int
     operators: list[OperatorOut]
     results_deleted: float | None
+    placement: str | None = Field(None, description="where it ran: local or a cluster node")
+    transport: str | None = Field(None, description="how payload and results travelled: "
+                                                    "in-process, shared-path or object-store")
     history: list[HistoryOut] | None = None
 
 

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     payloads TEXT NOT NULL, priority TEXT NOT NULL, variables TEXT NOT NULL, timeout REAL,
     state TEXT NOT NULL, status TEXT NOT NULL, queued INTEGER NOT NULL, error TEXT,
     created REAL NOT NULL, started REAL, stopped REAL, attempts INTEGER NOT NULL DEFAULT 0,
-    operators TEXT NOT NULL DEFAULT '[]', results_deleted REAL);
+    operators TEXT NOT NULL DEFAULT '[]', results_deleted REAL, placement TEXT,
+    transport TEXT);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created);
 CREATE INDEX IF NOT EXISTS jobs_pipeline ON jobs(pipeline_id, created);
 CREATE TABLE IF NOT EXISTS job_history (
@@ -50,7 +51,10 @@ CREATE INDEX IF NOT EXISTS exports_job ON exports(job_id);
 
 _JSON_COLUMNS = ("payloads", "variables", "operators")
 _JOB_UPDATABLE = frozenset({"state", "status", "queued", "error", "started", "stopped",
-                            "attempts", "operators", "results_deleted", "timeout"})
+                            "attempts", "operators", "results_deleted", "timeout", "placement",
+                            "transport"})
+# Columns added after the first release: (table, column, declaration), added when missing.
+_MIGRATIONS = (("jobs", "placement", "TEXT"), ("jobs", "transport", "TEXT"))
 
 
 def new_id() -> str:
@@ -73,6 +77,10 @@ class Store:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            for table, column, declaration in _MIGRATIONS:
+                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         """Checkpoint the WAL into the database file and close."""

@@ -298,6 +298,7 @@ def test_ct_lung_seg_job_end_to_end(client: Client, chest: Path, tmp_path: Path)
     done = client.wait_job(job["id"], timeout=120)
     assert (done["state"], done["status"], done["error"]) == ("stopped", "healthy", None)
     assert done["priority"] == "high" and done["name"] == "lungs"
+    assert (done["placement"], done["transport"]) == ("local", "in-process")
     ops = {op["name"]: op for op in done["operators"]}
     assert set(ops) == {"dicom-reader", "lung-seg", "largest", "seg-writer", "nifti-writer",
                         "render", "volumes"}

@@ -23,17 +23,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import highdicom as hd
 import numpy as np
-import pydicom
-from pydicom.errors import InvalidDicomError
-from pydicom.sr.codedict import codes
-from pydicom.sr.coding import Code
 
 from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs, __version__
 from clara_rt.arrays import to_host
 
 if TYPE_CHECKING:
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.coding import Code
+
     from clara_rt.operators.volume import VolumeMeta
 
 __all__ = ["DicomSegWriterOp"]
@@ -46,10 +45,8 @@ _TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "Patient
                         "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
                         "AccessionNumber")
 # Segmentation Property Type context groups (CID 7151 members) -> their category (CID 7150).
-_TYPE_GROUPS = (("cid7166", codes.cid7150.Tissue),
-                ("cid7159", codes.cid7150.MorphologicallyAbnormalStructure),
-                ("cid7157", codes.cid7150.PhysicalObject),
-                ("cid7192", codes.cid7150.AnatomicalStructure))
+_TYPE_GROUPS = (("cid7166", "Tissue"), ("cid7159", "MorphologicallyAbnormalStructure"),
+                ("cid7157", "PhysicalObject"), ("cid7192", "AnatomicalStructure"))
 
 
 class DicomSegWriterOp(Operator):
@@ -128,6 +125,11 @@ class DicomSegWriterOp(Operator):
 
     def _segmentation(self, sources: list[pydicom.Dataset], frames: np.ndarray,
                       numbered: list[int], *, empty: bool) -> hd.seg.Segmentation:
+        # highdicom and pydicom (SciPy, Pillow, pydicom's codecs: ~80 MB) load at the first job,
+        # so that a server holding this pipeline idles small.
+        import highdicom as hd
+        from pydicom.sr.codedict import codes
+
         algorithm = hd.AlgorithmIdentificationSequence(
             name=self.algorithm_name, family=codes.cid7162.ArtificialIntelligence,
             version=self.algorithm_version)
@@ -143,6 +145,8 @@ class DicomSegWriterOp(Operator):
 
     def _description(self, number: int, label: int,
                      algorithm: hd.AlgorithmIdentificationSequence) -> hd.seg.SegmentDescription:
+        import highdicom as hd
+
         name = self.labels.get(label, f"Segment {label}")
         category, prop_type = self.label_codes.get(label) or segment_codes(name)
         return hd.seg.SegmentDescription(
@@ -171,11 +175,13 @@ def segment_codes(name: str) -> tuple[Code, Code]:
     physical object (CID 7157), anatomical structure (CID 7192). Unknown names get the generic
     Tissue/Tissue pair.
     """
+    from pydicom.sr.codedict import codes
+
     key = "".join(word[:1].upper() + word[1:] for word in name.replace("-", " ").split())
     for group, category in _TYPE_GROUPS:
         cid = getattr(codes, group)
         if key in cid.dir():
-            return category, getattr(cid, key)
+            return getattr(codes.cid7150, category), getattr(cid, key)
     return codes.cid7150.Tissue, codes.cid7166.Tissue
 
 
@@ -230,6 +236,9 @@ def save_atomic(seg: pydicom.Dataset, path: Path) -> None:
 
 
 def _read_header(path: Path, operator: str) -> pydicom.Dataset:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, ValueError) as exc:

@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
-from scipy import ndimage
 
 from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs, get_array_module
 from clara_rt.arrays import to_host
@@ -109,6 +107,8 @@ class RenderOp(Operator):
         lo, hi = self.window_range(image)
         center = self._center(image, mask)
         folder = Path(context.workspace) / self.name
+        from PIL import Image  # loaded at the first job: an idle server stays small
+
         with _staging(folder) as staging:
             for view in self.views:
                 grey, labels = self.render_view(image, mask, meta, view, center, (lo, hi))
@@ -188,6 +188,8 @@ def overlay(grey: np.ndarray, labels: np.ndarray | None, colors: Mapping[int, Se
             region = labels == label
             rgb[region] = (1.0 - alpha) * rgb[region] + alpha * color
             if outline:
+                from scipy import ndimage
+
                 rgb[region & ~ndimage.binary_erosion(region)] = color
     return np.rint(rgb).astype(np.uint8)
 
@@ -215,6 +217,8 @@ def _square_pixels(grey: np.ndarray, labels: np.ndarray | None, spacing: tuple[f
     factors = (spacing[0] / finest, spacing[1] / finest)
     if all(abs(f - 1.0) < 1e-6 for f in factors):
         return grey, labels
+    from scipy import ndimage
+
     grey = ndimage.zoom(grey, factors, order=1, mode="nearest", grid_mode=True)
     if labels is not None:
         labels = ndimage.zoom(labels, factors, order=0, mode="nearest", grid_mode=True)

@@ -103,3 +103,12 @@ class BackendError(ClaraRTError):
 
 class BackendUnavailableError(BackendError):
     """The inference server is unreachable or the model is not ready; retry later or check it."""
+
+
+class PackageError(ClaraRTError):
+    """``clara-rt package`` cannot write a bundle (see :mod:`clara_rt.package`).
+
+    Raised for a wheel that cannot be built or downloaded (the message ends with pip's last
+    lines), a ``--clara-rt-wheel`` for another target, or an output folder in the way. Nothing
+    is left half-written; fix what the message names and run the command again.
+    """

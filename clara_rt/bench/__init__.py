@@ -12,6 +12,8 @@ reports their ratio: on a shared machine absolute times are noise, ratios are no
 * :func:`construct` -- time to build and validate a chain pipeline; baseline: a plain
   dict-of-successors graph and its topological sort.
 * :func:`idle_rss` -- resident memory of a fresh process with a Runtime; baseline: numpy only.
+  :func:`server_footprint` measures one server process (cold start to ``/health``, idle RSS),
+  e.g. the ``clara-rt serve`` of an installed edge bundle.
 * :func:`startup` -- process start to first operator of a 10-operator YAML pipeline run by
   ``clara-rt run`` (cold), and Runtime + build + first job in-process (warm); baselines: a bare
   interpreter, ``import numpy``, a queue-thread chain.
@@ -74,7 +76,10 @@ from clara_rt.bench._record import Progress as Progress
 from clara_rt.bench._record import Target as Target
 from clara_rt.bench._record import format_table as format_table
 from clara_rt.bench._record import machine_info as machine_info
+from clara_rt.bench._rss import ServerFootprint as ServerFootprint
 from clara_rt.bench._rss import idle_rss as idle_rss
+from clara_rt.bench._rss import process_rss_mb as process_rss_mb
+from clara_rt.bench._rss import server_footprint as server_footprint
 from clara_rt.bench._scenarios import SCENARIOS as SCENARIOS
 from clara_rt.bench._scenarios import run_scenario as run_scenario
 from clara_rt.bench._startup import startup as startup
@@ -92,6 +97,7 @@ __all__ = [
     "NoopOp",
     "Progress",
     "QueueChain",
+    "ServerFootprint",
     "Target",
     "branches",
     "chain_pipeline",
@@ -116,11 +122,13 @@ __all__ = [
     "parse_mix",
     "priority",
     "priority_sequence",
+    "process_rss_mb",
     "pydicom_loop",
     "python_drain",
     "quick_guard",
     "run_scenario",
     "seg_voxels",
+    "server_footprint",
     "startup",
     "throughput",
     "toposort_baseline",

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -71,6 +72,67 @@ def idle_rss(*, repeat: int = 3, progress: Progress | None = None) -> BenchRecor
         notes="delta_mb is against the numpy-only process; clara-rt imports numpy itself.")
 
 
+@dataclass(frozen=True)
+class ServerFootprint:
+    """What :func:`server_footprint` measured of one server process.
+
+    Attributes:
+        rss_mb: VmRSS 1 s after ``/health`` first answered, in MiB.
+        ready_s: Seconds from starting the process to the first answer of ``/health``.
+    """
+
+    rss_mb: float
+    ready_s: float
+
+
+def server_footprint(command: list[str], *, env: dict[str, str] | None = None,
+                     timeout: float = 60.0) -> ServerFootprint:
+    """Start an HTTP server child on a free port; its cold start and idle memory.
+
+    ``command`` is a ``clara-rt serve`` (``--port`` and a temporary ``--data`` are appended) or
+    a ``python -c`` app that takes the port as its argument. ``env`` defaults to
+    :func:`checkout_env` (this checkout's clara-rt); pass the environment of an installed one to
+    measure that instead. Linux only (reads ``/proc/<pid>/status``).
+
+    Raises:
+        RuntimeError: The server exited or did not answer within ``timeout`` seconds.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as data:
+        args = ([*command, str(port)] if "-c" in command
+                else [*command, "--port", str(port), "--data", data])
+        started = time.monotonic()
+        proc = subprocess.Popen(args, env=checkout_env() if env is None else env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = started + timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                        break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"{' '.join(args)} did not start") from None
+                    time.sleep(0.02)
+            ready = time.monotonic() - started
+            time.sleep(1.0)
+            return ServerFootprint(rss_mb=process_rss_mb(proc.pid), ready_s=ready)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def process_rss_mb(pid: int) -> float:
+    """VmRSS of process ``pid`` in MiB (Linux)."""
+    with open(f"/proc/{pid}/status") as status:
+        match = re.search(r"VmRSS:\s+(\d+)", status.read())
+    if match is None:
+        raise RuntimeError(f"no VmRSS for process {pid}")
+    return int(match.group(1)) / 1024
+
+
 # --- private ------------------------------------------------------------------------------
 
 _HELLO_APP = """
@@ -86,32 +148,7 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 
 def _server_rss(command: list[str]) -> float:
     """Start an HTTP server child, wait until /health answers and 1 s more; its VmRSS in MB."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as data:
-        args = ([*command, str(port)] if "-c" in command
-                else [*command, "--port", str(port), "--data", data])
-        proc = subprocess.Popen(args, env=checkout_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                        break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"{' '.join(args)} did not start") from None
-                    time.sleep(0.05)
-            time.sleep(1.0)
-            with open(f"/proc/{proc.pid}/status") as status:
-                match = re.search(r"VmRSS:\s+(\d+)", status.read())
-            assert match is not None
-            return int(match.group(1)) / 1024
-        finally:
-            proc.terminate()
-            proc.wait(30)
+    return server_footprint(command).rss_mb
 
 
 def _subprocess_int(code: str) -> int:

@@ -5,6 +5,8 @@
 * ``convert DICOM_DIR OUT.nii[.gz]`` (:mod:`clara_rt.cli._convert`): a DICOM series to NIfTI.
 * ``bench SCENARIO`` (:mod:`clara_rt.cli._bench`): clara-rt against its baselines.
 * ``serve`` (:mod:`clara_rt.cli._serve`): the platform server.
+* ``package PIPELINE.yaml -o DIR``, ``package --check DIR`` (:mod:`clara_rt.cli._package`): an
+  offline bundle for an edge box.
 * ``create pipeline|job``, ``start job``, ``list jobs|pipelines|payloads``, ``cancel job``,
   ``describe job|pipeline``, ``wait job``, ``download JOB``, ``logs JOB OPERATOR``
   (:mod:`clara_rt.cli._client`): Clara-CLI-style client verbs against ``serve``.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from clara_rt.cli import _bench, _client, _convert, _dicom, _pipeline, _serve
+from clara_rt.cli import _bench, _client, _convert, _dicom, _package, _pipeline, _serve
 
 __all__ = ["build_parser", "main"]
 
@@ -52,4 +54,5 @@ def build_parser() -> argparse.ArgumentParser:
     _dicom.add(verbs)
     _serve.add(verbs)
     _client.add(verbs)
+    _package.add(verbs)
     return parser

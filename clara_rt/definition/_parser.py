@@ -40,7 +40,7 @@ _SILENT_KEYS = frozenset({"orchestrator", "timeout"})
 # Read, but left out of the "expected one of" list of an unknown operator key, which predates it.
 _OPERATOR_EXTRA_KEYS = frozenset({"models"})
 _CONTAINER_KEYS = ("image", "tag", "command")
-_REQUEST_KEYS = ("gpu", "memory")
+_REQUEST_KEYS = ("gpu", "memory", "gpu-memory")
 _TYPED_KEYS = ("type", "shape", "element-type", "format")
 _INPUT_KEYS = ("from", "name", "path", *_TYPED_KEYS)
 _OUTPUT_KEYS = ("name", "path", *_TYPED_KEYS)
@@ -188,14 +188,15 @@ class Parser(Reader):
                 raise box.value_locs["gpu"].error(f"expected a whole number >= 0 for 'gpu' in the "
                                                   f"requests of {owner}, got {describe(gpu)}")
             result["gpu"] = gpu
-        memory = box.get("memory")
-        if memory is not None:  # an int (MB, as Clara counts) or a string such as "8Gi"
+        for key in ("memory", "gpu-memory"):  # gpu-memory: clara-rt's own, not Clara's
+            memory = box.get(key)
+            if memory is None:  # an int (MB, as Clara counts) or a string such as "8Gi"
+                continue
             if isinstance(memory, bool) or not isinstance(memory, int | str) or memory == "":
-                raise box.value_locs["memory"].error(
-                    f"expected a number or a size such as '8Gi' for 'memory' in the requests of "
+                raise box.value_locs[key].error(
+                    f"expected a number or a size such as '8Gi' for '{key}' in the requests of "
                     f"{owner}, got {describe(memory)}")
-            result["memory"] = (self.text(box, "memory", owner) if isinstance(memory, str)
-                                else memory)
+            result[key] = self.text(box, key, owner) if isinstance(memory, str) else memory
         return result
 
     def ports(self, parent: YMap, key: str, owner: str) -> tuple[PortDef, ...]:

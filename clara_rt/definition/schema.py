@@ -112,7 +112,8 @@ class ClaraRTKey:
 
 @dataclass(frozen=True)
 class OperatorDef:
-    """One entry of ``operators:``. ``requests`` is ``{"gpu": int, "memory": int | str}``."""
+    """One entry of ``operators:``. ``requests`` is ``{"gpu": int, "memory": int | str,
+    "gpu-memory": int | str}`` (``gpu-memory`` is clara-rt's: device memory one job needs)."""
 
     name: str
     description: str

@@ -1,24 +1,33 @@
 """Resource admission: a job starts only when the memory and GPUs it asks for are free.
 
-A pipeline's ``requests:`` (Clara's per-operator ``memory`` and ``gpu``) say what one job needs:
-its operators' memory requests added up (they may all hold data at once in one process) and the
-largest GPU request. The server admits a queued job into the runtime only while the sum over
-running jobs stays within the budget (``--memory-budget``, default 80 % of physical memory;
-``--gpu-jobs``, default one job per GPU NVML reports, no GPU limit without NVML). A job that
-does not fit waits in the queue, in priority order, instead of running the host out of memory;
-a job that could never fit is refused when it is created. Operators without ``requests:`` count
-as zero.
+A pipeline's ``requests:`` (Clara's per-operator ``memory`` and ``gpu``, and clara-rt's
+``gpu-memory``) say what one job needs: its operators' memory requests added up (they may all
+hold data at once in one process), the same for device memory, and the largest GPU request.
+The server admits a queued job into the runtime only when
+
+* **estimated**: the sum over running jobs stays within the budgets (``--memory-budget``,
+  default 80 % of physical memory; ``--gpu-jobs``, default one job per GPU NVML reports, no GPU
+  limit without NVML), and
+* **measured**: the host has the job's memory free now (``MemAvailable``), and with a
+  ``gpu-memory`` request and NVML, some GPU has that much free (NVML's free memory plus what
+  this process's CuPy memory pool holds unused, which CuPy hands out again).
+
+A job that does not fit waits in the queue, in priority order, instead of running the host or
+the GPU out of memory, and its history says what it waits for; a job that could never fit is
+refused when it is created. Operators without ``requests:`` count as zero.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Admission", "JobNeeds", "memory_bytes", "physical_memory"]
+__all__ = ["Admission", "FreeMemory", "JobNeeds", "memory_bytes", "physical_memory"]
 
 _UNITS = {"": 1 << 20, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
           "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40}
@@ -49,25 +58,116 @@ class JobNeeds:
 
     memory: int = 0
     gpus: int = 0
+    gpu_memory: int = 0
 
     @classmethod
     def of(cls, operators: Any) -> JobNeeds:
         """From a definition's operators (each with a ``requests`` dict)."""
-        memory = sum(memory_bytes(op.requests["memory"]) for op in operators
-                     if "memory" in op.requests)
+        memory = sum(_request(op, "memory") for op in operators)
+        gpu_memory = sum(_request(op, "gpu-memory") for op in operators)
         gpus = max((int(op.requests.get("gpu", 0)) for op in operators), default=0)
-        return cls(memory, gpus)
+        if gpu_memory and not gpus:
+            raise ValueError("'gpu-memory' is requested but no operator requests a GPU "
+                             "(add 'gpu: 1' to the operator's requests)")
+        return cls(memory, gpus, gpu_memory)
 
     def describe(self) -> str:
-        return f"{self.memory / (1 << 30):.2f} GiB of memory and {self.gpus} GPU(s)"
+        text = f"{_gib(self.memory)} of memory and {self.gpus} GPU(s)"
+        return text + (f" with {_gib(self.gpu_memory)} free" if self.gpu_memory else "")
+
+
+class FreeMemory:
+    """Measured free memory, asked each time a job could start (cached ``every`` seconds).
+
+    ``host()``: ``MemAvailable`` of ``/proc/meminfo`` (what the kernel can hand out without
+    swapping). ``gpus()``: per device, NVML's free memory plus the unused blocks of this
+    process's CuPy memory pool (counted once, on the device it was made on); ``None`` without
+    NVML or a GPU. CuPy is asked only when a pipeline has already imported it.
+    """
+
+    def __init__(self, every: float = 0.5) -> None:
+        self._every = every
+        self._lock = threading.Lock()
+        self._gpus: tuple[float, list[int] | None] = (-1e9, None)
+        self._nvml: bool | None = None  # None: not tried yet
+
+    def host(self) -> int | None:
+        try:
+            with open("/proc/meminfo", encoding="ascii") as info:
+                for line in info:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) << 10
+        except OSError:
+            pass
+        return None
+
+    def gpus(self) -> list[int] | None:
+        with self._lock:
+            at, free = self._gpus
+            if time.monotonic() - at < self._every:
+                return free
+            free = self._read_gpus()
+            self._gpus = (time.monotonic(), free)
+            return free
+
+    def total_gpu(self) -> int | None:
+        """The largest device's total memory (NVML), or ``None``."""
+        if not self._start_nvml():
+            return None
+        import pynvml
+
+        try:
+            return max(int(pynvml.nvmlDeviceGetMemoryInfo(
+                pynvml.nvmlDeviceGetHandleByIndex(i)).total)
+                for i in range(pynvml.nvmlDeviceGetCount()))
+        except Exception:
+            return None
+
+    def _start_nvml(self) -> bool:
+        if self._nvml is None:
+            try:
+                import pynvml
+
+                pynvml.nvmlInit()
+                self._nvml = pynvml.nvmlDeviceGetCount() > 0
+            except Exception:  # no library, no driver, no device
+                self._nvml = False
+        return self._nvml
+
+    def _read_gpus(self) -> list[int] | None:
+        if not self._start_nvml():
+            return None
+        import pynvml
+
+        try:
+            free = [int(pynvml.nvmlDeviceGetMemoryInfo(
+                pynvml.nvmlDeviceGetHandleByIndex(i)).free)
+                for i in range(pynvml.nvmlDeviceGetCount())]
+        except Exception:
+            return None
+        cupy = sys.modules.get("cupy")
+        if cupy is not None:
+            try:
+                pool = cupy.get_default_memory_pool()
+                device = int(cupy.cuda.runtime.getDevice())
+                if 0 <= device < len(free):
+                    free[device] += int(pool.free_bytes())
+            except Exception:  # no context on this thread yet: NVML's figure alone
+                pass
+        return free
 
 
 class Admission:
-    """Counts what running jobs hold against the budgets. Thread-safe."""
+    """Counts what running jobs hold against the budgets and checks what is free. Thread-safe.
 
-    def __init__(self, memory_budget: int | None, gpu_jobs: int | None) -> None:
+    ``free`` measures free memory (:class:`FreeMemory`); ``None`` admits on the budgets alone.
+    """
+
+    def __init__(self, memory_budget: int | None, gpu_jobs: int | None,
+                 free: FreeMemory | None = None) -> None:
         self.memory_budget = memory_budget
         self.gpu_jobs = gpu_jobs
+        self.free = free
         self._lock = threading.Lock()
         self.memory_in_use = 0
         self.gpu_jobs_running = 0
@@ -75,21 +175,44 @@ class Admission:
     def never_fits(self, needs: JobNeeds) -> str | None:
         """Why a job with ``needs`` could never start here, or ``None``."""
         if self.memory_budget is not None and needs.memory > self.memory_budget:
-            return (f"the pipeline's requests add up to {needs.memory / (1 << 30):.2f} GiB of "
-                    f"memory, more than the server's budget of "
-                    f"{self.memory_budget / (1 << 30):.2f} GiB (--memory-budget)")
+            return (f"the pipeline's requests add up to {_gib(needs.memory)} of memory, more "
+                    f"than the server's budget of {_gib(self.memory_budget)} (--memory-budget)")
         if needs.gpus and self.gpu_jobs == 0:
             return "the pipeline requests a GPU and this server runs no GPU jobs (--gpu-jobs 0)"
+        total = self.free.total_gpu() if self.free is not None and needs.gpu_memory else None
+        if total is not None and needs.gpu_memory > total:
+            return (f"the pipeline's requests add up to {_gib(needs.gpu_memory)} of GPU memory, "
+                    f"more than the largest GPU here has ({_gib(total)})")
         return None
 
     def fits(self, needs: JobNeeds) -> bool:
         """Whether a job with ``needs`` can start now."""
+        return self.wait_reason(needs) is None
+
+    def wait_reason(self, needs: JobNeeds) -> str | None:
+        """What a job with ``needs`` waits for now, or ``None`` when it can start."""
         with self._lock:
             if (self.memory_budget is not None
                     and self.memory_in_use + needs.memory > self.memory_budget):
-                return False
-            return not (needs.gpus and self.gpu_jobs is not None
-                        and self.gpu_jobs_running >= self.gpu_jobs)
+                return (f"needs {_gib(needs.memory)} of memory; running jobs hold "
+                        f"{_gib(self.memory_in_use)} of the {_gib(self.memory_budget)} budget")
+            if (needs.gpus and self.gpu_jobs is not None
+                    and self.gpu_jobs_running >= self.gpu_jobs):
+                return f"needs a GPU; {self.gpu_jobs_running} GPU job(s) run, the limit is " \
+                       f"{self.gpu_jobs}"
+        if self.free is None:
+            return None
+        if needs.memory:
+            host = self.free.host()
+            if host is not None and host < needs.memory:
+                return (f"needs {_gib(needs.memory)} of memory; {_gib(host)} is free on this "
+                        f"host now")
+        if needs.gpu_memory:
+            gpus = self.free.gpus()
+            if gpus is not None and max(gpus, default=0) < needs.gpu_memory:
+                return (f"needs {_gib(needs.gpu_memory)} of GPU memory; the most free on one "
+                        f"GPU now is {_gib(max(gpus, default=0))}")
+        return None
 
     def take(self, needs: JobNeeds) -> None:
         with self._lock:
@@ -114,3 +237,16 @@ def default_gpu_jobs() -> int | None:
             pynvml.nvmlShutdown()
     except Exception:  # no library, no driver, no device: nothing to limit
         return None
+
+
+def _gib(size: int) -> str:
+    return f"{size / (1 << 30):.2f} GiB"
+
+
+def _request(operator: Any, key: str) -> int:
+    if key not in operator.requests:
+        return 0
+    try:
+        return memory_bytes(operator.requests[key])
+    except ValueError as exc:
+        raise ValueError(f"operator '{getattr(operator, 'name', '?')}': '{key}': {exc}") from None

@@ -40,7 +40,13 @@ from typing import Any
 from clara_rt.errors import ClaraRTError
 from clara_rt.job import JobState, Priority
 from clara_rt.operator import Operator
-from clara_rt.server.admission import Admission, JobNeeds, default_gpu_jobs, physical_memory
+from clara_rt.server.admission import (
+    Admission,
+    FreeMemory,
+    JobNeeds,
+    default_gpu_jobs,
+    physical_memory,
+)
 from clara_rt.server.config import ServerConfig
 from clara_rt.server.events import EventHub
 from clara_rt.server.payloads import iter_files
@@ -134,7 +140,7 @@ class JobManager:
         self._closing = False
         self.admission = Admission(
             int(0.8 * physical_memory()) if config.memory_budget == -1 else config.memory_budget,
-            default_gpu_jobs() if config.gpu_jobs == -1 else config.gpu_jobs)
+            default_gpu_jobs() if config.gpu_jobs == -1 else config.gpu_jobs, FreeMemory())
         self._waiting_noted: set[str] = set()
         self._head_needs: JobNeeds | None = None
         config.jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -331,11 +337,11 @@ class JobManager:
                 needs = self._pipelines.needs(job["pipeline_id"])
             except (NotFound, ClaraRTError, ValueError):
                 needs = JobNeeds()  # _launch reports the problem
-            if not self.admission.fits(needs):
+            reason = self.admission.wait_reason(needs)
+            if reason is not None:
                 if head not in self._waiting_noted:  # say once why it waits
                     self._waiting_noted.add(head)
-                    self._store.update_job(head, f"waiting for resources: needs "
-                                                 f"{needs.describe()}")
+                    self._store.update_job(head, f"waiting for resources: {reason}")
                 return False
             self._head_needs = needs
             return True

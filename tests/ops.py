@@ -125,12 +125,14 @@ def vec(n: int = 4, value: float = 1.0) -> np.ndarray:
 class FolderWork(Operator):
     """Folder in, folder out (the platform server's tests): logs, waits, then writes a summary.
 
-    Keyword args: ``seconds`` to wait (polling cancellation), ``fail`` to raise instead.
-    Writes ``<workspace>/<name>/summary.json`` listing the input's files, and emits that folder.
+    Keyword args: ``seconds`` to wait (polling cancellation; ``stubborn``: not, like a hung
+    operator), ``fail`` to raise instead. Writes ``<workspace>/<name>/summary.json`` listing the
+    input's files, and emits that folder.
     """
 
     seconds = 0.0
     fail = False
+    stubborn = False
 
     def setup(self, spec: Any) -> None:
         spec.input("in", kind="path")
@@ -145,7 +147,7 @@ class FolderWork(Operator):
         files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         logging.getLogger("tests.ops").info("%s sees %d input files", self.name, len(files))
         end = time.monotonic() + float(self.seconds)
-        while time.monotonic() < end and not context.cancelled:
+        while time.monotonic() < end and (self.stubborn or not context.cancelled):
             time.sleep(0.01)
         if self.fail:
             raise RuntimeError(f"{self.name} failed on purpose")

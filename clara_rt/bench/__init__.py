@@ -26,6 +26,8 @@ reports their ratio: on a shared machine absolute times are noise, ratios are no
   ``clara-rt serve`` (a given server, or one started on a temp data dir), latency and queue
   wait per priority, throughput; baseline: the same jobs on an in-process Runtime (no HTTP, no
   database), whose difference is the server's cost per job.
+* :func:`cluster` -- ``ct-lung-seg`` jobs/s on one vs two Ray nodes started on this machine,
+  and the per-job overhead of going through Ray; baseline: the in-process Runtime.
 * :func:`quick_guard` -- the ``--quick`` regression guard: small runs whose ratios are compared
   with ``benchmarks/baseline_ratios.json`` (fails only below half the recorded ratio).
 
@@ -53,6 +55,7 @@ from clara_rt.bench._baselines import loaded_scheduler as loaded_scheduler
 from clara_rt.bench._baselines import python_drain as python_drain
 from clara_rt.bench._baselines import toposort_baseline as toposort_baseline
 from clara_rt.bench._branches import branches as branches
+from clara_rt.bench._cluster import cluster as cluster
 from clara_rt.bench._construct import construct as construct
 from clara_rt.bench._dicom import dicom as dicom
 from clara_rt.bench._dicom import pydicom_loop as pydicom_loop
@@ -103,6 +106,7 @@ __all__ = [
     "chain_pipeline",
     "checkout_env",
     "clara_stream",
+    "cluster",
     "construct",
     "core",
     "dask_order_baseline",

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from clara_rt.bench._branches import branches
+from clara_rt.bench._cluster import cluster
 from clara_rt.bench._construct import construct
 from clara_rt.bench._dicom import dicom
 from clara_rt.bench._dispatch import core
@@ -35,11 +36,12 @@ SCENARIOS: dict[str, Callable[..., BenchRecord]] = {
     "branches": branches,
     "e2e": e2e,
     "load": load,
+    "cluster": cluster,
 }
 """Scenario name (as on the command line) -> function."""
 
 _JOBS_PARAM = {"hops": "jobs", "throughput": "jobs", "core": "jobs", "priority": "backlog",
-               "load": "jobs"}
+               "load": "jobs", "cluster": "jobs"}
 """Which keyword ``--jobs`` sets, per scenario that takes it."""
 
 
@@ -48,10 +50,10 @@ def run_scenario(name: str, *, jobs: int | None = None, repeat: int | None = Non
                  options: Mapping[str, Any] | None = None) -> BenchRecord:
     """Run scenario ``name`` with its defaults, overriding ``jobs`` / ``repeat`` when given.
 
-    ``jobs`` applies to ``hops``, ``throughput``, ``core``, ``load`` and ``priority`` (its
-    backlog) and is ignored by the others. ``quick`` starts from the small sizes of
-    :data:`QUICK`. ``options`` are further keyword arguments of the scenario's function (the
-    ``load`` options of ``clara-rt bench``).
+    ``jobs`` applies to ``hops``, ``throughput``, ``core``, ``load``, ``cluster`` and
+    ``priority`` (its backlog) and is ignored by the others. ``quick`` starts from the small
+    sizes of :data:`QUICK`. ``options`` are further keyword arguments of the scenario's function
+    (the ``load`` options of ``clara-rt bench``).
 
     Raises:
         KeyError: ``name`` is not in :data:`SCENARIOS`.

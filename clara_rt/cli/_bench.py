@@ -47,15 +47,17 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "multi-AI ROI branches on Triton, 4 workers vs 1; e2e: ct-lung-seg to a "
                         "DICOM SEG, cold and warm, vs MONAI Deploy App SDK 0.5.1 (its venv is "
                         "created on first use, ~1 GB); load: N jobs of mixed priority through "
-                        "clara-rt serve vs an in-process Runtime (options below); all: every "
+                        "clara-rt serve vs an in-process Runtime (options below); cluster: "
+                        "ct-lung-seg jobs/s on 1 vs 2 local Ray nodes and Ray's per-job "
+                        "overhead vs the in-process runtime (needs clara-rt[cluster]); all: every "
                         "one (with --quick: the regression guard)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON record per scenario on stdout (tables go to stderr)")
     p.add_argument("--repeat", type=positive_int, metavar="N",
                    help="rounds (or builds / processes) per system; default per scenario")
     p.add_argument("-n", "--jobs", type=positive_int, metavar="N",
-                   help="jobs per system for hops, throughput, core and load; queued normal "
-                        "jobs for priority (others ignore it)")
+                   help="jobs per system for hops, throughput, core, load and cluster; queued "
+                        "normal jobs for priority (others ignore it)")
     p.add_argument("--quick", action="store_true",
                    help="small sizes; with 'all': run hops, throughput, core, construct and "
                         "dicom small (< 60 s) and exit 1 when a ratio is worse than half the "
@@ -133,6 +135,7 @@ def _load_options(args: argparse.Namespace) -> dict[str, Any] | str:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from clara_rt import bench
     from clara_rt.client import ClientError
+    from clara_rt.errors import ClaraRTError
 
     options = _load_options(args)
     if isinstance(options, str):
@@ -153,8 +156,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 raise
             print(f"clara-rt: error: {exc}", file=sys.stderr)
             return 2
-        except (ClientError, OSError, TimeoutError, RuntimeError) as exc:
-            if name != "load":  # a request failed, the local server did not start...
+        except (ClientError, ClaraRTError, OSError, TimeoutError, RuntimeError) as exc:
+            # a request failed, the local server or the Ray cluster did not start...
+            if name not in ("load", "cluster"):
                 raise
             print(f"clara-rt: error: {exc}", file=sys.stderr)
             return 1

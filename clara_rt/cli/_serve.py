@@ -54,6 +54,16 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="seconds between samples of GPU and host metrics (default 5)")
     p.add_argument("--service", action="append", default=[], metavar="NAME=URL",
                    help="URL of a service the pipelines use (triton=URL), repeatable")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run jobs on a Ray cluster: ray://HOST:PORT (Ray Client), HOST:PORT "
+                        "(this machine is a node), auto or local (needs clara-rt[cluster] here "
+                        "and on every node); --workers then sets each node runtime's threads")
+    p.add_argument("--cluster-shared-path", type=Path, metavar="DIR",
+                   help="a folder holding --data mounted at the same path on every node: job "
+                        "files are read and written there instead of moving through Ray")
+    p.add_argument("--cluster-grace", type=float, default=30.0, metavar="S",
+                   help="seconds after a job's timeout before its node runtime counts as hung "
+                        "and is replaced (default 30)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    default="info")
     p.set_defaults(func=_cmd_serve)
@@ -106,14 +116,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             retention_days=args.retention_days, disk_threshold=args.disk_threshold,
             services=services, shutdown_grace=args.shutdown_grace,
             memory_budget=args.memory_budget, gpu_jobs=args.gpu_jobs,
-            monitor_interval=args.monitor_interval)
+            monitor_interval=args.monitor_interval, cluster=args.cluster,
+            cluster_shared_path=(None if args.cluster_shared_path is None
+                                 else args.cluster_shared_path.resolve()),
+            cluster_grace=args.cluster_grace)
     except ValueError as exc:
         print(f"clara-rt: error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    where = "" if config.cluster is None else f", jobs on the Ray cluster {config.cluster}"
     print(f"clara-rt: serving {config.data} on http://{config.host}:{config.port} "
-          f"(API docs at /docs; writes {'need a token' if config.token else 'are open'})",
+          f"(API docs at /docs; writes {'need a token' if config.token else 'are open'}{where})",
           file=sys.stderr, flush=True)
     serve(config, log_level=args.log_level)
     return 0

@@ -8,6 +8,7 @@ too large), 422 (invalid definition or request), 507 (data disk full).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import secrets
@@ -59,6 +60,7 @@ from clara_rt.server.payloads import (
 )
 from clara_rt.server.pipelines import Conflict, NotFound, PipelineRegistry
 from clara_rt.server.retention import Retention
+from clara_rt.server.runners import LocalRunner, Runner
 from clara_rt.server.store import Store, new_id
 
 __all__ = ["Server", "create_app"]
@@ -93,7 +95,9 @@ class Server:
         self.operator_logs = OperatorLogs()
         self.pipelines = PipelineRegistry(config, self.store, self.operator_logs.instrument)
         self.monitor = metrics_routes.start_monitor(self)  # before jobs: it counts every end
-        self.jobs = JobManager(config, self.store, self.pipelines, self.events)
+        self.runner = _runner(config, self.pipelines)
+        self.jobs = JobManager(_job_limits(config), self.store, self.pipelines, self.events,
+                               self.runner)
         self.retention = Retention(config, self.store)
         self.started = time.time()
 
@@ -102,6 +106,26 @@ class Server:
         self.retention.stop()
         self.jobs.close()
         self.store.close()
+
+
+def _runner(config: ServerConfig, pipelines: PipelineRegistry) -> Runner:
+    """This process's runtime, or a Ray cluster's node runtimes with ``--cluster``."""
+    if config.cluster is None:
+        return LocalRunner(config, pipelines)
+    from clara_rt.cluster.ray_runner import RayRunner  # imports no Ray: its driver is a child
+
+    return RayRunner.for_server(config, pipelines)
+
+
+def _job_limits(config: ServerConfig) -> ServerConfig:
+    """On a cluster, the default limits (this machine's memory and GPUs, 2 x its workers) do not
+    describe where jobs run: the runner's per-node capacity does. Explicit limits still apply."""
+    if config.cluster is None:
+        return config
+    return dataclasses.replace(
+        config, max_running=config.max_running or 1 << 30,
+        memory_budget=None if config.memory_budget == -1 else config.memory_budget,
+        gpu_jobs=None if config.gpu_jobs == -1 else config.gpu_jobs)
 
 
 def create_app(config: ServerConfig) -> FastAPI:

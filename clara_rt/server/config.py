@@ -46,6 +46,15 @@ class ServerConfig:
             no limit without NVML; ``None``: no limit).
         monitor_interval: Seconds between samples of GPU and host metrics (``/metrics``,
             ``/v1/monitor``).
+        cluster: Run jobs on this Ray cluster instead of in this process (``ray://HOST:PORT``,
+            ``HOST:PORT``, ``auto`` or ``local``; see :mod:`clara_rt.cluster`). ``workers`` then
+            sets each node runtime's threads, and without ``max_running`` the cluster's free
+            capacity alone limits running jobs.
+        cluster_shared_path: A folder holding ``data`` that every node mounts at the same path:
+            jobs read and write their files there directly instead of through Ray's object
+            store.
+        cluster_grace: Seconds after a job's timeout before its node runtime counts as hung
+            (then it is killed and replaced, the job failed as timed out).
     """
 
     data: Path
@@ -67,6 +76,9 @@ class ServerConfig:
     monitor_interval: float = 5.0
     memory_budget: int | None = -1
     gpu_jobs: int | None = -1
+    cluster: str | None = None
+    cluster_shared_path: Path | None = None
+    cluster_grace: float = 30.0
 
     def __post_init__(self) -> None:
         if self.on_restart not in ("fail", "requeue"):
@@ -80,6 +92,18 @@ class ServerConfig:
         if not 0.0 < self.monitor_interval < math.inf:
             raise ValueError(f"monitor_interval must be positive seconds, not "
                              f"{self.monitor_interval}")
+        if self.cluster is not None:
+            from clara_rt.cluster.address import check_address
+
+            check_address(self.cluster)
+        if self.cluster_shared_path is not None and self.cluster is None:
+            raise ValueError("a cluster shared path needs a cluster (--cluster ADDRESS)")
+        if self.cluster_shared_path is not None and not self.data.resolve().is_relative_to(
+                self.cluster_shared_path.resolve()):
+            raise ValueError(f"the data directory {self.data} must lie under the cluster's "
+                             f"shared path {self.cluster_shared_path}")
+        if not self.cluster_grace > 0:
+            raise ValueError(f"cluster_grace must be positive seconds, not {self.cluster_grace}")
         if (self.default_timeout is not None and self.max_timeout is not None
                 and self.default_timeout > self.max_timeout):
             raise ValueError(f"default_timeout {self.default_timeout} s is above max_timeout "

@@ -33,6 +33,7 @@ from clara_rt.server.console import job_page, pages
 from clara_rt.server.console.markup import static_file
 from clara_rt.server.console.render import ViewError, plane_length, render_png, resolve_window
 from clara_rt.server.console.volumes import JobVolumes, NoVolume, VolumeCache, load_job_volumes
+from clara_rt.server.metrics_routes import cluster_snapshot
 from clara_rt.server.pipelines import NotFound
 
 __all__ = ["add"]
@@ -71,7 +72,8 @@ def add(app: FastAPI, server: Callable[[], Any], config: ServerConfig) -> None:
     @app.get("/console", include_in_schema=False, response_class=HTMLResponse)
     @app.get("/console/pipelines", include_in_schema=False, response_class=HTMLResponse)
     def pipelines_view() -> HTMLResponse:
-        return html(lambda: pages.pipelines_page(_pipeline_rows(server()), token_required=token))
+        return html(lambda: pages.pipelines_page(_pipeline_rows(server()), token_required=token,
+                                                 cluster=cluster_snapshot(server())))
 
     @app.get("/console/pipelines/{ref}", include_in_schema=False, response_class=HTMLResponse)
     def pipeline_view(ref: str) -> HTMLResponse:
@@ -133,7 +135,8 @@ def add(app: FastAPI, server: Callable[[], Any], config: ServerConfig) -> None:
 
     @app.get("/console/metrics", include_in_schema=False, response_class=HTMLResponse)
     def metrics_view() -> HTMLResponse:
-        return html(lambda: pages.metrics_page(token_required=token))
+        return html(lambda: pages.metrics_page(token_required=token,
+                                               cluster=cluster_snapshot(server())))
 
     @app.get("/console/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:

@@ -306,7 +306,7 @@ class JobManager:
         while True:
             with self._cond:
                 while not self._closing and not self._admissible():
-                    self._cond.wait()
+                    self._cond.wait(0.5)  # a runner's capacity can also grow on its own
                 if self._closing:
                     return
                 _, _, _, job_id = heapq.heappop(self._heap)
@@ -342,6 +342,12 @@ class JobManager:
                 if head not in self._waiting_noted:  # say once why it waits
                     self._waiting_noted.add(head)
                     self._store.update_job(head, f"waiting for resources: {reason}")
+                return False
+            if not self._runner.has_capacity(needs):
+                if head not in self._waiting_noted:
+                    self._waiting_noted.add(head)
+                    self._store.update_job(head, "waiting for a free runtime (every one that "
+                                                 "could run it is busy or unreachable)")
                 return False
             self._head_needs = needs
             return True
@@ -383,7 +389,17 @@ class JobManager:
                                    f"{run.transport})",
                                    placement=run.placement, transport=run.transport)
         self._publish(job_id)
+        run.add_note_callback(lambda moved, note: self._moved(job_id, moved, note))
         run.add_done_callback(lambda _: self._finished.put(job_id))
+
+    def _moved(self, job_id: str, run: RunHandle, note: str) -> None:
+        """Record a running job's move (re-queued on another cluster node, placed again)."""
+        with self._cond:
+            if job_id not in self._live:
+                return
+            self._store.update_job(job_id, note, placement=run.placement,
+                                   transport=run.transport)
+        self._publish(job_id)
 
     def _input_folder(self, job: dict[str, Any], folder: Path) -> Path:
         payloads: list[Path] = [self._config.payloads_dir / p for p in job["payloads"]]

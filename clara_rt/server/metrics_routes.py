@@ -28,7 +28,8 @@ from clara_rt.monitor.trace import Span, chrome_trace, spans_from_rows
 from clara_rt.server.config import ServerConfig
 from clara_rt.server.monitor_models import MonitorOut, TraceOut
 
-__all__ = ["CONTENT_TYPE", "METRICS", "add", "job_trace", "monitor_snapshot", "start_monitor"]
+__all__ = ["CLUSTER_METRICS", "CONTENT_TYPE", "METRICS", "add", "cluster_snapshot", "job_trace",
+           "monitor_snapshot", "start_monitor"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PRIORITIES = ("immediate", "high", "normal", "low")
@@ -65,6 +66,15 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "clara_rt_workers": ("gauge", ()),
     "clara_rt_transfer_bytes_total": ("counter", ("direction",)),
     "clara_rt_transfers_total": ("counter", ("direction",)),
+}
+
+#: The families ``/metrics`` adds when jobs run on a Ray cluster (``clara-rt serve --cluster``).
+CLUSTER_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "clara_rt_cluster_available": ("gauge", ()),
+    "clara_rt_cluster_info": ("info", ("address", "reason")),
+    "clara_rt_cluster_nodes": ("gauge", ()),
+    "clara_rt_cluster_node_runtimes": ("gauge", ()),
+    "clara_rt_cluster_capacity_jobs": ("gauge", ()),
 }
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "unknown job", "content": {
@@ -148,7 +158,18 @@ def monitor_snapshot(server: Any) -> dict[str, Any]:
                     "busy_fraction": server.monitor.runtime.busy_fraction(),
                     "jobs": {state: jobs[state] for state in STATES}},
         "history": server.monitor.history(),
+        "cluster": cluster_snapshot(server),
     }
+
+
+def cluster_snapshot(server: Any) -> dict[str, Any] | None:
+    """The Ray cluster as the server's runner sees it (``None`` without ``--cluster``)."""
+    if server.config.cluster is None:
+        return None
+    state = server.runner.cluster_state()
+    return {"address": state.address, "available": state.available, "nodes": state.nodes,
+            "node_runtimes": state.slots, "capacity": state.capacity,
+            "running": state.running, "reason": state.reason}
 
 
 def job_trace(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
@@ -221,6 +242,7 @@ class _Collector:
             yield GaugeMetricFamily(f"clara_rt_{name}", doc, value=value)
         yield from _job_families(server)
         yield from _runtime_families(server.monitor)
+        yield from _cluster_families(server)
 
 
 def _gpu_families(gpu: Any) -> Iterator[Any]:
@@ -318,6 +340,27 @@ def _runtime_families(monitor: Monitor) -> Iterator[Any]:
     copies.add_metric(["device_to_host"], counters.device_to_host)
     yield moved
     yield copies
+
+
+def _cluster_families(server: Any) -> Iterator[Any]:
+    from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+
+    cluster = cluster_snapshot(server)
+    if cluster is None:
+        return
+    yield GaugeMetricFamily("clara_rt_cluster_available",
+                            "1 while the Ray cluster answers, else 0 (jobs then wait)",
+                            value=int(cluster["available"]))
+    yield InfoMetricFamily("clara_rt_cluster", "the Ray cluster and why it is unavailable",
+                           value={"address": cluster["address"],
+                                  "reason": cluster["reason"] or ""})
+    yield GaugeMetricFamily("clara_rt_cluster_nodes", "alive nodes of the Ray cluster",
+                            value=cluster["nodes"])
+    yield GaugeMetricFamily("clara_rt_cluster_node_runtimes",
+                            "clara-rt runtimes ready on the nodes (one per node and per GPU)",
+                            value=cluster["node_runtimes"])
+    yield GaugeMetricFamily("clara_rt_cluster_capacity_jobs",
+                            "jobs the node runtimes can run at once", value=cluster["capacity"])
 
 
 def _histogram(name: str, doc: str, labels: list[str], table: dict[tuple[str, str], Any]) -> Any:

@@ -67,12 +67,24 @@ class HistoryOut(BaseModel):
     busy_fraction: float
 
 
+class ClusterOut(BaseModel):
+    address: str = Field(description="the Ray cluster (clara-rt serve --cluster)")
+    available: bool = Field(description="false while the cluster does not answer")
+    nodes: int = Field(description="alive nodes")
+    node_runtimes: int = Field(description="clara-rt runtimes ready (one per node and GPU)")
+    capacity: int = Field(description="jobs the node runtimes can run at once")
+    running: int = Field(description="jobs running on the nodes")
+    reason: str | None = Field(description="why the cluster is unavailable")
+
+
 class MonitorOut(BaseModel):
     time: float = Field(description="Unix seconds of the latest sample")
     gpu: GpuOut
     host: HostOut
     runtime: RuntimeOut
     history: list[HistoryOut] = Field(description="the last samples, oldest first")
+    cluster: ClusterOut | None = Field(default=None, description="the Ray cluster jobs run on; "
+                                                                 "null without --cluster")
 
 
 class TraceEventOut(BaseModel):

@@ -4,11 +4,16 @@ The job manager decides *when* a job runs (queue, priorities, admission, records
 decides *where*. :class:`LocalRunner` runs jobs on this process's :class:`~clara_rt.Runtime`;
 a cluster runner (``clara-rt serve --cluster``) runs them elsewhere behind the same interface:
 
+* ``runner.has_capacity(needs)`` says whether a job with those resource needs could start now;
+  the job manager takes no job off its queue while it is false (a cluster whose node runtimes
+  are all busy, or unreachable).
 * ``runner.prepare(job)`` checks the job can be built (raising ``NotFound``, ``ClaraRTError``
   or ``ValueError`` with the reason) and returns a function that starts it:
   ``start(input_dir, workspace) -> RunHandle``.
 * A :class:`RunHandle` is cancellable, calls back once when the run ends, reports its operators'
-  states while it runs, and writes the results into the job's output folder (``collect``).
+  states while it runs, and writes the results into the job's output folder (``collect``). A
+  run that moves while it runs (re-queued on another cluster node) says so through its note
+  callbacks, with ``placement`` updated.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any, Protocol
 from clara_rt.cli._report import collect_outputs
 from clara_rt.executor import Runtime
 from clara_rt.job import Job, JobState
+from clara_rt.server.admission import JobNeeds
 from clara_rt.server.config import ServerConfig
 from clara_rt.server.pipelines import PipelineRegistry
 
@@ -45,6 +51,9 @@ class RunHandle(Protocol):
 
     def add_done_callback(self, fn: Callable[[RunHandle], None]) -> None: ...
 
+    def add_note_callback(self, fn: Callable[[RunHandle, str], None]) -> None:
+        """Call ``fn(run, note)`` with a line for the job's history when the run moves."""
+
     def operator_rows(self) -> list[dict[str, Any]]: ...
 
     def collect(self, output: Path, workspace: Path) -> None: ...
@@ -52,6 +61,10 @@ class RunHandle(Protocol):
 
 class Runner(Protocol):
     """Starts job runs; closed once when the server stops."""
+
+    def has_capacity(self, needs: JobNeeds) -> bool:
+        """Whether a job with ``needs`` can start now (called often, under the job manager's
+        lock: answer from memory)."""
 
     def prepare(self, job: dict[str, Any]) -> Callable[[Path, Path], RunHandle]: ...
 
@@ -87,6 +100,9 @@ class LocalRun:
     def add_done_callback(self, fn: Callable[[RunHandle], None]) -> None:
         self._job.add_done_callback(lambda _: fn(self))
 
+    def add_note_callback(self, fn: Callable[[RunHandle, str], None]) -> None:
+        """A local run never moves: nothing to say."""
+
     def operator_rows(self) -> list[dict[str, Any]]:
         return operator_rows(self._job)
 
@@ -100,6 +116,10 @@ class LocalRunner:
     def __init__(self, config: ServerConfig, pipelines: PipelineRegistry) -> None:
         self._pipelines = pipelines
         self._runtime = Runtime(workers=config.workers)
+
+    def has_capacity(self, needs: JobNeeds) -> bool:
+        """Always: the runtime queues what its workers cannot run yet."""
+        return True
 
     def prepare(self, job: dict[str, Any]) -> Callable[[Path, Path], RunHandle]:
         built = self._pipelines.build(job["pipeline_id"], job["variables"])

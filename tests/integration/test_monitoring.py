@@ -207,7 +207,8 @@ def test_monitor_json_shape(ran: Ran) -> None:
     status, body = raw(ran.server, "GET", "/v1/monitor")
     assert status == 200
     snap = json.loads(body)
-    assert set(snap) == {"time", "gpu", "host", "runtime", "history"}
+    assert set(snap) == {"time", "gpu", "host", "runtime", "history", "cluster"}
+    assert snap["cluster"] is None  # no --cluster (tests/integration/test_cluster.py has one)
     assert isinstance(snap["time"], float) and abs(snap["time"] - time.time()) < 60
     assert set(snap["gpu"]) == {"available", "reason", "devices"}
     if not snap["gpu"]["available"]:

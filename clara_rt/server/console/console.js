@@ -312,6 +312,9 @@
       ["Busy workers", fixed(num(runtime.busy_fraction) === null ? null
                                : runtime.busy_fraction * 100, 0, " %")],
       ...Object.entries(jobs).map(([state, n]) => [`Jobs ${state}`, String(n)]),
+      ...(m.cluster ? [["Ray cluster", m.cluster.available
+        ? `${m.cluster.nodes} nodes, ${m.cluster.running}/${m.cluster.capacity} slots busy`
+        : `unavailable: ${m.cluster.reason || "no answer"}`]] : []),
     ]);
     cards($("#host-facts"), [
       ["CPU", fixed(host.cpu_percent, 0, " %")],

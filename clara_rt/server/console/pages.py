@@ -24,7 +24,7 @@ from clara_rt.server.console.markup import (
     when,
 )
 
-__all__ = ["FILTERS", "error_page", "jobs_page", "metrics_page", "pipeline_page",
+__all__ = ["FILTERS", "cluster_line", "error_page", "jobs_page", "metrics_page", "pipeline_page",
            "pipelines_page"]
 
 FILTERS: dict[str, tuple[str, ...]] = {
@@ -35,8 +35,23 @@ FILTERS: dict[str, tuple[str, ...]] = {
 LIMITS = (25, 50, 100, 250, 1000)
 
 
-def pipelines_page(pipelines: Sequence[dict[str, Any]], *, token_required: bool) -> str:
-    """All pipelines: operators, jobs queued / running / finished, the last job."""
+def cluster_line(cluster: dict[str, Any] | None) -> str:
+    """Where jobs run, as one paragraph: the Ray cluster's state (empty without a cluster)."""
+    if cluster is None:
+        return ""
+    where = f"Jobs run on the Ray cluster <code>{e(cluster['address'])}</code>"
+    if not cluster["available"]:
+        return (f'<p class="notice" id="cluster">{where}: <strong>unavailable</strong> '
+                f"({e(cluster['reason'] or 'no answer')}); new jobs wait.</p>")
+    return (f'<p class="hint" id="cluster">{where}: {cluster["nodes"]} node(s), '
+            f'{cluster["node_runtimes"]} runtime(s), {cluster["running"]} of '
+            f'{cluster["capacity"]} job slot(s) busy.</p>')
+
+
+def pipelines_page(pipelines: Sequence[dict[str, Any]], *, token_required: bool,
+                   cluster: dict[str, Any] | None = None) -> str:
+    """All pipelines: operators, jobs queued / running / finished, the last job; ``cluster``
+    (:func:`cluster_line`) when jobs run on a Ray cluster."""
     rows = []
     for p in pipelines:
         counts, last = p["jobs"], p.get("last_job")
@@ -50,7 +65,7 @@ def pipelines_page(pipelines: Sequence[dict[str, Any]], *, token_required: bool)
             f'<td class="num">{len(p["operators"])}</td><td class="num">{counts["pending"]}</td>'
             f'<td class="num">{counts["running"]}</td><td class="num">{counts["stopped"]}</td>'
             f"<td>{last_cell}</td><td>{when(p['updated'])}</td></tr>")
-    main = ("<h1>Pipelines</h1>"
+    main = ("<h1>Pipelines</h1>" + cluster_line(cluster)
             + table(["Pipeline", "Operators", "Queued", "Running", "Finished", "Last job",
                      "Registered"], rows, cls="pipelines",
                     empty="No pipelines yet: register one with `clara-rt create pipeline "
@@ -127,15 +142,15 @@ def jobs_page(jobs: Sequence[dict[str, Any]], filters: dict[str, Any],
     return page("Jobs", main, active="jobs", token_required=token_required)
 
 
-def metrics_page(*, token_required: bool) -> str:
+def metrics_page(*, token_required: bool, cluster: dict[str, Any] | None = None) -> str:
     """GPU, host and runtime charts, drawn by the script from ``/v1/monitor`` every few s."""
     def chart(key: str, caption: str) -> str:
         return (f'<figure class="chart-box"><figcaption>{e(caption)} <span class="now" '
                 f'data-now="{key}"></span></figcaption><div class="chart" data-chart="{key}">'
                 "</div></figure>")
 
-    main = ("<h1>Metrics</h1>"
-            '<p id="monitor-status" class="muted">Loading <code>/v1/monitor</code>&hellip;</p>'
+    main = ("<h1>Metrics</h1>" + cluster_line(cluster)
+            + '<p id="monitor-status" class="muted">Loading <code>/v1/monitor</code>&hellip;</p>'
             '<div id="monitor" hidden>'
             '<section><h2>Runtime</h2><dl class="cards" id="runtime-facts"></dl>'
             f'<div class="charts">{chart("busy", "Busy workers (%)")}</div></section>'

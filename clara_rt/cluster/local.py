@@ -58,9 +58,12 @@ class LocalCluster:
             actors import clara-rt and the pipelines' operators); default ``os.environ``.
         root: Folder for Ray's files and the node logs (default: a new short temporary folder,
             removed by :meth:`stop`; Ray's socket paths must stay short).
+        token: The cluster's authentication token (default: a new random one); give an old
+            cluster's token and ports to bring it back where its clients look for it.
     """
 
-    def __init__(self, env: Mapping[str, str] | None = None, root: Path | None = None) -> None:
+    def __init__(self, env: Mapping[str, str] | None = None, root: Path | None = None,
+                 token: str | None = None) -> None:
         command = ray_executable()
         if command is None:
             raise FileNotFoundError("the 'ray' command is not installed: "
@@ -68,7 +71,7 @@ class LocalCluster:
         self._ray = command
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="crt-ray-")) if root is None else root
-        self.env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
+        self.env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token or secrets.token_hex(16),
                     "RAY_USAGE_STATS_ENABLED": "0"}
         """What a process connecting to this cluster needs in its environment."""
         self._base = dict(os.environ if env is None else env)
@@ -77,7 +80,8 @@ class LocalCluster:
         self.client_address: str | None = None
 
     def start_head(self, *, num_cpus: int = 1, resources: Mapping[str, float] | None = None,
-                   object_store_memory: int = _OBJECT_STORE, timeout: float = 60.0) -> str:
+                   object_store_memory: int = _OBJECT_STORE, timeout: float = 60.0,
+                   port: int | None = None, client_port: int | None = None) -> str:
         """Start the head node; return the cluster's ``HOST:PORT`` address.
 
         Args:
@@ -86,8 +90,11 @@ class LocalCluster:
             object_store_memory: Bytes of the node's shared-memory object store (Ray's
                 default, 30 % of the machine's memory per node, is far too much for tests).
             timeout: Seconds to wait for ``ray start``.
+            port: The GCS port (default: a free one).
+            client_port: The Ray Client server's port (default: a free one).
         """
-        port, client_port = _free_port(), _free_port()
+        port = port or _free_port()
+        client_port = client_port or _free_port()
         self._start("head", ["--head", "--port", str(port), "--temp-dir", str(self.root / "r"),
                              "--include-dashboard", "false",
                              "--dashboard-port", str(_free_port()),

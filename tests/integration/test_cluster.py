@@ -1,6 +1,7 @@
 """Scale-out on a real local Ray cluster: a head and a second node (``ray start`` processes of
 this test), ``clara-rt serve --cluster ray://...`` in a child process and ``Runtime(cluster=...)``
-in this one. Jobs spread over both nodes, a node killed mid-job, Ray going away.
+in this one. Jobs spread over both nodes, a node killed mid-job, Ray going away and coming
+back.
 
 The cluster uses token authentication with a fresh token and a temporary folder of its own, and
 the test kills exactly the processes it started (``LocalCluster.stop``), never ``ray stop``.
@@ -239,6 +240,18 @@ def test_server_survives_ray_going_away(server: ServerProcess, cluster: LocalClu
     job = client.create_job("later", [client.create_payload(payload_dir)["id"]])
     time.sleep(1.0)
     assert client.get_job(job["id"])["state"] == "pending"  # waits for the cluster to return
+    # The cluster comes back where it was (same ports and token): the server reconnects by
+    # itself and the waiting job runs.
+    assert cluster.address is not None and cluster.client_address is not None
+    port = int(cluster.address.rsplit(":", 1)[1])
+    client_port = int(cluster.client_address.rsplit(":", 1)[1])
+    with LocalCluster(env=checkout_env(), token=cluster.env["RAY_AUTH_TOKEN"]) as back:
+        back.start_head(num_cpus=2, port=port, client_port=client_port)
+        wait_for(lambda: metrics(server)["clara_rt_cluster_available"] == 1, 90,
+                 "the server to reconnect", poll=0.5)
+        done = client.wait_job(job["id"], 60)
+        assert (done["status"], done["transport"]) == ("healthy", "object-store"), done
+        assert metrics(server)["clara_rt_cluster_nodes"] == 1
 
 
 def _running_on_two_nodes(client: Client, jobs: list[dict[str, Any]]

@@ -91,13 +91,10 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def installed(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``sh install.sh --prefix PREFIX`` with pip unable to reach anything but the wheelhouse."""
     prefix = tmp_path_factory.mktemp("edge") / "opt"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PIP_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env |= {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "", "PIP_CONFIG_FILE": os.devnull,
-            "PYTHON": getattr(sys, "_base_executable", sys.executable)}
     started = time.monotonic()
-    proc = subprocess.run(["sh", str(bundle / "install.sh"), "--prefix", str(prefix)], env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(["sh", str(bundle / "install.sh"), "--prefix", str(prefix)],
+                          env=_offline_env(), capture_output=True, text=True, timeout=600,
+                          check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     MEASURED["install_s"] = time.monotonic() - started
     print(f"\n[edge] sh install.sh: {MEASURED['install_s']:.1f} s\n{proc.stderr}")
@@ -195,6 +192,37 @@ def test_installed_services_turn_a_ct_series_into_a_seg_at_the_pacs(
         assert _stop(serve) == 0
 
 
+def test_reinstalling_keeps_edited_settings_and_the_data(installed: Path, bundle: Path,
+                                                        tmp_path: Path) -> None:
+    """An upgrade is running install.sh again over the same prefix: the venv is replaced, the
+    user's edited settings stay (the bundle's version is put beside them as ``.new``), and the
+    jobs and results under ``var/`` are untouched. Runs after the services test, which edited
+    ``server.env`` and left a finished job."""
+    env_file = installed / "etc" / "server.env"
+    edited = env_file.read_text()
+    assert f"CLARA_RT_TOKEN={TOKEN}" in edited
+    database = installed / "var" / "data" / "clara-rt.db"
+    before = database.read_bytes()
+    proc = subprocess.run(["sh", str(bundle / "install.sh"), "--prefix", str(installed)],
+                          env=_offline_env(), capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"replacing {installed}/venv" in proc.stderr
+    assert f"kept {env_file}; this bundle's version is {env_file}.new" in proc.stderr
+    assert env_file.read_text() == edited
+    assert "CLARA_RT_TOKEN=\n" in (installed / "etc" / "server.env.new").read_text()
+    assert database.read_bytes() == before
+    found = re.search(r"(?m)^CLARA_RT_PORT=(\d+)$", edited)
+    assert found is not None, edited
+    port = int(found.group(1))
+    unit = _unit(installed / "etc" / "systemd" / "clara-rt.service")
+    with _service(unit, "ExecStart", tmp_path / "serve.log") as serve:
+        _wait_health(port, serve)
+        [job] = Client(f"http://127.0.0.1:{port}", TOKEN, timeout=10).list_jobs()
+        assert job["status"] == "healthy"
+        assert _stop(serve) == 0
+
+
 def test_an_installed_clara_rt_needs_a_wheel_to_package(installed: Path, bundle: Path,
                                                         tmp_path: Path) -> None:
     proc = subprocess.run([str(installed / "venv" / "bin" / "clara-rt"), "package",
@@ -232,6 +260,15 @@ def test_installed_server_footprint(installed: Path, capsys: pytest.CaptureFixtu
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def _offline_env() -> dict[str, str]:
+    """This environment with pip cut off from every index and from this machine's pip
+    configuration: only the bundle's wheelhouse can serve."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PIP_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return env | {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "", "PIP_CONFIG_FILE": os.devnull,
+                  "PYTHON": getattr(sys, "_base_executable", sys.executable)}
 
 
 def _clara(*args: str) -> subprocess.CompletedProcess[str]:

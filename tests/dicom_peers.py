@@ -103,6 +103,13 @@ class Orthanc:
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
+    def put(self, path: str, body: bytes) -> Any:
+        """PUT ``body`` to ``path`` of the REST API, decoded from JSON (``None`` if empty)."""
+        request = urllib.request.Request(self.http + path, data=body, method="PUT")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read()
+            return json.loads(text) if text.strip() else None
+
     def instance(self, sop_instance_uid: str) -> str | None:
         """Orthanc's id of the instance with this SOP Instance UID, or ``None``."""
         found = self.post("/tools/lookup", sop_instance_uid.encode())

@@ -6,6 +6,9 @@
 * With the server down when the series completes, the series waits in the staging folder and
   becomes a job once the server is up; its SEG goes to dcmtk storescp. An export left pending is
   sent by the next adapter that starts.
+* Orthanc as the hospital's PACS on both ends: a study uploaded to Orthanc is pushed by Orthanc
+  itself (``/modalities/.../store``, its own C-STORE SCU) to the adapter, and the SEG comes back
+  into the same Orthanc.
 * ``clara-rt dicom --check`` checks a configuration.
 """
 
@@ -179,6 +182,51 @@ def test_series_waits_for_the_server_and_exports_resume(
             and "stopped faulted" in log and "nothing exported" in log)
 
 
+def test_orthanc_pushes_a_study_and_gets_the_seg_back(tmp_path: Path, chest: Path,
+                                                      pacs: Orthanc) -> None:
+    port = free_dicom_port()
+    config = _write_config(tmp_path, port, destination=(pacs.aet, pacs.port),
+                           calling=pacs.aet)
+    for path in sorted(chest.glob("*.dcm")):  # the scanner stored the study in the PACS
+        pacs.post("/instances", path.read_bytes())
+    [series] = pacs.get("/series")
+    pacs.put("/modalities/clara", json.dumps(
+        {"AET": "LUNGSEG", "Host": "127.0.0.1", "Port": port}).encode())
+    with ServerProcess(tmp_path / "data", "--workers", "2", token=TOKEN) as server:
+        client = server.client()
+        client.create_pipeline(CT_LUNG_SEG)
+        log = tmp_path / "adapter.log"
+        with log.open("wb") as out:
+            adapter = subprocess.Popen(
+                [sys.executable, "-m", "clara_rt.cli", "dicom", "--config", str(config),
+                 "--server", server.url], env={**checkout_env(), "CLARA_RT_TOKEN": TOKEN},
+                stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: echoscu(port, called="CLARA").returncode == 0, 30,
+                     f"the adapter to listen; log:\n{_tail(log)}")
+            echo = pacs.post("/modalities/clara/echo", b"{}")
+            assert echo == {}, echo
+            sent = pacs.post("/modalities/clara/store", json.dumps(
+                {"Resources": [series], "Synchronous": True}).encode())
+            assert sent["InstancesCount"] == SHAPE[0] and sent["FailedInstancesCount"] == 0, sent
+            seg_id = wait_for(lambda: _find_seg(pacs), 90,
+                              f"a SEG back in Orthanc; adapter log:\n{_tail(log)}")
+        finally:
+            if adapter.poll() is None:
+                adapter.send_signal(signal.SIGTERM)
+            status = adapter.wait(timeout=30)
+        [job] = client.list_jobs()
+        assert (job["state"], job["status"], job["priority"]) == ("stopped", "healthy", "high")
+    assert status == 0, log.read_text()
+    assert f"association {pacs.aet} -> LUNGSEG from 127.0.0.1:" in log.read_text()
+    seg = pydicom.dcmread(_download(pacs, seg_id, tmp_path / "seg.dcm"))
+    ct = pydicom.dcmread(next(chest.glob("*.dcm")))
+    assert seg.Modality == "SEG" and seg.StudyInstanceUID == ct.StudyInstanceUID
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct.SeriesInstanceUID
+    study = pacs.get(f"/series/{series}")["ParentStudy"]
+    assert len(pacs.get(f"/studies/{study}/series")) == 2  # the CT and its SEG, one study
+
+
 def test_check_only_checks_the_configuration(tmp_path: Path) -> None:
     good = _write_config(tmp_path, 11112, destination=("ORTHANC", 4242))
     ok = _clara("dicom", "--check", "--config", str(good))
@@ -203,7 +251,7 @@ def _clara(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 
 def _write_config(tmp_path: Path, port: int, destination: tuple[str, int] | None = None,
-                  pipelines: str = "[ct-lung-seg]") -> Path:
+                  pipelines: str = "[ct-lung-seg]", calling: str = "SCANNER1") -> Path:
     lines = [
         "dicom:",
         "  ae-title: CLARA",
@@ -214,7 +262,7 @@ def _write_config(tmp_path: Path, port: int, destination: tuple[str, int] | None
         "  - name: LUNGSEG",
         f"    pipelines: {pipelines}",
         "    priority: high",
-        "    allowed-calling-aes: [SCANNER1]",
+        f"    allowed-calling-aes: [{calling}]",
     ]
     if destination is not None:
         lines += ["    destinations: [PACS]", "destinations:",

@@ -12,8 +12,9 @@ repeats are ignored) with the job's record and its pipeline's operator graph. Fr
   ``start_ms``), kept for :meth:`RuntimeMetrics.busy_fraction`, and summed in ``busy_seconds``.
 
 The busy fraction is the operator time inside the last ``window`` seconds divided by
-``window * workers``. It only knows the operators of jobs that have stopped (the runtime does
-not publish operator ends one by one), so it lags behind long jobs.
+``window * workers``: the intervals of stopped jobs' operators, plus, for operators running
+now, the time since they started (``running``: a function the server sets that returns their
+wall-clock start times), so that a long job counts while it runs.
 
 Histograms are cumulative since the process started, with fixed buckets (Prometheus ``le``
 semantics). Thread-safe: one lock around every update and read.
@@ -138,6 +139,8 @@ class RuntimeMetrics:
         self._intervals: deque[tuple[float, float]] = deque(maxlen=_INTERVAL_LIMIT)
         self._busy_seconds = 0.0
         self._jobs_observed = 0
+        self.running: Callable[[], Sequence[float]] | None = None
+        """Wall-clock start times of the operators running now (set by the server)."""
 
     def seen(self, job_id: str) -> bool:
         """Whether the stop of ``job_id`` was counted already."""
@@ -191,6 +194,9 @@ class RuntimeMetrics:
                 self._intervals.popleft()
             busy = sum(max(0.0, min(end, now) - max(begin, lo))
                        for begin, end in self._intervals if end > lo and begin < now)
+        running = self.running
+        if running is not None:
+            busy += sum(max(0.0, now - max(begin, lo)) for begin in running())
         return min(busy / (self.window * self.workers), 1.0)
 
     @property

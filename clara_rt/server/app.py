@@ -98,6 +98,7 @@ class Server:
         self.runner = _runner(config, self.pipelines)
         self.jobs = JobManager(_job_limits(config), self.store, self.pipelines, self.events,
                                self.runner)
+        self.monitor.runtime.running = self.jobs.running_operator_starts
         self.retention = Retention(config, self.store)
         self.started = time.time()
 

@@ -270,6 +270,22 @@ class JobManager:
     def running(self) -> int:
         return len(self._live)
 
+    def running_operator_starts(self) -> list[float]:
+        """Wall-clock start times of the operators running now (the workers' busy fraction)."""
+        with self._cond:
+            runs = [(job_id, live.job) for job_id, live in self._live.items()
+                    if live.job is not None]
+        starts: list[float] = []
+        for job_id, run in runs:
+            record = self._store.job(job_id)
+            started = None if record is None else record.get("started")
+            if started is None:
+                continue
+            starts += [float(started) + float(row["start_ms"]) / 1000.0
+                       for row in run.operator_rows()
+                       if row["state"] == "running" and row["start_ms"] is not None]
+        return starts
+
     def close(self, grace: float | None = None) -> None:
         """Stop admitting jobs, give running ones ``grace`` seconds, then stop them.
 

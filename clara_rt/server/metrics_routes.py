@@ -323,7 +323,7 @@ def _runtime_families(monitor: Monitor) -> Iterator[Any]:
                          table)
     yield GaugeMetricFamily("clara_rt_worker_busy_ratio",
                             f"operator time / (window x workers) over the last "
-                            f"{runtime.window:g} s, from finished jobs",
+                            f"{runtime.window:g} s, of finished and running operators",
                             value=runtime.busy_fraction())
     yield CounterMetricFamily("clara_rt_worker_busy_seconds",
                               "operator seconds of finished jobs (rate / workers = busy ratio)",

@@ -54,7 +54,7 @@ class RuntimeOut(BaseModel):
     running: int = Field(description="jobs in the runtime now")
     queued: QueuedOut = Field(description="jobs waiting in the server's queue, per priority")
     busy_fraction: float = Field(description="operator time / (window x workers), 0-1, over "
-                                             "the last minute, from finished jobs")
+                                             "the last minute, of finished and running operators")
     jobs: JobCountsOut = Field(description="every recorded job, per state")
 
 

@@ -33,6 +33,7 @@ class Ran:
     jobs: dict[str, dict[str, Any]]  # final records by id
     idle: dict[str, Any]  # created, never started
     queued_metrics: str  # /metrics while jobs waited behind the slow one
+    busy_while_slow: float  # clara_rt_worker_busy_ratio while the slow job ran, nothing ended
 
 
 def metrics_text(server: ServerProcess) -> tuple[str, str]:
@@ -76,6 +77,8 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ran]:
                    for p in ("normal", "normal", "normal", "high", "high")]
         created.append(client.create_job("mon-fail", [payload], priority="low"))
         queued_metrics, _ = metrics_text(server)
+        busy = wait_for(lambda: _busy_while_running(server, client, slow["id"]), 5,
+                        "a busy ratio above 0 while the slow job runs")
         idle = client.create_job("mon", [payload], priority="immediate", start=False)
         jobs = {j["id"]: client.wait_job(j["id"], timeout=30) for j in [slow, *created]}
         # The stop of the last job is counted right after it is recorded: wait for it.
@@ -83,7 +86,13 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ran]:
                                "clara_rt_job_latency_seconds_count", pipeline="mon-fail",
                                status="faulted") == 1, 10, "the last job's metrics")
         time.sleep(0.5)  # a few more monitor samples
-        yield Ran(server, client, jobs, idle, queued_metrics)
+        yield Ran(server, client, jobs, idle, queued_metrics, busy)
+
+
+def _busy_while_running(server: ServerProcess, client: Any, job_id: str) -> float | None:
+    busy = value(samples(metrics_text(server)[0]), "clara_rt_worker_busy_ratio")
+    assert client.get_job(job_id)["state"] == "running", "the slow job ended first"
+    return busy or None
 
 
 def test_metrics_content_type_and_every_family_is_documented(ran: Ran) -> None:
@@ -102,6 +111,12 @@ def test_metrics_content_type_and_every_family_is_documented(ran: Ran) -> None:
             assert exposed[name].type == kind, name
         for sample in exposed[name].samples:
             assert set(sample.labels) - {"le"} == set(labels), (name, sample)
+
+
+def test_a_running_operator_counts_as_busy_before_its_job_ends(ran: Ran) -> None:
+    """One worker of two ran the slow operator: the ratio rose above 0 while no job had ended,
+    and stays within what one busy worker can give."""
+    assert 0 < ran.busy_while_slow <= 0.5
 
 
 def test_job_counts_by_state_and_priority_match_the_store(ran: Ran) -> None:

@@ -82,6 +82,8 @@ def test_busy_fraction_counts_operator_time_inside_the_window() -> None:
     assert metrics.busy_fraction(now=108.0) == pytest.approx(9.0 / 20.0)
     assert metrics.busy_fraction(now=112.0) == pytest.approx((2.0 + 5.0) / 20.0)  # window 102-112
     assert metrics.busy_fraction(now=200.0) == 0.0
+    metrics.running = lambda: [195.0, 150.0]  # two operators still running, since 195 and 150
+    assert metrics.busy_fraction(now=200.0) == pytest.approx((5.0 + 10.0) / 20.0)
     with pytest.raises(ValueError, match="workers must be >= 1"):
         RuntimeMetrics(workers=0)
 

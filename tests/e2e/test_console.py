@@ -229,10 +229,13 @@ def test_cancel_updates_the_job_page_and_the_jobs_list_live(browser: Any,
                                   base_url=console.url)
     context.set_default_timeout(15_000)
     try:
-        listing, detail = context.new_page(), context.new_page()
+        listing, detail, pipelines = context.new_page(), context.new_page(), context.new_page()
         visit(listing, "/console/jobs")
         visit(detail, f"/console/jobs/{job}")
-        for tab in (listing, detail):
+        visit(pipelines, "/console/pipelines")
+        counts = pipelines.locator("table.pipelines tr", has_text="slow-console").locator("td.num")
+        assert counts.all_inner_texts() == ["2", "0", "1", "0"]  # operators, queued, running, done
+        for tab in (listing, detail, pipelines):
             tab.wait_for_selector("#live:not([hidden])")  # the event stream is open
             tab.evaluate("window.stillTheSamePage = true")
         assert detail.inner_text("#job-facts dd.state") == "running"
@@ -260,7 +263,13 @@ def test_cancel_updates_the_job_page_and_the_jobs_list_live(browser: Any,
             f"() => document.querySelector(\"tr[data-job='{job}'] td.status\")"
             ".textContent === 'canceled'")
         assert row.locator("td.state").inner_text() == "stopped"
-        for tab in (listing, detail):
+        pipelines.wait_for_function(
+            "() => Array.from(document.querySelectorAll('table.pipelines tr')).some(r => "
+            "r.textContent.includes('slow-console') && Array.from(r.querySelectorAll('td.num'))"
+            ".map(c => c.textContent).join() === '2,0,0,1')")
+        assert "canceled" in pipelines.locator("table.pipelines tr",
+                                               has_text="slow-console").inner_text()
+        for tab in (listing, detail, pipelines):
             assert tab.evaluate("window.stillTheSamePage") is True  # updated, not reloaded
         detail.wait_for_function("() => document.querySelector('#live-parts section')"
                                  ".dataset.state === 'stopped'")

@@ -138,6 +138,25 @@
     });
   }
 
+  // The pipelines page: a job event re-reads the page (at most twice a second) and swaps in its
+  // table, so the queued / running / finished counts and the last job follow without a reload.
+  function pipelinesPage() {
+    let timer = null;
+    async function reload() {
+      timer = null;
+      try {
+        const response = await fetch(location.pathname + location.search);
+        if (!response.ok) return;
+        const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+        const fresh = $("table.pipelines", doc), old = $("table.pipelines");
+        if (!fresh || !old) return;
+        localTimes(fresh);
+        old.replaceWith(document.importNode(fresh, true));
+      } catch (err) { /* the next event tries again */ }
+    }
+    onJobEvents(() => { if (timer === null) timer = setTimeout(reload, 500); });
+  }
+
   // --- job page ------------------------------------------------------------------------------
 
   function jobPage() {
@@ -521,6 +540,7 @@
   if (body.dataset.viewer) viewer();
   else if (body.dataset.job) jobPage();
   else if (body.dataset.page === "metrics") metricsPage();
+  else if ($("table.pipelines")) pipelinesPage();
   else if ($("table.jobs") || $("#new-jobs")) jobTables();
   body.dataset.ready = "1";
 })();

@@ -4,8 +4,9 @@ Every node keeps its own long-lived clara-rt runtime in a Ray actor (one per nod
 on nodes with GPUs); the server, or a :class:`ClusterRuntime` in a Python program, sends each job
 to an actor with free capacity. Inside a node nothing changes: operators hand their arrays over
 by reference. Needs the ``cluster`` extra (``pip install 'clara-rt[cluster]'``) on the server
-and on every node; Ray is imported only by the driver process (:mod:`.bridge`) and the node
-actors (:mod:`.node_actor`), never by the server itself.
+and on every node; Ray is imported only by the driver process (:mod:`.bridge`, with
+:mod:`.actor_slots` and :mod:`.job_flights`) and the node actors (:mod:`.node_actor`), never by
+the server itself (:mod:`.ray_runner`, :mod:`.slot_table`, :mod:`.bridge_process`).
 
 * :class:`ClusterRuntime` (:mod:`.runtime`): ``submit(definition, payload_dir)`` from Python.
 * :class:`RayRunner` (:mod:`.ray_runner`): the server's runner (``clara-rt serve --cluster``).

@@ -1,6 +1,7 @@
 """A cluster job as the server and :class:`~clara_rt.cluster.ClusterRuntime` see it
 (:class:`RayRun`), what a node needs to run it (:class:`RunSpec`), the runner's view of the
-cluster (:class:`ClusterState`) and the cluster errors. :mod:`.ray_runner` places and moves runs.
+cluster (:class:`ClusterState`) and the cluster errors. :mod:`.ray_runner` places and moves runs
+(counting them on the slots of :mod:`.slot_table`).
 """
 
 from __future__ import annotations

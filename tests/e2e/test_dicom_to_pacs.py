@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -83,14 +84,7 @@ def test_storescu_to_adapter_to_job_to_orthanc(tmp_path: Path, chest: Path,
         client = server.client()
         client.create_pipeline(CT_LUNG_SEG)
         log = tmp_path / "adapter.log"
-        with log.open("wb") as out:
-            adapter = subprocess.Popen(
-                [sys.executable, "-m", "clara_rt.cli", "dicom", "--config", str(config),
-                 "--server", server.url], env={**checkout_env(), "CLARA_RT_TOKEN": TOKEN},
-                stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_for(lambda: echoscu(port, called="CLARA").returncode == 0, 30,
-                     f"the adapter to listen; log:\n{_tail(log)}")
+        with _adapter(config, server.url, port, log) as status:
             sent = storescu(port, chest)
             assert sent.returncode == 0, sent.stderr
             seg_id = wait_for(lambda: _find_seg(pacs), 90,
@@ -107,12 +101,8 @@ def test_storescu_to_adapter_to_job_to_orthanc(tmp_path: Path, chest: Path,
             [job] = client.list_jobs()
             assert job["name"] == f"LUNGSEG-{ct.SeriesInstanceUID.rsplit('.', 1)[-1][-12:]}"
             assert (job["state"], job["status"]) == ("stopped", "healthy")
-        finally:
-            if adapter.poll() is None:
-                adapter.send_signal(signal.SIGTERM)
-            status = adapter.wait(timeout=30)
     text = log.read_text()
-    assert status == 0, text
+    assert status == [0], text
     for line in ("association SCANNER1 -> LUNGSEG from 127.0.0.1:",
                  "released after", f"{SHAPE[0]} stored, 0 ignored, 0 failed",
                  f"complete: LUNGSEG: series {ct.SeriesInstanceUID}, CT, {SHAPE[0]} instances "
@@ -196,14 +186,7 @@ def test_orthanc_pushes_a_study_and_gets_the_seg_back(tmp_path: Path, chest: Pat
         client = server.client()
         client.create_pipeline(CT_LUNG_SEG)
         log = tmp_path / "adapter.log"
-        with log.open("wb") as out:
-            adapter = subprocess.Popen(
-                [sys.executable, "-m", "clara_rt.cli", "dicom", "--config", str(config),
-                 "--server", server.url], env={**checkout_env(), "CLARA_RT_TOKEN": TOKEN},
-                stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_for(lambda: echoscu(port, called="CLARA").returncode == 0, 30,
-                     f"the adapter to listen; log:\n{_tail(log)}")
+        with _adapter(config, server.url, port, log) as status:
             echo = pacs.post("/modalities/clara/echo", b"{}")
             assert echo == {}, echo
             sent = pacs.post("/modalities/clara/store", json.dumps(
@@ -211,13 +194,9 @@ def test_orthanc_pushes_a_study_and_gets_the_seg_back(tmp_path: Path, chest: Pat
             assert sent["InstancesCount"] == SHAPE[0] and sent["FailedInstancesCount"] == 0, sent
             seg_id = wait_for(lambda: _find_seg(pacs), 90,
                               f"a SEG back in Orthanc; adapter log:\n{_tail(log)}")
-        finally:
-            if adapter.poll() is None:
-                adapter.send_signal(signal.SIGTERM)
-            status = adapter.wait(timeout=30)
         [job] = client.list_jobs()
         assert (job["state"], job["status"], job["priority"]) == ("stopped", "healthy", "high")
-    assert status == 0, log.read_text()
+    assert status == [0], log.read_text()
     assert f"association {pacs.aet} -> LUNGSEG from 127.0.0.1:" in log.read_text()
     seg = pydicom.dcmread(_download(pacs, seg_id, tmp_path / "seg.dcm"))
     ct = pydicom.dcmread(next(chest.glob("*.dcm")))
@@ -242,6 +221,26 @@ def test_check_only_checks_the_configuration(tmp_path: Path) -> None:
     no_server = _clara("dicom", "--config", str(good), env={"CLARA_RT_HOST": ""})
     assert no_server.returncode == 2
     assert "dicom needs --server URL" in no_server.stderr
+
+
+@contextlib.contextmanager
+def _adapter(config: Path, server_url: str, port: int, log: Path) -> Iterator[list[int]]:
+    """``clara-rt dicom`` as a child process, yielded once it answers C-ECHO; SIGTERM at the end.
+    The yielded list receives its exit status."""
+    status: list[int] = []
+    with log.open("wb") as out:
+        adapter = subprocess.Popen(
+            [sys.executable, "-m", "clara_rt.cli", "dicom", "--config", str(config),
+             "--server", server_url], env={**checkout_env(), "CLARA_RT_TOKEN": TOKEN},
+            stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: echoscu(port, called="CLARA").returncode == 0, 30,
+                 f"the adapter to listen; log:\n{_tail(log)}")
+        yield status
+    finally:
+        if adapter.poll() is None:
+            adapter.send_signal(signal.SIGTERM)
+        status.append(adapter.wait(timeout=30))
 
 
 def _clara(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

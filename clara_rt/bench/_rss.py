@@ -53,9 +53,10 @@ def idle_rss(*, repeat: int = 3, progress: Progress | None = None) -> BenchRecor
     ratios = {"numpy / clara-rt Runtime() rss_mb": _ratio(base, rt_mb)}
     if importlib.util.find_spec("fastapi") and importlib.util.find_spec("uvicorn"):
         say("rss: idle clara-rt serve vs a one-route FastAPI app")
-        hello = [_server_rss([sys.executable, "-c", _HELLO_APP]) for _ in range(repeat)]
-        serve = [_server_rss([sys.executable, "-m", "clara_rt.cli", "serve", "--log-level",
-                              "warning"]) for _ in range(repeat)]
+        hello = [server_footprint([sys.executable, "-c", _HELLO_APP]).rss_mb
+                 for _ in range(repeat)]
+        serve = [server_footprint([sys.executable, "-m", "clara_rt.cli", "serve", "--log-level",
+                                   "warning"]).rss_mb for _ in range(repeat)]
         figures["FastAPI+uvicorn hello app (baseline)"] = {"rss_mb": float(np.median(hello))}
         figures["clara-rt serve (idle)"] = {"rss_mb": float(np.median(serve))}
         for name in ("FastAPI+uvicorn hello app (baseline)", "clara-rt serve (idle)"):
@@ -144,11 +145,6 @@ def health() -> dict:
     return {"status": "ok"}
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
-
-
-def _server_rss(command: list[str]) -> float:
-    """Start an HTTP server child, wait until /health answers and 1 s more; its VmRSS in MB."""
-    return server_footprint(command).rss_mb
 
 
 def _subprocess_int(code: str) -> int:

@@ -77,19 +77,22 @@ class JobNeeds:
 
 
 class FreeMemory:
-    """Measured free memory, asked each time a job could start (cached ``every`` seconds).
+    """Measured free memory, asked each time a job could start (GPUs cached ``every`` seconds).
 
     ``host()``: ``MemAvailable`` of ``/proc/meminfo`` (what the kernel can hand out without
-    swapping). ``gpus()``: per device, NVML's free memory plus the unused blocks of this
+    swapping). ``gpus()``: per device, free memory from the monitor's
+    :class:`~clara_rt.monitor.gpu.NvmlSampler` (total minus used) plus the unused blocks of this
     process's CuPy memory pool (counted once, on the device it was made on); ``None`` without
     NVML or a GPU. CuPy is asked only when a pipeline has already imported it.
     """
 
     def __init__(self, every: float = 0.5) -> None:
+        from clara_rt.monitor.gpu import NvmlSampler
+
         self._every = every
-        self._lock = threading.Lock()
-        self._gpus: tuple[float, list[int] | None] = (-1e9, None)
-        self._nvml: bool | None = None  # None: not tried yet
+        self._lock = threading.Lock()  # the sampler belongs to one thread at a time
+        self._nvml = NvmlSampler()
+        self._sample: tuple[float, list[int] | None, int | None] = (-1e9, None, None)
 
     def host(self) -> int | None:
         try:
@@ -102,59 +105,24 @@ class FreeMemory:
         return None
 
     def gpus(self) -> list[int] | None:
-        with self._lock:
-            at, free = self._gpus
-            if time.monotonic() - at < self._every:
-                return free
-            free = self._read_gpus()
-            self._gpus = (time.monotonic(), free)
-            return free
+        return self._read()[1]
 
     def total_gpu(self) -> int | None:
         """The largest device's total memory (NVML), or ``None``."""
-        if not self._start_nvml():
-            return None
-        import pynvml
+        return self._read()[2]
 
-        try:
-            return max(int(pynvml.nvmlDeviceGetMemoryInfo(
-                pynvml.nvmlDeviceGetHandleByIndex(i)).total)
-                for i in range(pynvml.nvmlDeviceGetCount()))
-        except Exception:
-            return None
-
-    def _start_nvml(self) -> bool:
-        if self._nvml is None:
-            try:
-                import pynvml
-
-                pynvml.nvmlInit()
-                self._nvml = pynvml.nvmlDeviceGetCount() > 0
-            except Exception:  # no library, no driver, no device
-                self._nvml = False
-        return self._nvml
-
-    def _read_gpus(self) -> list[int] | None:
-        if not self._start_nvml():
-            return None
-        import pynvml
-
-        try:
-            free = [int(pynvml.nvmlDeviceGetMemoryInfo(
-                pynvml.nvmlDeviceGetHandleByIndex(i)).free)
-                for i in range(pynvml.nvmlDeviceGetCount())]
-        except Exception:
-            return None
-        cupy = sys.modules.get("cupy")
-        if cupy is not None:
-            try:
-                pool = cupy.get_default_memory_pool()
-                device = int(cupy.cuda.runtime.getDevice())
-                if 0 <= device < len(free):
-                    free[device] += int(pool.free_bytes())
-            except Exception:  # no context on this thread yet: NVML's figure alone
-                pass
-        return free
+    def _read(self) -> tuple[float, list[int] | None, int | None]:
+        with self._lock:
+            if time.monotonic() - self._sample[0] >= self._every:
+                sample = self._nvml.sample()
+                free: list[int] | None = None
+                total: int | None = None
+                if sample.available:
+                    free = [d.memory_total - d.memory_used for d in sample.devices]
+                    total = max(d.memory_total for d in sample.devices)
+                    _add_cupy_pool(free)
+                self._sample = (time.monotonic(), free, total)
+            return self._sample
 
 
 class Admission:
@@ -184,10 +152,6 @@ class Admission:
             return (f"the pipeline's requests add up to {_gib(needs.gpu_memory)} of GPU memory, "
                     f"more than the largest GPU here has ({_gib(total)})")
         return None
-
-    def fits(self, needs: JobNeeds) -> bool:
-        """Whether a job with ``needs`` can start now."""
-        return self.wait_reason(needs) is None
 
     def wait_reason(self, needs: JobNeeds) -> str | None:
         """What a job with ``needs`` waits for now, or ``None`` when it can start."""
@@ -250,3 +214,16 @@ def _request(operator: Any, key: str) -> int:
         return memory_bytes(operator.requests[key])
     except ValueError as exc:
         raise ValueError(f"operator '{getattr(operator, 'name', '?')}': '{key}': {exc}") from None
+
+
+def _add_cupy_pool(free: list[int]) -> None:
+    """Add the unused blocks of this process's CuPy pool to its device's free memory."""
+    cupy = sys.modules.get("cupy")
+    if cupy is None:
+        return
+    try:
+        device = int(cupy.cuda.runtime.getDevice())
+        if 0 <= device < len(free):
+            free[device] += int(cupy.get_default_memory_pool().free_bytes())
+    except Exception:  # no context on this thread yet: NVML's figure alone
+        pass

@@ -37,7 +37,7 @@ from clara_rt.definition.build import BuiltPipeline, build_pipeline
 from clara_rt.definition.schema import parse_definition
 from clara_rt.executor import Runtime
 from clara_rt.job import Job, JobState
-from clara_rt.server.jobs import OperatorLogs, _append_command_logs
+from clara_rt.server.jobs import OperatorLogs, append_command_logs
 from clara_rt.server.runners import operator_rows
 
 __all__ = ["NodeRuntime"]
@@ -198,7 +198,7 @@ class NodeRuntime:
                rows: list[dict[str, Any]], folder: Path | None) -> dict[str, Any]:
         files = None
         if spec["transport"] == OBJECT_STORE and folder is not None:
-            _append_command_logs(folder)
+            append_command_logs(folder)
             files = pack({"output": folder / "work" / RESULTS_DIR, "logs": folder / "logs"})
         return {"state": state.value, "error": error, "rows": rows, "files": files,
                 "placement": self._placement}

@@ -54,7 +54,7 @@ from clara_rt.server.pipelines import Conflict, NotFound, PipelineRegistry
 from clara_rt.server.runners import LocalRunner, RunHandle, Runner
 from clara_rt.server.store import Store, new_id
 
-__all__ = ["JobManager", "OperatorLogs", "public_job"]
+__all__ = ["JobManager", "OperatorLogs", "append_command_logs", "public_job"]
 
 log = logging.getLogger("clara_rt.server")
 
@@ -458,7 +458,7 @@ class JobManager:
         folder = live.folder
         rows = run.operator_rows()
         state = run.state
-        _append_command_logs(folder)
+        append_command_logs(folder)
         if live.shutdown:
             self._interrupted(job_id, rows)
             return
@@ -565,7 +565,7 @@ def public_job(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _append_command_logs(folder: Path) -> None:
+def append_command_logs(folder: Path) -> None:
     """Append what command operators printed (``work/<op>/std*.log``) to their log files."""
     work = folder / "work"
     if not work.is_dir():

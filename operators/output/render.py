@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -265,7 +265,10 @@ def _check_choices(operator: str, what: str, given: Sequence[str], valid: Sequen
 def _staging(folder: Path) -> Any:
     """Yield an empty sibling folder; on success it replaces ``folder``, on failure it goes."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    # Not tempfile.mkdtemp: it makes the folder 0700, and the renamed folder would keep that
+    # while every other output honours the umask (0755 under the usual 022).
+    staging = folder.parent / f".{folder.name}.{uuid.uuid4().hex}.tmp"
+    staging.mkdir(mode=0o777)
     try:
         yield staging
         if folder.exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +58,10 @@ def test_bench_table_without_json() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "== construct:" in proc.stdout
     assert "clara-rt" in proc.stdout and "python-dict+toposort" in proc.stdout
-    assert "PASS" in proc.stdout or "MISS" in proc.stdout
+    line = re.search(r"^  (PASS|MISS)  clara-rt best build\+validate: ([0-9.]+) ms "
+                     r"\(target <= 5\.00 ms\)$", proc.stdout, re.MULTILINE)
+    assert line, proc.stdout
+    assert (line[1] == "PASS") == (float(line[2]) <= 5.0), line[0]
 
 
 def test_bench_unknown_scenario_is_a_usage_error() -> None:

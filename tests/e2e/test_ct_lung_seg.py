@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -83,11 +85,27 @@ def test_pngs_rendered(run: tuple) -> None:  # type: ignore[type-arg]
     for view in ("axial", "coronal", "sagittal", "mip"):
         data = (run[1] / "render" / "pngs" / f"{view}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    # The folder honours the umask like every other output (it was 0700 from mkdtemp).
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in
+             (run[1] / "render" / "pngs", run[1] / "render", run[1] / "nifti-writer")}
+    assert len(set(modes.values())) == 1, {str(p): oct(m) for p, m in modes.items()}
 
 
 def test_make_demo_script(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "examples/demo.py"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=180, check=False)
+    proc = subprocess.run([sys.executable, "examples/demo.py", "--work", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    assert "job 0 of 'ct-lung-seg': succeeded" in proc.stdout
+    assert re.search(r"job \S+ of 'ct-lung-seg': succeeded", proc.stdout), proc.stdout
     assert "left lung:" in proc.stdout and "right lung:" in proc.stdout
+    assert len(list((tmp_path / "input").glob("*.dcm"))) == 64
+    assert (tmp_path / "output" / "volumes" / "stats.json").is_file()
+    assert (tmp_path / "output" / "render" / "pngs" / "axial.png").is_file()
+
+
+def test_demo_help_does_not_run_the_demo(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "examples/demo.py", "--help", "--work", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: examples/demo.py")
+    assert "--work WORK" in proc.stdout
+    assert not any(tmp_path.iterdir()), "--help wrote files"

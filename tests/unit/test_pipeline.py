@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from typing import Any
 
 import pytest
@@ -157,6 +156,10 @@ def test_compatible_ports(out: dict[str, Any], inp: dict[str, Any]) -> None:
     p.add(Typed("src", {}, {"out": out}))
     p.add(Typed("dst", {"in": inp}, {}))
     p.connect("src.out", "dst.in")
+    plan = p.validate()
+    assert [n.operator.name for n in plan.nodes] == ["src", "dst"]
+    assert plan.edges == ((0, 1),)
+    assert list(plan.payload) == [] and list(plan.results) == []
 
 
 def test_port_spec_rejects_bad_declarations() -> None:
@@ -226,12 +229,9 @@ def test_plan_fan_out_fan_in_slots() -> None:
     assert p.validate() is plan  # cached until the pipeline changes
 
 
-def test_construct_and_validate_100_operators_under_5ms() -> None:
-    best = min(_timed(lambda: chain(100).validate()) for _ in range(5))
-    assert best < 0.005, f"100-operator pipeline took {best * 1e3:.2f} ms to build and validate"
-
-
-def _timed(fn: Any) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+def test_100_operator_chain_validates() -> None:
+    # How fast this is belongs to benchmarks/test_construct.py (`clara-rt bench construct`).
+    plan = chain(100).validate()
+    assert [n.operator.name for n in plan.nodes] == [f"s{i}" for i in range(100)]
+    assert plan.edges == tuple((i, i + 1) for i in range(99))
+    assert list(plan.payload) == ["s0.in"] and list(plan.results) == ["s99.out"]

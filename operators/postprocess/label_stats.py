@@ -46,8 +46,8 @@ class LabelStats:
 class LabelStatsOp(Operator):
     """Measure every non-zero label of a label map (or mask) in one pass over the voxels.
 
-    The pass is :func:`clara_rt.operators.kernels.label_stats` (numba on the host, numba.cuda on
-    the GPU). Labels with no voxel are left out; label 0 is background.
+    The pass is :func:`clara_rt.operators.kernels.label_stats` (NumPy or numba on the host, a CuPy
+    kernel on the GPU). Labels with no voxel are left out; label 0 is background.
 
     Ports:
         in ``labels``: array, integer or bool, shape ``("Z", "Y", "X")``.

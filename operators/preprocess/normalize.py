@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs, get_array_module
+from clara_rt.operators.kernels import mean_std
 from clara_rt.operators.preprocess.window import dims
 
 __all__ = ["NormalizeOp", "normalize"]
@@ -17,7 +18,8 @@ class NormalizeOp(Operator):
 
     Statistics are taken over every voxel, or with ``nonzero=True`` over the non-zero voxels only
     (zeros then stay zero), as MONAI's ``NormalizeIntensity`` does. A constant image becomes all
-    zeros. NumPy or CuPy in, the same out; statistics are accumulated in float64.
+    zeros. NumPy or CuPy in, the same out; statistics are accumulated in float64
+    (:func:`~clara_rt.operators.kernels.mean_std`: population std, ddof 0, on both paths).
 
     Ports:
         in ``volume``: array, any numeric dtype, shape ``("Z", "Y", "X")`` (rank ``ndim``).
@@ -67,8 +69,7 @@ def normalize(volume: Any, mode: str = "zscore", *, nonzero: bool = False) -> An
     if values.size == 0:
         return xp.zeros(volume.shape, dtype=xp.float32)
     if mode == "zscore":
-        shift = float(values.mean(dtype=xp.float64))
-        scale = float(values.std(dtype=xp.float64))
+        shift, scale = mean_std(values)  # float64 on both paths (not CuPy's std(dtype=...))
     elif mode == "minmax":
         shift = float(values.min())
         scale = float(values.max()) - shift

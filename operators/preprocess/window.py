@@ -21,8 +21,9 @@ PRESETS: dict[str, tuple[float, float]] = {
 class WindowOp(Operator):
     """Map the window ``[level - width/2, level + width/2]`` to ``[0, 1]`` (float32, clipped).
 
-    One fused pass (:func:`clara_rt.operators.kernels.window`: numba on the host, numba.cuda on
-    the GPU) instead of NumPy's cast, subtract, divide and clip. NumPy or CuPy in, the same out.
+    One fused pass (:func:`clara_rt.operators.kernels.window`: numba on the host, a CuPy
+    ElementwiseKernel on the GPU) instead of NumPy's cast, subtract, divide and clip. NumPy or
+    CuPy in, the same out.
 
     Ports:
         in ``volume``: array, any numeric dtype, shape ``("Z", "Y", "X")`` (rank ``ndim``).

@@ -111,6 +111,61 @@ def test_label_stats_kernel_matches_a_loop_over_labels(xp: ModuleType) -> None:
     assert mask2d.sums is None and mask2d.counts[1] == (labels[0] > 0).sum()
 
 
+@pytest.mark.parametrize("num_labels", [20, 300])  # numba on the host; GPU: shared, global
+def test_label_stats_with_many_labels_matches_bincount(xp: ModuleType, num_labels: int) -> None:
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, num_labels + 3, size=(6, 17, 23)).astype(np.int16)
+    image = rng.integers(-1000, 1000, labels.shape).astype(np.int16)
+    fast = kernels.label_stats(xp.asarray(labels), xp.asarray(image), num_labels)
+    slow = kernels.label_stats(labels, image, num_labels, backend="numpy")
+    assert fast.counts.tolist() == slow.counts.tolist()
+    assert fast.sums is not None and slow.sums is not None
+    np.testing.assert_allclose(fast.sums, slow.sums, rtol=0, atol=1e-6)  # integer sums: exact
+    assert fast.start.tolist() == slow.start.tolist() and fast.stop.tolist() == slow.stop.tolist()
+
+
+def test_label_stats_of_a_few_labels_needs_no_numba() -> None:
+    code = ("import sys, numpy as np; from clara_rt.operators.postprocess.label_stats import "
+            "compute_label_stats; lab = np.zeros((8, 32, 32), np.uint8); lab[1:3, 2:9, 4:7] = 1; "
+            "lab[4:6, 10:20, 5:9] = 2; s = compute_label_stats(lab, lab.astype(np.int16)); "
+            "assert 'numba' not in sys.modules, 'numba imported'; print(s)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_mean_std_accumulates_in_float64(xp: ModuleType) -> None:
+    ramp = np.arange(24, dtype=np.int16)
+    for backend in ("auto", "numpy"):
+        mean, std = kernels.mean_std(xp.asarray(ramp), backend=backend)  # type: ignore[arg-type]
+        assert mean == 11.5 and std == pytest.approx(np.std(ramp.astype(np.float64)), rel=1e-12)
+    big = np.full(1 << 16, 3.0e4, dtype=np.float32) + np.float32(0.5) * (np.arange(1 << 16) % 2)
+    mean, std = kernels.mean_std(xp.asarray(big.astype(np.float32)))
+    assert mean == pytest.approx(30000.25, abs=1e-9) and std == pytest.approx(0.25, rel=1e-9)
+    with pytest.raises(ValueError, match=r"^mean_std needs at least one value"):
+        kernels.mean_std(xp.zeros(0))
+
+
+@pytest.mark.gpu
+def test_a_gpu_kernel_that_fails_falls_back_and_logs_once(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    cupy = pytest.importorskip("cupy")
+    from clara_rt.operators import _gpu_kernels
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("nvrtc: cannot compile")
+
+    monkeypatch.setattr(_gpu_kernels, "window", broken)
+    monkeypatch.setattr(_gpu_kernels, "label_stats", broken)
+    monkeypatch.setattr(kernels, "_GPU_FAILED", set())
+    vol = cupy.asarray(np.arange(-20, 20, dtype=np.int16).reshape(2, 4, 5))
+    with caplog.at_level(logging.WARNING, logger="clara_rt.operators.kernels"):
+        for _ in range(3):
+            np.testing.assert_allclose(host(kernels.window(vol, -10, 10)),
+                                       np.clip((host(vol) + 10) / 20, 0, 1), atol=1e-6)
+            assert kernels.label_stats(vol.clip(0, 3)).counts.tolist() == [0, 1, 1, 17]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and all("cannot compile" in m for m in messages), messages
+
+
 def test_without_numba_kernels_fall_back_to_numpy_and_warn_once(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     kernels._cpu_kernels.cache_clear()

@@ -29,7 +29,7 @@ from clara_rt.definition.schema import (
     ServiceDef,
     find_source,
 )
-from clara_rt.definition.variables import substitute
+from clara_rt.definition.typed_ports import mismatch, mismatch_key
 
 __all__ = ["Parser"]
 
@@ -87,6 +87,7 @@ class Parser(Reader):
         for op in operators:
             for port in op.inputs:
                 self.check_source(by_name, port)
+                self.check_types(by_name, port)
         self.check_cycles(operators)
         return PipelineDefinition(self.version, name, operators, secrets, self.path,
                                   tuple(self.warnings))
@@ -245,7 +246,7 @@ class Parser(Reader):
         result: list[int | str] = []
         for dim, loc in zip(dims, dims.item_locs, strict=True):
             if isinstance(dim, str):
-                dim = substitute(dim, self.lookup, loc)
+                dim = self.expand(dim, loc)
             ok_int = isinstance(dim, int) and not isinstance(dim, bool) and dim >= -1
             ok_str = isinstance(dim, str) and (dim == "*" or _DIM_NAME.fullmatch(dim))
             if not ok_int and not ok_str:
@@ -385,6 +386,20 @@ class Parser(Reader):
         if found is None:
             entry, what = self._entries[id(port)]
             raise entry.value_locs.get(key, port.loc).error(f"{what}: {problem}")
+
+    def check_types(self, ops: Mapping[str, OperatorDef], port: PortDef) -> None:
+        """Typed ports (0.5.0): the consumer's declared type must fit its producer's."""
+        if port.from_ is None:
+            return
+        source = find_source(ops, port)[0]
+        problem = mismatch(source, port) if source is not None else None
+        if problem is None:
+            return
+        entry, what = self._entries[id(port)]
+        assert source is not None
+        source_what = self._entries[id(source)][1]
+        raise entry.value_locs.get(mismatch_key(problem) or "", port.loc).error(
+            f"{what} does not fit {source_what} (line {source.loc.line}): {problem}")
 
     def check_cycles(self, operators: Sequence[OperatorDef]) -> None:
         consumers: dict[str, list[tuple[str, PortDef]]] = {op.name: [] for op in operators}

@@ -136,16 +136,20 @@ class Reader:
         self.strict = strict
         self.scopes = scopes
         self.keep_undefined = keep_undefined
-        self.unset: set[str] = set()
+        self.unset: dict[str, Location] = {}  # undefined name -> where it is first used
         self.warnings: list[str] = []
 
-    def lookup(self, name: str) -> str | None:
-        """Return the value of variable ``name`` from the first scope that has it."""
+    def lookup(self, name: str, loc: Location | None = None) -> str | None:
+        """Return the value of variable ``name`` (used at ``loc``) from the first scope with it."""
         value = next((scope[name] for scope in self.scopes if name in scope), None)
         if value is None and self.keep_undefined:
-            self.unset.add(name)
+            self.unset.setdefault(name, loc or Location(self.path, 1, 1))
             return "${{" + name + "}}"
         return value
+
+    def expand(self, text: str, loc: Location) -> str:
+        """Replace every ``${{NAME}}`` in ``text``, written at ``loc``."""
+        return substitute(text, lambda name: self.lookup(name, loc), loc)
 
     def warn(self, loc: Location, message: str) -> None:
         """Record a warning at ``loc``, or raise it as an error when strict."""
@@ -169,7 +173,7 @@ class Reader:
         if isinstance(value, dict | list):
             raise box.value_locs[key].error(f"expected text for '{key}' in {what}, got "
                                             f"{describe(value)}")
-        return substitute(str(box.raw[key]), self.lookup, box.value_locs[key])
+        return self.expand(str(box.raw[key]), box.value_locs[key])
 
     def item_text(self, items: YList, index: int, what: str) -> str:
         """Return item ``index`` of ``items`` as text (scalars as written)."""
@@ -177,7 +181,7 @@ class Reader:
         if value is None or raw is None:
             raise items.item_locs[index].error(f"expected text for item {index + 1} of {what}, "
                                                f"got {describe(value)}")
-        return substitute(raw, self.lookup, items.item_locs[index])
+        return self.expand(raw, items.item_locs[index])
 
     def mapping(self, box: YMap, key: str, what: str) -> YMap | None:
         """Return ``box[key]`` if it is a mapping, ``None`` when absent or empty."""
@@ -199,7 +203,7 @@ class Reader:
                     f"expected a plain value for variable '{name}' in {what}, got "
                     f"{describe(value)}")
             raw = "" if value is None else str(found.raw[name])
-            result[name] = substitute(raw, self.lookup, found.value_locs[name])
+            result[name] = self.expand(raw, found.value_locs[name])
         return result
 
     def plain(self, value: Any, loc: Location) -> Any:
@@ -209,7 +213,7 @@ class Reader:
         if isinstance(value, YList):
             return [self.plain(item, at) for item, at in zip(value, value.item_locs, strict=True)]
         if isinstance(value, str):
-            return substitute(value, self.lookup, loc)
+            return self.expand(value, loc)
         return value
 
     def _kind(self, box: YMap, key: str, what: str, kind: type, name: str) -> Any:

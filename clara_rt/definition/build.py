@@ -128,7 +128,7 @@ def build_pipeline(definition: PipelineDefinition, *,
     for op_def in definition.operators:
         for entry in op_def.inputs:
             if entry.from_ is not None:
-                _connect(pipeline, definition, ports, op_def, entry)
+                _connect(pipeline, ports, op_def, entry)
     return BuiltPipeline(definition=definition, pipeline=pipeline,
                          payload=_payload(pipeline, ports, definition),
                          results=_results(pipeline, ports),
@@ -288,21 +288,15 @@ def _check_declared_type(op_def: OperatorDef, kind: str, entry: PortDef, spec: P
 # --- wiring ---------------------------------------------------------------------------------
 
 
-def _connect(pipeline: Pipeline, definition: PipelineDefinition, ports: dict[str, _OpPorts],
+def _connect(pipeline: Pipeline, ports: dict[str, _OpPorts],
              op_def: OperatorDef, entry: PortDef) -> None:
     assert entry.from_ is not None
     src_ports, dst_ports = ports[entry.from_], ports[op_def.name]
-    src_entry = _source_entry(definition, entry)
     src_port = src_ports.outputs.get(entry.name or "")
     if src_port is None:  # `from` without name on an operator whose only output is named
         src_port = next(iter(src_ports.outputs.values()))
     dst_port = dst_ports.inputs[id(entry)]
-    src_typed, dst_typed = _yaml_spec(src_entry), _yaml_spec(entry)
-    if src_typed is not None and dst_typed is not None:
-        problem = connection_problem(src_typed, dst_typed)
-        if problem:
-            raise _error(entry.loc, f"input '{dst_port}' of '{op_def.name}' from "
-                                    f"'{entry.from_}': {problem}")
+    # What both ends of the YAML declare was compared when the definition was parsed.
     src_spec = src_ports.operator.spec.outputs[src_port]
     dst_spec = dst_ports.operator.spec.inputs[dst_port]
     src_op, src_port = _adapt(pipeline, src_ports.operator, src_port, src_spec, dst_spec, entry)
@@ -310,15 +304,6 @@ def _connect(pipeline: Pipeline, definition: PipelineDefinition, ports: dict[str
         pipeline.connect(src_op, src_port, dst_ports.operator, dst_port)
     except PipelineError as exc:
         raise _error(entry.loc, str(exc)) from exc
-
-
-def _source_entry(definition: PipelineDefinition, entry: PortDef) -> PortDef | None:
-    assert entry.from_ is not None
-    outputs = definition.operator(entry.from_).outputs
-    for out in outputs:
-        if (out.name or None) == (entry.name or None):
-            return out
-    return outputs[0] if len(outputs) == 1 else None
 
 
 def _adapt(pipeline: Pipeline, src: Operator, port: str, src_spec: PortSpec, dst_spec: PortSpec,

@@ -212,8 +212,8 @@ def parse_definition(source: str | os.PathLike[str], *, text: str | None = None,
     definition = parser.pipeline(load_yaml(text, path))
     if not parser.unset:
         return definition
-    notes = tuple(f"{path}: variable '{name}' is not set; 'run' needs --var {name}=VALUE"
-                  for name in sorted(parser.unset))
+    notes = tuple(f"{loc}: variable '{name}' is not set; 'run' needs --var {name}=VALUE"
+                  for name, loc in sorted(parser.unset.items()))
     return dataclasses.replace(definition, warnings=definition.warnings + notes)
 
 

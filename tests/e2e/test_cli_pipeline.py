@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,29 @@ def test_validate_reports_errors_with_position() -> None:
     assert "cycle" in proc.stderr
     proc = cli("validate", DATA / "definitions" / "does-not-exist.yaml")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_issue_17_4_validate_compares_typed_ports_of_unresolved_operators() -> None:
+    path = DATA / "definitions" / "typed-element-type-mismatch.yaml"
+    proc = cli("validate", path)
+    assert proc.returncode == 2, proc.stdout
+    assert proc.stderr == (f"clara-rt: error: {path}:21:19: input #1 of operator 'classifier' "
+                           "does not fit output #1 of operator 'loader' (line 9): dtype float32 "
+                           "cannot feed dtype uint8\n")
+
+
+def test_issue_17_5_validate_warns_of_unset_variables_at_their_position() -> None:
+    proc = cli("validate", GENOMICS)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "is not set" in line]
+    assert len(warnings) == len(GENOMICS_VARS)
+    for line in warnings:
+        assert re.match(rf"warning: {re.escape(str(GENOMICS))}:\d+:\d+: variable '\w+' is not "
+                        r"set; 'run' needs --var \w+=VALUE$", line), line
+    text = GENOMICS.read_text().splitlines()
+    for line in warnings:
+        row, col, name = re.findall(r":(\d+):(\d+): variable '(\w+)'", line)[0]
+        assert "${{" + name + "}}" in text[int(row) - 1][int(col) - 1:], line
 
 
 def test_validate_strict_turns_unknown_keys_into_errors() -> None:

@@ -320,8 +320,9 @@ operators:
     element-type: uint8
 """
     with pytest.raises(DefinitionError, match=error_at(
-            "inline.yaml", 13, 5, "input 'in' of 'writer' from 'reader': dtype float32 cannot "
-                                  "feed dtype uint8$")):
+            "inline.yaml", 16, 19, r"input #1 of operator 'writer' does not fit output #1 of "
+                                   r"operator 'reader' \(line 7\): dtype float32 cannot feed "
+                                   "dtype uint8$")):
         build(text)
     assert build(text.replace("uint8", "float32")).resolved_by["writer"] == "command"
 

@@ -467,3 +467,72 @@ def test_control_characters_are_a_located_definition_error() -> None:
         parse_definition("ctl.yaml", text=text)
     assert str(err.value) == ("ctl.yaml:4:10: invalid YAML: character U+000F is not allowed "
                               "(YAML text may hold tabs, newlines and printable characters only)")
+
+
+# --- Typed ports and unset variables (issue 17.4, 17.5) -----------------------------------------
+
+TYPED = """\
+api-version: 0.5.0
+name: typed
+operators:
+- name: loader
+  output:
+  - name: image
+{OUT}
+- name: classifier
+  input:
+  - from: loader
+    name: image
+{IN}
+"""
+
+
+def test_issue_17_4_element_type_mismatch_without_resolving_operators() -> None:
+    with pytest.raises(DefinitionError, match=error_at(
+            "typed-element-type-mismatch.yaml", 21, 19,
+            r"input #1 of operator 'classifier' does not fit output #1 of operator 'loader' "
+            r"\(line 9\): dtype float32 cannot feed dtype uint8$")):
+        parse_definition(BAD / "typed-element-type-mismatch.yaml", environ={})
+
+
+@pytest.mark.parametrize(("out", "inp", "column", "message"), [
+    ("type: array|shape: [3, -1]", "type: array|shape: [-1, -1, -1]", 12,
+     r"shape \(3, \*\) \(2-d\) cannot feed shape \(\*, \*, \*\) \(3-d\)"),
+    ("type: array|shape: [3, 512]", "type: array|shape: [3, 256]", 12,
+     r"shape \(3, 512\) cannot feed shape \(3, 256\) \(axis 1: 512 vs 256\)"),
+    ("type: stream", "type: array", 11, r"kind stream cannot feed kind array"),
+    ("type: array|format: nifti", "type: array|format: dicom", 13,
+     r"format nifti cannot feed format dicom"),
+    ("element-type: int16", "type: array|element-type: float32", 19,
+     r"dtype int16 cannot feed dtype float32"),
+])
+def test_issue_17_4_typed_ports_disagree(out: str, inp: str, column: int, message: str) -> None:
+    text = TYPED.replace("{OUT}", _lines(out)).replace("{IN}", _lines(inp))
+    line = text.splitlines().index(_lines(inp).splitlines()[-1]) + 1  # the consumer's last key
+    where = (r"input #1 of operator 'classifier' does not fit output #1 of operator 'loader' "
+             r"\(line 6\): ")
+    with pytest.raises(DefinitionError,
+                       match=error_at("inline.yaml", line, column, where + message + "$")):
+        parse_definition("inline.yaml", text=text, environ={})
+
+
+@pytest.mark.parametrize(("out", "inp"), [
+    ("type: array|shape: [-1, 512]|element-type: float32",
+     "type: array|shape: [H, 512]|element-type: float32"),
+    ("type: array|element-type: float32", "type: array|shape: [1, 2]"),  # nothing shared
+    ("type: array|shape: [3, 4]", "name: image"),  # the consumer declares nothing
+])
+def test_issue_17_4_typed_ports_that_fit(out: str, inp: str) -> None:
+    text = TYPED.replace("{OUT}", _lines(out)).replace("{IN}", _lines(inp))
+    d = parse_definition("inline.yaml", text=text, environ={}, strict=True)
+    assert d.edges() == [("loader", "classifier")]
+
+
+def _lines(fields: str) -> str:
+    return "\n".join(f"    {field}" for field in fields.split("|") if field != "name: image")
+
+
+def test_issue_17_5_unset_variable_warning_names_line_and_column() -> None:
+    d = parse_definition(BAD / "undefined-variable.yaml", environ={}, allow_undefined=True)
+    assert d.warnings == (f"{BAD / 'undefined-variable.yaml'}:7:34: variable 'MAPPER_THREADS' "
+                          "is not set; 'run' needs --var MAPPER_THREADS=VALUE",)

@@ -20,6 +20,7 @@ from clara_rt.errors import JobTimeoutError as JobTimeoutError
 from clara_rt.errors import OperatorError as OperatorError
 from clara_rt.errors import PipelineError as PipelineError
 from clara_rt.errors import PortTypeError as PortTypeError
+from clara_rt.errors import PriorityError as PriorityError
 from clara_rt.errors import RuntimeClosedError as RuntimeClosedError
 from clara_rt.errors import SchedulerError as SchedulerError
 from clara_rt.executor import Runtime as Runtime
@@ -63,6 +64,7 @@ __all__ = [
     "PortSpec",
     "PortTypeError",
     "Priority",
+    "PriorityError",
     "Runtime",
     "RuntimeClosedError",
     "RuntimeStats",

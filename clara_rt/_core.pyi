@@ -25,6 +25,9 @@ class Scheduler:
     ) -> int:
         """Register an immutable graph and return its id (ValueError on a bad graph or a cycle)."""
 
+    def remove_graph(self, graph: int) -> None:
+        """Forget a graph (freed when its last active job ends); ValueError if unknown."""
+
     def set_resource_limit(self, resource: int, limit: int) -> None:
         """Let at most ``limit`` (>= 1) tasks of ``resource`` (>= 0) run at once."""
 
@@ -53,7 +56,8 @@ class Scheduler:
         """Wake every waiter; ``wait_next`` then returns None at once and ``submit`` raises."""
 
     def stats(self) -> dict[str, int]:
-        """Return counters: jobs, ready tasks per class, parked, running, dispatched, slots."""
+        """Return counters: jobs, ready tasks per class, parked, running, dispatched, slots,
+        graphs."""
 
 def bench_dispatch(num_jobs: int, chain_length: int, threads: int) -> float:
     """Time ``num_jobs * chain_length`` dispatches in pure C++ and return elapsed seconds."""

@@ -22,6 +22,14 @@ class PipelineError(ClaraRTError):
     """
 
 
+class PriorityError(ClaraRTError, ValueError):
+    """A priority that is not one of ``immediate``, ``high``, ``normal``, ``low`` (or 0..3).
+
+    Raised by :meth:`clara_rt.Priority.parse` (so by ``Runtime.submit``, the server and the
+    CLI); also a :class:`ValueError`. The message lists the valid names.
+    """
+
+
 class PortTypeError(PipelineError):
     """A value broke the type its port declares (dtype, shape, device, kind).
 
@@ -68,12 +76,14 @@ class RuntimeClosedError(ClaraRTError):
 class OperatorError(ClaraRTError):
     """An operator's ``compute`` (or ``start``) raised.
 
-    Carries ``operator`` (its name), ``job_id`` and ``traceback`` (the formatted traceback text of
-    the original exception, which is also chained as ``__cause__``). Only the failing job fails;
+    Carries ``operator`` (its name), ``job_id`` (the job's public id, ``None`` in ``start``) and
+    ``traceback`` (the formatted traceback text of the original exception, which is also chained
+    as ``__cause__``). Only the failing job fails;
     other jobs and the worker threads carry on.
     """
 
-    def __init__(self, message: str, *, operator: str, job_id: int, traceback: str = "") -> None:
+    def __init__(self, message: str, *, operator: str, job_id: str | None,
+                 traceback: str = "") -> None:
         self.operator = operator
         self.job_id = job_id
         self.traceback = traceback

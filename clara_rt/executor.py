@@ -16,6 +16,12 @@ Design
   immediate job still overtakes at the operator boundary.
 * Failures are caught on the worker, stored on their job (first one wins) and re-raised by
   ``job.result()``. The scheduler then stops that job; other jobs and the worker carry on.
+* Pipelines are released when nobody references them: each compiled plan carries a
+  ``weakref.finalize`` that removes its C++ graph and stops the operators no other live plan
+  uses (``stop()``), so a long-lived runtime holds only the pipelines still in use. Jobs hold
+  their plan, so a plan outlives every job of it. The release runs on the thread that dropped
+  the last reference, or, when that thread is inside the runtime's release itself, on the
+  next submit or at close.
 * ``Runtime(workers=0)`` runs everything inline on the submitting thread (like dask's
   synchronous scheduler): deterministic, for debugging and tests.
 
@@ -27,6 +33,7 @@ mutex is never held while calling Python.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -34,6 +41,8 @@ import os
 import threading
 import time
 import traceback
+import weakref
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,13 +148,18 @@ class Runtime:
         self._cuda = cuda_available()
         self._gpu_or_freeze = self._cuda or freeze_shared
         self._lock = threading.Lock()
-        self._jobs: dict[int, Job] = {}
-        self._graphs: dict[int, tuple[Plan, int]] = {}  # id(plan) -> (plan, graph id)
-        self._started: dict[int, Operator] = {}  # id(op) -> op, for stop()
+        self._jobs: dict[int, Job] = {}  # scheduler job number -> job, while it runs
+        # id(plan) -> (weak plan, graph id, its finalizer); entries leave when the plan dies
+        self._graphs: dict[int, tuple[weakref.ref[Plan], int, weakref.finalize]] = {}
+        # id(op) -> [op, number of live plans using it]: started operators, for stop()
+        self._started: dict[int, list[Any]] = {}
         self._resources: dict[int, int] = {}  # id(op) -> scheduler resource id
+        self._free_resources: list[int] = []  # resource ids of released operators, for reuse
+        self._released: deque[tuple[int, tuple[Operator, ...]]] = deque()  # dead plans
+        self._release_lock = threading.Lock()  # guards _started, _resources, the release
         self._closed = False
         self._stopping = False
-        self._deadlines: list[tuple[float, int, Job]] = []
+        self._deadlines: list[tuple[float, int, weakref.ref[Job]]] = []
         self._deadline_seq = itertools.count()
         self._deadline_cv = threading.Condition(self._lock)
         self._deadline_thread: threading.Thread | None = None
@@ -158,7 +172,8 @@ class Runtime:
 
     def submit(self, pipeline: Pipeline, payload: Mapping[str, Any] | None = None, *,
                priority: Priority | str | int = "normal", timeout: float | None = None,
-               workspace: str | os.PathLike[str] | None = None) -> Job:
+               workspace: str | os.PathLike[str] | None = None, job_id: str | None = None,
+               name: str | None = None) -> Job:
         """Start a job of ``pipeline`` on ``payload`` and return at once.
 
         Args:
@@ -168,6 +183,10 @@ class Runtime:
             timeout: Seconds after which the job is stopped as ``timed_out``.
             workspace: The job's scratch folder, passed to operators as
                 ``context.workspace`` (created if missing).
+            job_id: The job's public id (``job.id``, ``context.job_id``, ``${{JOB_ID}}``,
+                ``NVIDIA_CLARA_JOBID``, messages); default: 32 fresh random hex digits.
+            name: The job's name (``job.name``, ``NVIDIA_CLARA_JOBNAME``); default
+                ``<pipeline>-<job id>``.
 
         Raises:
             PipelineError: invalid pipeline, or payload keys that do not match its open inputs.
@@ -181,7 +200,7 @@ class Runtime:
         plan = pipeline.validate()
         values = _payload_values(plan, payload or {})
         graph = self._graph_for(plan)
-        job = Job(self, plan, -1, prio, values, _perf_ns())
+        job = Job(self, plan, prio, values, _perf_ns(), job_id=job_id, name=name)
         if workspace is not None:
             job.context.workspace = Path(workspace)
             job.context.workspace.mkdir(parents=True, exist_ok=True)
@@ -191,10 +210,10 @@ class Runtime:
             if self._closed:
                 raise RuntimeClosedError("this Runtime is closed; create a new one to run jobs")
             try:
-                job.id = job.context.job_id = self._sched.submit(graph, int(prio))
+                job._key = self._sched.submit(graph, int(prio))
             except (ValueError, RuntimeError) as exc:
-                raise SchedulerError(str(exc)) from exc
-            self._jobs[job.id] = job
+                raise SchedulerError(f"job {job.id} ('{plan.name}'): {exc}") from exc
+            self._jobs[job._key] = job
             if timeout is not None:
                 self._add_deadline(job, timeout)
         if not self._threads:
@@ -235,11 +254,14 @@ class Runtime:
             t.join()
         if self._deadline_thread is not None:
             self._deadline_thread.join()
-        for op in self._started.values():
-            try:
-                op.stop()
-            except Exception:
-                log.exception("operator '%s' raised in stop()", op.name)
+        with self._release_lock:
+            for _, _, finalizer in list(self._graphs.values()):
+                finalizer.detach()  # nothing is released after close: stopped below
+            self._graphs.clear()
+            self._released.clear()
+            started, self._started = self._started, {}
+        for op, _ in started.values():
+            _stop_operator(op)
 
     def stats(self) -> RuntimeStats:
         """Return a frozen snapshot of threads, jobs and scheduler counters."""
@@ -250,7 +272,7 @@ class Runtime:
             jobs_submitted=int(s["jobs_submitted"]),
             jobs_finished=int(s["jobs_finished"]),
             tasks_dispatched=int(s["dispatched"]),
-            ready={p.name.lower(): int(s[f"ready_{p.name.lower()}"]) for p in Priority},
+            ready={p.label: int(s[f"ready_{p.label}"]) for p in Priority},
             running=int(s["running"]),
             parked=int(s["parked"]),
         )
@@ -266,32 +288,64 @@ class Runtime:
 
     def _graph_for(self, plan: Plan) -> int:
         entry = self._graphs.get(id(plan))
-        if entry is not None and entry[0] is plan:
+        if entry is not None and entry[0]() is plan:
             return entry[1]
+        if self._released:
+            self._release_dead(blocking=True)
         with self._lock:
             entry = self._graphs.get(id(plan))
-            if entry is not None and entry[0] is plan:
+            if entry is not None and entry[0]() is plan:
                 return entry[1]
-            for node in plan.nodes:
-                self._start_operator(node.operator)
-            resources = [self._resource_for(node.operator) for node in plan.nodes]
-            try:
-                graph = self._sched.add_graph(len(plan.nodes), list(plan.edges), resources)
-            except (ValueError, RuntimeError) as exc:
-                raise SchedulerError(f"pipeline '{plan.name}': {exc}") from exc
-            self._graphs[id(plan)] = (plan, graph)
+            if self._closed:
+                raise RuntimeClosedError("this Runtime is closed; create a new one to run jobs")
+            ops = tuple(node.operator for node in plan.nodes)
+            with self._release_lock:
+                self._start_operators(ops)
+                resources = [self._resource_for(op) for op in ops]
+                try:
+                    graph = self._sched.add_graph(len(ops), list(plan.edges), resources)
+                except (ValueError, RuntimeError) as exc:
+                    self._forget_operators(ops)
+                    raise SchedulerError(f"pipeline '{plan.name}': {exc}") from exc
+                finalizer = weakref.finalize(plan, _plan_died, weakref.ref(self), id(plan),
+                                             graph, ops)
+                self._graphs[id(plan)] = (weakref.ref(plan), graph, finalizer)
             return graph
 
-    def _start_operator(self, op: Operator) -> None:
-        if id(op) in self._started:
-            return
-        try:
-            op.start()
-        except Exception as exc:
-            raise OperatorError(f"operator '{op.name}' failed in start(): {exc!r}",
-                                operator=op.name, job_id=-1,
-                                traceback=traceback.format_exc()) from exc
-        self._started[id(op)] = op
+    def _start_operators(self, ops: tuple[Operator, ...]) -> None:
+        """Start the operators not started yet and count one more user of each (release lock
+        held); if one raises, undo this call's counts and raise."""
+        done: list[Operator] = []
+        for op in ops:
+            entry = self._started.get(id(op))
+            if entry is None:
+                try:
+                    op.start()
+                except Exception as exc:
+                    self._forget_operators(tuple(done))
+                    raise OperatorError(f"operator '{op.name}' failed in start(): {exc!r}",
+                                        operator=op.name, job_id=None,
+                                        traceback=traceback.format_exc()) from exc
+                entry = self._started[id(op)] = [op, 0]
+            entry[1] += 1
+            done.append(op)
+
+    def _forget_operators(self, ops: tuple[Operator, ...]) -> list[Operator]:
+        """Count one user less of each operator (release lock held); return those left unused,
+        which are forgotten here and must be stopped by the caller (outside the lock)."""
+        unused = []
+        for op in ops:
+            entry = self._started.get(id(op))
+            if entry is None:  # closed meanwhile, or counted already
+                continue
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._started[id(op)]
+                rid = self._resources.pop(id(op), None)
+                if rid is not None:
+                    self._free_resources.append(rid)
+                unused.append(op)
+        return unused
 
     def _resource_for(self, op: Operator) -> int:
         limit = op.concurrency_limit()
@@ -299,9 +353,32 @@ class Runtime:
             return -1
         rid = self._resources.get(id(op))
         if rid is None:
-            rid = self._resources[id(op)] = len(self._resources)
+            rid = self._free_resources.pop() if self._free_resources else len(self._resources)
+            self._resources[id(op)] = rid
             self._sched.set_resource_limit(rid, limit)
         return rid
+
+    def _release_dead(self, *, blocking: bool) -> None:
+        """Remove the graphs of plans that died and stop the operators nobody uses any more.
+
+        A garbage-collection callback may land on a thread that is inside this very method:
+        it then only queues (``blocking=False`` fails to take the lock) and the loop here, or
+        the next submit, picks the plan up.
+        """
+        while self._released:
+            if not self._release_lock.acquire(blocking):
+                return
+            unused: list[Operator] = []
+            try:
+                while self._released:
+                    graph, ops = self._released.popleft()
+                    with contextlib.suppress(ValueError):  # removed already
+                        self._sched.remove_graph(graph)
+                    unused += self._forget_operators(ops)
+            finally:
+                self._release_lock.release()
+            for op in unused:
+                _stop_operator(op)
 
     # --- workers --------------------------------------------------------------------------
 
@@ -335,7 +412,7 @@ class Runtime:
         run_task = self._run_task
         job = None
         while job_id >= 0:
-            if job is None or job.id != job_id:
+            if job is None or job._key != job_id:
                 job = jobs.get(job_id)
                 if job is None:  # submit() may still be between sched.submit and the dict insert
                     with self._lock:
@@ -344,7 +421,7 @@ class Runtime:
                 run_task(job, job._plan.nodes[node])
                 finished, next_job, node = complete(job_id, node)
             except Exception as exc:  # a bug in clara-rt itself: fail the job, keep the worker
-                log.exception("internal error on job %s", job_id)
+                log.exception("internal error on job %s", job.id)
                 self._record_failure(job, SchedulerError(f"internal error: {exc!r}"))
                 return
             if finished:
@@ -374,11 +451,12 @@ class Runtime:
             pn.compute(inputs, outputs, job.context)
         except BaseException as exc:  # SystemExit from operator code must not kill the worker
             times[2 * pn.index + 1] = _perf_ns()
+            job._op_states[pn.index] = _outcome(job, "failed")
             self._operator_failed(job, pn, exc)
             return
         times[2 * pn.index + 1] = _perf_ns()
         if len(outputs) != len(pn.outputs):
-            self._record_failure(job, _outputs_error(job, pn, outputs))
+            self._task_failed(job, pn, _outputs_error(job, pn, outputs))
             return
         try:
             for port, slot, check in pn.checks:
@@ -386,21 +464,22 @@ class Runtime:
                 problem = check(value)
                 if problem is not None:
                     spec = pn.operator.spec.outputs[port]
-                    self._record_failure(job, PortTypeError(
+                    self._task_failed(job, pn, PortTypeError(
                         f"operator '{pn.operator.name}' emitted a bad value on output '{port}' "
                         f"(job {job.id}): {problem}; the port is {spec.describe()}"))
                     return
                 values[slot] = value
         except KeyError:  # as many outputs as declared, but not the declared names
-            self._record_failure(job, _outputs_error(job, pn, outputs))
+            self._task_failed(job, pn, _outputs_error(job, pn, outputs))
             return
         if pn.symbolic:
             problem = bind_symbols((spec, inputs.get(port) if not is_out else outputs[port])
                                    for spec, is_out, port in pn.symbolic)
             if problem is not None:
-                self._record_failure(job, PortTypeError(
+                self._task_failed(job, pn, PortTypeError(
                     f"operator '{pn.operator.name}' (job {job.id}): {problem}"))
                 return
+        job._op_states[pn.index] = _outcome(job, "succeeded")
         if self._gpu_or_freeze:
             self._after_task(job, pn, values, outputs)
         else:
@@ -421,6 +500,10 @@ class Runtime:
 
     # --- job endings ----------------------------------------------------------------------
 
+    def _task_failed(self, job: Job, pn: PlanNode, error: ClaraRTError) -> None:
+        job._op_states[pn.index] = _outcome(job, "failed")
+        self._record_failure(job, error)
+
     def _operator_failed(self, job: Job, pn: PlanNode, exc: BaseException) -> None:
         name = pn.operator.name
         error = OperatorError(f"operator '{name}' failed in job {job.id} ('{job.pipeline}'): "
@@ -436,7 +519,7 @@ class Runtime:
                 job._stop_reason = JobState.FAILED
                 job.context._stopped = True
                 job._error = error
-                self._sched.fail(job.id)  # the failing task is still running: never quiescent
+                self._sched.fail(job._key)  # the failing task is still running: never quiescent
         if not first:
             # An operator that stops because its job was cancelled or timed out raises as a
             # matter of course; a second real failure in a failed job is worth a warning.
@@ -449,7 +532,7 @@ class Runtime:
                 return False
             job._stop_reason = state
             job.context._stopped = True
-            quiescent = self._sched.cancel(job.id)
+            quiescent = self._sched.cancel(job._key)
         if quiescent:
             self._finalize(job)
         return True
@@ -476,7 +559,7 @@ class Runtime:
                 for slot in job._plan.results.values():
                     job._values[slot] = values[slot]
             job._events.clear()
-            self._jobs.pop(job.id, None)
+            self._jobs.pop(job._key, None)
             callbacks, job._callbacks = job._callbacks, []
             job._done.set()
         for fn in callbacks:
@@ -492,8 +575,9 @@ class Runtime:
 
     def _add_deadline(self, job: Job, timeout: float) -> None:
         """Register a deadline (caller holds ``_lock``)."""
+        # A weak reference: a finished job (and its plan) must not wait here for its deadline.
         heapq.heappush(self._deadlines, (time.monotonic() + timeout, next(self._deadline_seq),
-                                         job))
+                                         weakref.ref(job)))
         if self._deadline_thread is None:
             self._deadline_thread = threading.Thread(target=self._watch_deadlines,
                                                      name="clara-rt-deadlines", daemon=True)
@@ -507,10 +591,12 @@ class Runtime:
                     if self._stopping:
                         return
                     now = time.monotonic()
-                    while self._deadlines and self._deadlines[0][2]._done.is_set():
+                    while self._deadlines and _finished(self._deadlines[0][2]()):
                         heapq.heappop(self._deadlines)
                     if self._deadlines and self._deadlines[0][0] <= now:
-                        job = heapq.heappop(self._deadlines)[2]
+                        job = heapq.heappop(self._deadlines)[2]()
+                        if job is None:
+                            continue
                         break
                     wait = self._deadlines[0][0] - now if self._deadlines else None
                     self._deadline_cv.wait(wait)
@@ -526,6 +612,39 @@ def run(pipeline: Pipeline, payload: Mapping[str, Any] | None = None, *,
     """
     with Runtime(workers=workers) as rt:
         return rt.submit(pipeline, payload, priority=priority, timeout=timeout).result()
+
+
+def _outcome(job: Job, ended: str) -> str:
+    """An operator's final state: how it ended, unless its job was cancelled or timed out while
+    it ran (its outputs are then discarded, whatever it did)."""
+    reason = job._stop_reason
+    if reason is JobState.CANCELLED or reason is JobState.TIMED_OUT:
+        return reason.value
+    return ended
+
+
+def _finished(job: Job | None) -> bool:
+    return job is None or job._done.is_set()
+
+
+def _stop_operator(op: Operator) -> None:
+    try:
+        op.stop()
+    except Exception:
+        log.exception("operator '%s' raised in stop()", op.name)
+
+
+def _plan_died(runtime_ref: weakref.ref[Runtime], key: int, graph: int,
+               ops: tuple[Operator, ...]) -> None:
+    """``weakref.finalize`` callback of a plan: queue its release and try to do it now."""
+    runtime = runtime_ref()
+    if runtime is None:
+        return
+    entry = runtime._graphs.get(key)
+    if entry is not None and entry[1] == graph:
+        del runtime._graphs[key]
+    runtime._released.append((graph, ops))
+    runtime._release_dead(blocking=False)
 
 
 def _payload_values(plan: Plan, payload: Mapping[str, Any]) -> list[Any]:

@@ -8,7 +8,17 @@ States::
         (pending or running) ---------------+-----> cancelled   (job.cancel(), runtime closed)
                                                 \\--> timed_out  (ran past its timeout)
 
-A job is finished once it reaches one of the last four states; it never leaves it. The first
+A job is finished once it reaches one of the last four states; it never leaves it.
+
+Each operator of a finished job ends in exactly one of :data:`OPERATOR_STATES`: ``succeeded``
+(it returned and its outputs were kept), ``failed`` (it raised or emitted a bad value),
+``cancelled`` / ``timed_out`` (it was running when the job was cancelled or timed out, so its
+outputs were discarded, whether it then returned or raised) or ``not_run`` (it never started).
+While the job runs an operator may also be ``running``.
+
+Identity: a job has a public ``id`` (a string; the server's job id, ``--job-id`` of ``clara-rt
+run``, or a fresh random hex id) and a ``name`` (default ``<pipeline>-<id>``). Messages, logs,
+``${{JOB_ID}}`` and ``NVIDIA_CLARA_JOBID`` use them; the scheduler's integer is internal. The first
 failure of a job stops the rest of that job (no further operator of it is dispatched) and is
 raised from :meth:`Job.result`; later failures of the same job go to the log. Other jobs never
 notice.
@@ -20,6 +30,7 @@ Thread-safety: a job is written by the runtime's worker threads and read by anyo
 from __future__ import annotations
 
 import enum
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,14 +41,23 @@ from clara_rt.errors import (
     ClaraRTError,
     JobCancelledError,
     JobTimeoutError,
-    PipelineError,
+    PriorityError,
 )
 
 if TYPE_CHECKING:
     from clara_rt.executor import Runtime
     from clara_rt.plan import Plan
 
-__all__ = ["Context", "Job", "JobState", "JobStats", "Priority"]
+__all__ = ["OPERATOR_STATES", "PRIORITY_NAMES", "Context", "Job", "JobState", "JobStats",
+           "Priority", "new_job_id"]
+
+#: Final states of an operator in a finished job (see the module docstring).
+OPERATOR_STATES = ("succeeded", "failed", "cancelled", "timed_out", "not_run")
+
+
+def new_job_id() -> str:
+    """A fresh job id: 32 random hex digits, like a Clara job id (a uuid without dashes)."""
+    return os.urandom(16).hex()
 
 
 class Priority(enum.IntEnum):
@@ -55,7 +75,11 @@ class Priority(enum.IntEnum):
 
     @classmethod
     def parse(cls, value: Priority | str | int) -> Priority:
-        """Accept a :class:`Priority`, its name in any case (``"high"``) or its value."""
+        """Accept a :class:`Priority`, its name in any case (``"high"``) or its value.
+
+        Raises:
+            PriorityError: anything else (a ``ValueError``); the message lists the names.
+        """
         if isinstance(value, Priority):
             return value
         if isinstance(value, str):
@@ -66,7 +90,16 @@ class Priority(enum.IntEnum):
         elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 3:
             return cls(value)
         names = ", ".join(p.name.lower() for p in cls)
-        raise PipelineError(f"unknown priority {value!r}; priorities are: {names}")
+        raise PriorityError(f"unknown priority {value!r}; priorities are: {names}")
+
+    @property
+    def label(self) -> str:
+        """The lower-case name used by the CLI, the REST API and YAML (``"high"``)."""
+        return self.name.lower()
+
+
+#: Priority names, most urgent first: the one list the CLI, server, DICOM adapter and cluster use.
+PRIORITY_NAMES: tuple[str, ...] = tuple(p.name.lower() for p in Priority)
 
 
 class JobState(enum.Enum):
@@ -93,7 +126,7 @@ class JobStats:
     ``run_ns`` first start to finish (``None`` while not known).
     """
 
-    id: int
+    id: str
     pipeline: str
     priority: Priority
     state: JobState
@@ -113,13 +146,14 @@ class Context:
     when the job was submitted without one.
     """
 
-    __slots__ = ("_stopped", "job_id", "pipeline", "priority", "workspace")
+    __slots__ = ("_stopped", "job_id", "job_name", "pipeline", "priority", "workspace")
 
     def __init__(self, job: Job) -> None:
         # No reference back to the job: a Job <-> Context cycle would keep every finished job
         # (and its arrays) alive until the cyclic garbage collector happens to run.
         self._stopped = False
-        self.job_id = job.id
+        self.job_id: str = job.id
+        self.job_name: str = job.name
         self.pipeline = job.pipeline
         self.priority = job.priority
         self.workspace: Path | None = None
@@ -168,10 +202,13 @@ class _Latch:
 class Job:
     """A submitted run of a pipeline. Made by :meth:`Runtime.submit`, not by users."""
 
-    def __init__(self, runtime: Runtime, plan: Plan, job_id: int, priority: Priority,
-                 values: list[Any], submitted_ns: int) -> None:
-        self.id = job_id
+    def __init__(self, runtime: Runtime, plan: Plan, priority: Priority, values: list[Any],
+                 submitted_ns: int, *, job_id: str | None = None,
+                 name: str | None = None) -> None:
+        self.id: str = new_job_id() if job_id is None else str(job_id)
+        self.name: str = name or f"{plan.name}-{self.id}"
         self.pipeline = plan.name
+        self._key = -1  # the scheduler's job number: internal, never shown
         self.priority = priority
         self.submitted_ns = submitted_ns
         self.started_ns: int | None = None
@@ -180,6 +217,7 @@ class Job:
         self._plan = plan
         self._values = values
         self._times = [0] * (2 * len(plan.nodes))
+        self._op_states: list[str | None] = [None] * len(plan.nodes)  # final state per node
         self._state = JobState.PENDING
         self._stop_reason: JobState | None = None  # set once when the job must stop early
         self._error: ClaraRTError | None = None
@@ -259,19 +297,17 @@ class Job:
     def operator_states(self) -> list[dict[str, Any]]:
         """Each operator in run order: name, state and times (ns from submit and durations).
 
-        ``state`` is ``"not run"``, ``"running"``, ``"succeeded"`` or ``"failed"``;
+        ``state`` is one of :data:`OPERATOR_STATES`, or ``"running"`` while it runs;
         ``start_ns``/``end_ns`` are ``perf_counter_ns`` values (``None`` until known),
         ``start_ms`` is the start relative to the submit, ``duration_ms`` the run time.
         Safe to call while the job runs (a snapshot; an operator may start right after).
         """
-        failed = getattr(self._error, "operator", None)
-        times = self._times
+        times, states = self._times, self._op_states
         rows = []
         for i, node in enumerate(self._plan.nodes):
             name = node.operator.name
             start, end = times[2 * i], times[2 * i + 1]
-            state = ("failed" if name == failed else "succeeded" if end
-                     else "running" if start else "not run")
+            state = states[i] or ("running" if start else "not_run")
             rows.append({
                 "name": name, "state": state,
                 "start_ns": start or None, "end_ns": end or None,
@@ -291,7 +327,7 @@ class Job:
                         len(self._plan.nodes))
 
     def __repr__(self) -> str:
-        return (f"<Job {self.id} '{self.pipeline}' {self.priority.name.lower()} "
+        return (f"<Job {self.id} '{self.pipeline}' {self.priority.label} "
                 f"{self._state.value}>")
 
     # --- for the runtime ------------------------------------------------------------------

@@ -55,9 +55,11 @@ class PlanNode:
     producers: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Plan:
     """A validated, compiled pipeline (immutable; shared by every job of that pipeline).
+
+    Weakly referenceable: a runtime releases a plan's graph and operators when it dies.
 
     Attributes:
         name: Pipeline name.

@@ -37,6 +37,10 @@ Register an immutable graph and return its id.
 edges are (src, dst) pairs (dst runs after src); resources holds one resource id per node, -1 for
 none. Raises ValueError on a bad node id, duplicate edge, wrong resources length or a cycle
 ("cycle: 2 -> 3 -> 2").)doc")
+      .def("remove_graph", &Scheduler::remove_graph, py::arg("graph"),
+           py::call_guard<py::gil_scoped_release>(), R"doc(
+Forget a graph: submit() refuses it from now on; it is freed at once, or when the last of its
+active jobs ends. ValueError on an unknown or already removed graph.)doc")
       .def("set_resource_limit", &Scheduler::set_resource_limit, py::arg("resource"),
            py::arg("limit"),
            "Let at most `limit` (>= 1) tasks of `resource` (>= 0) run at once; default unlimited.")

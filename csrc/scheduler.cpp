@@ -41,8 +41,23 @@ std::int64_t Scheduler::add_graph(std::int64_t num_nodes, const Dag::EdgeList& e
   for (std::int32_t node = 0; node < dag.num_nodes(); ++node) {
     if (dag.resources()[node] >= 0) index[node] = resource_index(dag.resources()[node]);
   }
-  graphs_.push_back(Graph{std::move(dag), std::move(index)});
-  return static_cast<std::int64_t>(graphs_.size()) - 1;
+  const std::int64_t id = next_graph_++;
+  auto graph = std::make_unique<Graph>(Graph{std::move(dag), std::move(index), id, 0, false});
+  graphs_.emplace(id, std::move(graph));
+  return id;
+}
+
+void Scheduler::remove_graph(std::int64_t graph) {
+  std::unique_ptr<Graph> freed;  // destroyed after the lock is released
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = graphs_.find(graph);
+  CLARA_RT_CHECK(it != graphs_.end() && !it->second->removed,
+                 "unknown graph " + std::to_string(graph) + " (never added, or removed)");
+  it->second->removed = true;
+  if (it->second->jobs == 0) {
+    freed = std::move(it->second);
+    graphs_.erase(it);
+  }
 }
 
 void Scheduler::set_resource_limit(std::int64_t resource, std::int64_t limit) {
@@ -73,9 +88,10 @@ std::int64_t Scheduler::submit(std::int64_t graph, std::int64_t priority) {
       "priority must be 0..3 (immediate, high, normal, low), got " + std::to_string(priority));
   std::unique_lock<std::mutex> lock(mutex_);
   CLARA_RT_CHECK_STATE(!shutdown_, "scheduler is shut down; submit() is no longer allowed");
-  CLARA_RT_CHECK(graph >= 0 && graph < static_cast<std::int64_t>(graphs_.size()),
-                 "unknown graph " + std::to_string(graph) + "; add_graph() has returned " +
-                     std::to_string(graphs_.size()) + " graph(s)");
+  auto found = graphs_.find(graph);
+  CLARA_RT_CHECK(found != graphs_.end() && !found->second->removed,
+                 "unknown graph " + std::to_string(graph) + " (never added, or removed); " +
+                     std::to_string(graphs_.size()) + " graph(s) registered");
   std::uint32_t slot;
   if (free_slots_.empty()) {
     slot = static_cast<std::uint32_t>(slots_.size());
@@ -85,7 +101,8 @@ std::int64_t Scheduler::submit(std::int64_t graph, std::int64_t priority) {
     free_slots_.pop_back();
   }
   JobSlot& job = slots_[slot];
-  const Graph& g = graphs_[graph];
+  Graph& g = *found->second;
+  ++g.jobs;
   job.id = (static_cast<std::int64_t>(job.generation & kGenerationMask) << kSlotBits) | slot;
   job.active = true;
   job.stopped = false;
@@ -209,6 +226,7 @@ std::map<std::string, std::int64_t> Scheduler::stats() const {
       {"jobs_failed", jobs_failed_},
       {"jobs_cancelled", jobs_cancelled_},
       {"slots", static_cast<std::int64_t>(slots_.size())},
+      {"graphs", static_cast<std::int64_t>(graphs_.size())},
   };
 }
 
@@ -343,6 +361,9 @@ bool Scheduler::stop(std::int64_t job_id, std::int64_t* counter) {
 }
 
 void Scheduler::free_slot(JobSlot& job) {
+  Graph* graph = job.graph;
+  job.graph = nullptr;
+  if (--graph->jobs == 0 && graph->removed) graphs_.erase(graph->id);
   job.active = false;
   ++job.generation;
   free_slots_.push_back(static_cast<std::uint32_t>(job.id & kSlotMask));

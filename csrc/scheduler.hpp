@@ -3,7 +3,8 @@
 // Design
 // ------
 // Python registers each pipeline once as an immutable Dag (add_graph) and submits jobs against
-// it; C++ sees only integers (graph, job and node ids, priority classes, resource ids) and never
+// it, and removes it (remove_graph) once nobody references the pipeline; a removed graph is freed
+// when its last job ends; C++ sees only integers (graph, job and node ids, priority classes, resource ids) and never
 // holds a Python object, so no call here needs the GIL. Worker threads loop:
 //
 //     task = wait_next(timeout)            # blocks with the GIL released
@@ -46,6 +47,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -75,14 +77,19 @@ class Scheduler {
   /// @throws std::invalid_argument if a weight is < 1.
   explicit Scheduler(const Weights& weights = {4, 2, 1});
 
-  /// @brief Registers an immutable graph; it lives as long as the scheduler.
+  /// @brief Registers an immutable graph; it lives until remove_graph() and its last job.
   /// @param num_nodes Number of nodes (ids 0..num_nodes-1).
   /// @param edges (src, dst) pairs: dst runs after src.
   /// @param resources Resource id of each node, -1 for none.
-  /// @return The graph id (0, 1, ...).
+  /// @return The graph id (0, 1, ...; never reused).
   /// @throws std::invalid_argument on a malformed or cyclic graph (see Dag).
   std::int64_t add_graph(std::int64_t num_nodes, const Dag::EdgeList& edges,
                          const std::vector<std::int64_t>& resources);
+
+  /// @brief Forgets a graph: submit() refuses it from now on; it is freed at once, or when the
+  /// last of its active jobs ends.
+  /// @throws std::invalid_argument on an unknown (or already removed) graph.
+  void remove_graph(std::int64_t graph);
 
   /// @brief Caps how many tasks of `resource` may run at once (default: unlimited). Raising the
   /// limit releases parked tasks; lowering it lets running tasks finish.
@@ -122,7 +129,8 @@ class Scheduler {
   void shutdown();
 
   /// @brief Counters: jobs_active, ready_{immediate,high,normal,low}, parked, running, dispatched,
-  /// jobs_submitted, jobs_finished, jobs_failed, jobs_cancelled, slots (job slot capacity).
+  /// jobs_submitted, jobs_finished, jobs_failed, jobs_cancelled, slots (job slot capacity),
+  /// graphs (registered graphs, including removed ones whose jobs still run).
   std::map<std::string, std::int64_t> stats() const;
 
  private:
@@ -138,6 +146,9 @@ class Scheduler {
   struct Graph {
     Dag dag;
     std::vector<std::int32_t> resource_index;  // per node: index into resources_, or -1
+    std::int64_t id = -1;
+    std::int64_t jobs = 0;  // active jobs of this graph
+    bool removed = false;   // remove_graph() called: freed when `jobs` drops to 0
   };
 
   struct Resource {
@@ -154,7 +165,7 @@ class Scheduler {
     bool active = false;
     bool stopped = false;
     Priority priority = Priority::kNormal;
-    const Graph* graph = nullptr;
+    Graph* graph = nullptr;
     std::int32_t remaining = 0;  // nodes not done
     std::int32_t running = 0;
     std::int32_t queued = 0;            // live entries in the ready queue
@@ -179,7 +190,9 @@ class Scheduler {
   mutable std::mutex mutex_;
   std::condition_variable ready_cv_;
   ReadyQueue ready_;
-  std::deque<Graph> graphs_;  // deque: jobs keep pointers to their graph
+  // unique_ptr: jobs keep pointers to their graph while the table changes.
+  std::unordered_map<std::int64_t, std::unique_ptr<Graph>> graphs_;
+  std::int64_t next_graph_ = 0;
   std::vector<Resource> resources_;
   std::unordered_map<std::int64_t, std::int32_t> resource_ids_;  // resource id -> index
   std::vector<JobSlot> slots_;

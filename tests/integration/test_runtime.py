@@ -21,6 +21,7 @@ from clara_rt import (
     Pipeline,
     PipelineError,
     PortTypeError,
+    PriorityError,
     Runtime,
     RuntimeClosedError,
     run,
@@ -178,6 +179,8 @@ def test_failure_fails_only_its_job_and_workers_survive() -> None:
                 assert "boom from Fail" in err.traceback and "Traceback" in err.traceback
                 assert job.state is JobState.FAILED
                 assert "after" not in job.timings
+                assert _op_states(job) == {"s": "succeeded", "explode": "failed",
+                                           "after": "not_run"}
             else:
                 assert np.array_equal(job.result()["m.out"], vec(4, 5.0 * i))
         assert rt.stats().jobs_active == 0
@@ -202,8 +205,8 @@ class _Emit(Operator):
     ("value", "port", "error", "message"),
     [
         (np.zeros(3, np.int16), "out", PortTypeError,
-         r"operator 'emit' emitted a bad value on output 'out' \(job \d+\): expected dtype "
-         r"float32, got int16; the port is array float32\[\*\] cpu"),
+         r"operator 'emit' emitted a bad value on output 'out' \(job [0-9a-f]{32}\): "
+         r"expected dtype float32, got int16; the port is array float32\[\*\] cpu"),
         (np.zeros((2, 2), np.float32), "out", PortTypeError,
          r"expected 1-d shape \(\*\), got 2-d shape \(2, 2\)"),
         ([1.0, 2.0], "out", PortTypeError, r"expected an array, got list"),
@@ -252,7 +255,7 @@ def test_payload_errors() -> None:
         with pytest.raises(PortTypeError,
                            match=r"payload 'src.in' .*expected dtype float32, got float64"):
             rt.submit(p, {"src.in": np.zeros(3)})
-        with pytest.raises(PipelineError, match=r"unknown priority 'urgent'; priorities are: "
+        with pytest.raises(PriorityError, match=r"unknown priority 'urgent'; priorities are: "
                                                 r"immediate, high, normal, low"):
             rt.submit(p, {"src.in": vec()}, priority="urgent")
 
@@ -273,9 +276,15 @@ def test_cancel_mid_pipeline() -> None:
         assert time.monotonic() - t0 < 1.0  # the running operator saw context.cancelled
         assert job.state is JobState.CANCELLED
         assert set(job.timings) == {"s", "first"}
+        assert _op_states(job) == {"s": "succeeded", "first": "cancelled", "second": "not_run",
+                                   "third": "not_run"}
         with pytest.raises(JobCancelledError, match=rf"job {job.id} \('chain'\) was cancelled"):
             job.result()
         assert job.cancel() is False
+
+
+def _op_states(job: Any) -> dict[str, str]:
+    return {row["name"]: row["state"] for row in job.operator_states()}
 
 
 def test_cancel_pending_job_never_runs() -> None:
@@ -287,6 +296,7 @@ def test_cancel_pending_job_never_runs() -> None:
         assert job.state is JobState.PENDING
         assert job.cancel()
         assert job.state is JobState.CANCELLED  # nothing of it was running: finished at once
+        assert _op_states(job) == {"r": "not_run"}
         gate.set()
         blocker.result()
     assert log == []
@@ -302,6 +312,7 @@ def test_timeout_stops_job() -> None:
         assert isinstance(info.value, TimeoutError)
         assert 0.15 < time.monotonic() - t0 < 2.0
         assert job.state is JobState.TIMED_OUT
+        assert _op_states(job) == {"s": "succeeded", "slow": "timed_out", "after": "not_run"}
         quick = rt.submit(chain(Scale("q")), {"q.in": vec()}, timeout=5)
         assert quick.result() and quick.state is JobState.SUCCEEDED
     with pytest.raises(ValueError, match=r"timeout must be > 0"):
@@ -558,3 +569,77 @@ def test_workspace_reaches_operators(tmp_path: Any) -> None:
         ctx_job = rt.submit(chain(Scale("plain")), {"plain.in": vec()})
         ctx_job.result()
         assert ctx_job.context.workspace is None
+
+
+# --- identity and lifetime ---------------------------------------------------------------------
+
+
+class _Stops(Scale):
+    stopped: list[str] = []
+
+    def stop(self) -> None:
+        _Stops.stopped.append(self.name)
+
+
+def test_pipelines_nobody_references_are_released() -> None:
+    import gc
+    import weakref
+
+    _Stops.stopped = []
+    kept = chain(_Stops("k1"), _Stops("k2"), name="kept")
+    with Runtime(workers=2) as rt:
+        assert rt.run(kept, {"k1.in": vec()})
+        refs = []
+        for i in range(300):
+            ops = [_Stops(f"op{j}", factor=2.0) for j in range(3)]
+            refs += [weakref.ref(op) for op in ops]
+            job = rt.submit(chain(*ops, name=f"p{i}"), {"op0.in": vec(2, float(i))})
+            assert np.array_equal(job.result()["op2.out"], vec(2, 8.0 * i))
+            del ops, job
+        gc.collect()
+        assert sum(ref() is not None for ref in refs) == 0  # no operator of them is alive
+        assert len(_Stops.stopped) == 900  # each stopped once
+        assert len(rt._graphs) == 1 and len(rt._started) == 2
+        assert rt._sched.stats()["graphs"] == 1
+        assert rt.run(kept, {"k1.in": vec()})  # the runtime still works, the kept one too
+        late = rt.run(chain(Scale("late", factor=2.0)), {"late.in": vec()})
+        assert np.array_equal(late["late.out"], vec(4, 2.0))
+    assert sorted(_Stops.stopped[900:]) == ["k1", "k2"]  # close stopped the kept pipeline
+
+
+def test_a_finished_job_keeps_its_pipeline_until_dropped() -> None:
+    import gc
+    import weakref
+
+    with Runtime(workers=1) as rt:
+        op = Scale("a")
+        ref = weakref.ref(op)
+        job = rt.submit(chain(op, name="one"), {"a.in": vec()}, timeout=60)
+        del op
+        gc.collect()
+        assert ref() is not None and job.result()["a.out"] is not None  # the job holds it
+        assert job.operator_states()[0]["state"] == "succeeded"
+        del job  # the pending deadline holds the job weakly
+        gc.collect()
+        assert ref() is None and rt._sched.stats()["graphs"] == 0
+
+
+class _Who(Operator):
+    def setup(self, spec: Any) -> None:
+        spec.input("in", dtype="float32", shape=(-1,))
+        spec.output("out", kind="stream")
+
+    def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
+        outputs["out"] = (context.job_id, context.job_name)
+
+
+def test_job_identity_is_public_and_settable() -> None:
+    p = chain(_Who("who"), name="ident")
+    with Runtime(workers=1) as rt:
+        job = rt.submit(p, {"who.in": vec()}, job_id="job-42", name="scan of bob")
+        assert (job.id, job.name) == ("job-42", "scan of bob")
+        assert job.result()["who.out"] == ("job-42", "scan of bob")
+        assert job.stats().id == "job-42" and "job-42" in repr(job)
+        a, b = rt.submit(p, {"who.in": vec()}), rt.submit(p, {"who.in": vec()})
+        assert a.id != b.id and len(a.id) == 32 and int(a.id, 16) >= 0
+        assert a.result()["who.out"] == (a.id, f"ident-{a.id}")

@@ -30,6 +30,9 @@ class _Graph:
     in_degrees: list[int]
     roots: list[int]
     resources: list[int]
+    id: int = -1
+    jobs: int = 0
+    removed: bool = False
 
 
 @dataclass
@@ -67,7 +70,8 @@ class ReferenceScheduler:
         self._current = [0, 0, 0]
         self._queues: list[deque[tuple[int, int]]] = [deque() for _ in range(4)]
         self._live = [0, 0, 0, 0]
-        self._graphs: list[_Graph] = []
+        self._graphs: dict[int, _Graph] = {}
+        self._next_graph = 0
         self._resources: dict[int, _Resource] = {}
         self._slots: list[_Job] = []
         self._free: list[int] = []
@@ -112,8 +116,18 @@ class ReferenceScheduler:
         for resource in resources:
             if resource >= 0:
                 self._resources.setdefault(resource, _Resource())
-        self._graphs.append(_Graph(num_nodes, successors, in_degrees, roots, list(resources)))
-        return len(self._graphs) - 1
+        gid = self._next_graph
+        self._next_graph += 1
+        self._graphs[gid] = _Graph(num_nodes, successors, in_degrees, roots, list(resources), gid)
+        return gid
+
+    def remove_graph(self, graph: int) -> None:
+        g = self._graphs.get(graph)
+        if g is None or g.removed:
+            raise ValueError(f"unknown graph {graph} (never added, or removed)")
+        g.removed = True
+        if g.jobs == 0:
+            del self._graphs[graph]
 
     def set_resource_limit(self, resource: int, limit: int) -> None:
         if resource < 0:
@@ -136,9 +150,11 @@ class ReferenceScheduler:
             )
         if self._shutdown:
             raise RuntimeError("scheduler is shut down; submit() is no longer allowed")
-        if not 0 <= graph < len(self._graphs):
+        found = self._graphs.get(graph)
+        if found is None or found.removed:
             raise ValueError(
-                f"unknown graph {graph}; add_graph() has returned {len(self._graphs)} graph(s)"
+                f"unknown graph {graph} (never added, or removed); "
+                f"{len(self._graphs)} graph(s) registered"
             )
         if self._free:
             slot = self._free.pop()
@@ -146,7 +162,8 @@ class ReferenceScheduler:
             slot = len(self._slots)
             self._slots.append(_Job())
         job = self._slots[slot]
-        g = self._graphs[graph]
+        g = found
+        g.jobs += 1
         job.id = ((job.generation & 0x7FFFFFFF) << _SLOT_BITS) | slot
         job.active, job.stopped, job.priority, job.graph = True, False, priority, g
         job.remaining, job.running, job.parked = g.num_nodes, 0, 0
@@ -218,6 +235,7 @@ class ReferenceScheduler:
             "running": self._running,
             **self._counters,
             "slots": len(self._slots),
+            "graphs": len(self._graphs),
         }
 
     # --- internals ---
@@ -331,6 +349,11 @@ class ReferenceScheduler:
         return idle
 
     def _free_slot(self, job: _Job) -> None:
+        assert job.graph is not None
+        job.graph.jobs -= 1
+        if job.graph.jobs == 0 and job.graph.removed:
+            del self._graphs[job.graph.id]
+        job.graph = None
         job.active = False
         job.generation += 1
         self._free.append(job.id & _SLOT_MASK)

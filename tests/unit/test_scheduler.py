@@ -105,7 +105,8 @@ def test_bad_arguments(make: Callable[..., Any]) -> None:
     g = single(s)
     with pytest.raises(ValueError, match=r"priority must be 0..3 \(immediate, high, normal, low\)"):
         s.submit(g, 4)
-    with pytest.raises(ValueError, match=r"unknown graph 7; add_graph\(\) has returned 1 graph"):
+    with pytest.raises(ValueError, match=r"unknown graph 7 \(never added, or removed\); "
+                                         r"1 graph\(s\) registered"):
         s.submit(7, NORMAL)
     with pytest.raises(ValueError, match=r"resource must be >= 0, got -1$"):
         s.set_resource_limit(-1, 1)
@@ -120,6 +121,42 @@ def test_bad_arguments(make: Callable[..., Any]) -> None:
         s.complete(j, 1)
     with pytest.raises(ValueError, match="timeout_s must be a number"):
         s.wait_next(float("nan"))
+
+
+# --- graph lifetime ---
+
+def test_remove_graph_frees_it_after_its_last_job(make: Callable[..., Any]) -> None:
+    s = make()
+    g, other = chain(s, 2), single(s)
+    j = s.submit(g, NORMAL)
+    assert s.try_next() == (j, 0)
+    s.remove_graph(g)  # a job of it is running: kept until that job ends
+    assert s.stats()["graphs"] == 2
+    with pytest.raises(ValueError, match=rf"unknown graph {g} \(never added, or removed\)"):
+        s.submit(g, NORMAL)
+    with pytest.raises(ValueError, match=rf"unknown graph {g} \(never added, or removed\)$"):
+        s.remove_graph(g)
+    assert s.complete(j, 0) == (False, j, 1)
+    assert s.complete(j, 1) == (True, -1, -1)
+    assert s.stats()["graphs"] == 1
+    s.remove_graph(other)  # no job: freed at once
+    assert s.stats()["graphs"] == 0
+    g2 = single(s)
+    assert g2 not in (g, other)  # ids are never reused
+    j2 = s.submit(g2, LOW)
+    assert s.try_next() == (j2, 0) and s.complete(j2, 0) == (True, -1, -1)
+
+
+def test_remove_graph_of_a_cancelled_job(make: Callable[..., Any]) -> None:
+    s = make()
+    g = chain(s, 3)
+    j = s.submit(g, HIGH)
+    assert s.try_next() == (j, 0)
+    assert s.cancel(j) is False  # node 0 still runs
+    s.remove_graph(g)
+    assert s.stats()["graphs"] == 1
+    assert s.complete(j, 0) == (True, -1, -1)
+    assert s.stats()["graphs"] == 0 and s.stats()["jobs_active"] == 0
 
 
 # --- readiness ---

@@ -54,9 +54,9 @@ class ServerProcess:
         self._starts += 1
         cmd = [sys.executable, "-m", "clara_rt.cli", "serve", "--data", str(self.data),
                "--port", str(self.port), *self.args]
-        if self.token:
-            cmd += ["--token", self.token]
         env = {**checkout_env(), **self.env}
+        if self.token:  # never on the command line: ps shows it to every user
+            env["CLARA_RT_TOKEN"] = self.token
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== start {self._starts}: {' '.join(cmd)}\n".encode())
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,

@@ -24,8 +24,11 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                        "./clara-rt-data)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--token", default=os.environ.get("CLARA_RT_TOKEN"),
-                   help="bearer token required on every write (default: $CLARA_RT_TOKEN)")
+    p.add_argument("--token-file", type=Path, metavar="PATH",
+                   help="file holding the bearer token required on every write (default: "
+                        "$CLARA_RT_TOKEN; without either, writes are open)")
+    p.add_argument("--token", help="the token itself: DEPRECATED, any user can read it with "
+                                   "ps; use --token-file or CLARA_RT_TOKEN")
     p.add_argument("--workers", type=positive_int, metavar="N", help="runtime worker threads")
     p.add_argument("--max-running", type=positive_int, metavar="N",
                    help="jobs admitted to the runtime at once (default: 2 x workers)")
@@ -36,6 +39,8 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--max-timeout", type=float, metavar="S", help="largest job timeout allowed")
     p.add_argument("--max-payload", type=parse_size, default="20G", metavar="SIZE",
                    help="largest upload, e.g. 500M, 20G (default 20G)")
+    p.add_argument("--max-files", type=positive_int, default=10_000, metavar="N",
+                   help="most files and folders one upload may hold (default 10000)")
     p.add_argument("--min-free", type=parse_size, default="64M", metavar="SIZE",
                    help="refuse uploads while the data disk has less free space (default 64M)")
     p.add_argument("--retention-days", type=float, metavar="D",
@@ -108,11 +113,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         services = parse_pairs(args.service, "--service")
+        token = _token(args)
         config = ServerConfig(
-            data=args.data.resolve(), host=args.host, port=args.port, token=args.token or None,
+            data=args.data.resolve(), host=args.host, port=args.port, token=token,
             workers=args.workers, max_running=args.max_running, on_restart=args.on_restart,
             default_timeout=args.default_timeout, max_timeout=args.max_timeout,
-            max_payload_bytes=args.max_payload, min_free_bytes=args.min_free,
+            max_payload_bytes=args.max_payload, max_files=args.max_files,
+            min_free_bytes=args.min_free,
             retention_days=args.retention_days, disk_threshold=args.disk_threshold,
             services=services, shutdown_grace=args.shutdown_grace,
             memory_budget=args.memory_budget, gpu_jobs=args.gpu_jobs,
@@ -120,9 +127,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             cluster_shared_path=(None if args.cluster_shared_path is None
                                  else args.cluster_shared_path.resolve()),
             cluster_grace=args.cluster_grace)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         print(f"clara-rt: error: {exc}", file=sys.stderr)
         return 2
+    busy = _data_busy(config.data)
+    if busy is not None:
+        print(f"clara-rt: error: {busy}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     where = "" if config.cluster is None else f", jobs on the Ray cluster {config.cluster}"
@@ -131,3 +142,34 @@ def _cmd_serve(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     serve(config, log_level=args.log_level)
     return 0
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The write token: ``--token-file``, else ``$CLARA_RT_TOKEN``, else ``--token`` (warned)."""
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read --token-file {args.token_file}: {exc}") from exc
+        if not token:
+            raise ValueError(f"--token-file {args.token_file} is empty")
+        return token
+    if args.token:
+        print("clara-rt: warning: --token is visible to every user of this machine (ps); "
+              "put the token in a file (--token-file) or in CLARA_RT_TOKEN", file=sys.stderr)
+        return str(args.token)
+    return os.environ.get("CLARA_RT_TOKEN") or None
+
+
+def _data_busy(data: Path) -> str | None:
+    """Why ``data`` cannot be served (another server holds it), or ``None``."""
+    from clara_rt.server.datalock import DataDirectoryBusy, DataLock
+
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        DataLock(data).release()  # the server takes it for good once it starts
+    except DataDirectoryBusy as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot use the data directory {data}: {exc}"
+    return None

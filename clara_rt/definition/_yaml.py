@@ -27,6 +27,7 @@ __all__ = ["Location", "Reader", "YList", "YMap", "describe", "load_yaml"]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _MAX_NODES = 1_000_000  # alias expansion ("billion laughs") stops here
+_MAX_DEPTH = 100  # nesting of lists and mappings; PyYAML's composer recurses per level
 
 # PyYAML's wording of common mistakes -> what the user most likely did.
 _HINTS = (
@@ -115,6 +116,10 @@ def load_yaml(text: str, path: str) -> Any:
         raise _syntax_error(exc, path) from exc
     except yaml.YAMLError as exc:
         raise DefinitionError(f"invalid YAML: {exc}", path=path) from exc
+    except RecursionError:
+        raise DefinitionError(f"invalid YAML: lists and mappings are nested too deeply (a "
+                              f"definition needs far fewer than {_MAX_DEPTH} levels)",
+                              path=path) from None
     finally:
         loader.dispose()
 
@@ -284,6 +289,9 @@ class _Converter:
             return self._loader.construct_object(node, deep=True)
         if id(node) in self._active:
             raise self.loc(node).error("an alias refers to the collection that contains it")
+        if len(self._active) >= _MAX_DEPTH:
+            raise self.loc(node).error(f"lists and mappings are nested too deeply (more than "
+                                       f"{_MAX_DEPTH} levels)")
         self._active.add(id(node))
         try:
             if isinstance(node, yaml.SequenceNode):

@@ -2,16 +2,20 @@
 
 Every route is under ``/v1``. Errors answer ``{"detail": "..."}`` with 400 (bad upload),
 401 (missing or wrong token on a write), 404 (unknown id), 409 (state conflict), 413 (upload
-too large), 422 (invalid definition or request), 507 (data disk full).
+too large), 422 (invalid definition or request), 507 (data disk full). The token and the body
+size are checked by :class:`~clara_rt.server.guard.RequestGuard` before any route reads a byte.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import io
 import json
+import math
 import secrets
+import sqlite3
 import tarfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -35,7 +39,9 @@ from clara_rt.errors import ClaraRTError, DefinitionError
 from clara_rt.server import metrics_routes
 from clara_rt.server.apidocs import render_api_docs
 from clara_rt.server.config import ServerConfig
+from clara_rt.server.datalock import DataLock
 from clara_rt.server.events import EventHub
+from clara_rt.server.guard import TOKEN_HINT, RequestGuard
 from clara_rt.server.jobs import JobManager, OperatorLogs
 from clara_rt.server.models import (
     ExportCreate,
@@ -46,10 +52,14 @@ from clara_rt.server.models import (
     JobCreate,
     JobOut,
     JobsOut,
+    JobStateName,
+    JobStatusName,
     PayloadOut,
     PipelineCreate,
     PipelineOut,
+    PriorityName,
 )
+from clara_rt.server.multipart import receive_multipart
 from clara_rt.server.payloads import (
     InsufficientStorage,
     PayloadError,
@@ -57,6 +67,7 @@ from clara_rt.server.payloads import (
     StagedPayload,
     iter_files,
     safe_relative,
+    storage_error,
 )
 from clara_rt.server.pipelines import Conflict, NotFound, PipelineRegistry
 from clara_rt.server.retention import Retention
@@ -87,7 +98,9 @@ class Server:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        for folder in (config.data, config.tmp_dir, config.payloads_dir, config.jobs_dir):
+        config.data.mkdir(parents=True, exist_ok=True)
+        self.lock = DataLock(config.data)  # before anything is touched: one server per folder
+        for folder in (config.tmp_dir, config.payloads_dir, config.jobs_dir):
             folder.mkdir(parents=True, exist_ok=True)
         _clear_tmp(config.tmp_dir)  # uploads a dead server left half-received
         self.store = Store(config.db_path)
@@ -107,6 +120,7 @@ class Server:
         self.retention.stop()
         self.jobs.close()
         self.store.close()
+        self.lock.release()
 
 
 def _runner(config: ServerConfig, pipelines: PipelineRegistry) -> Runner:
@@ -163,12 +177,11 @@ def create_app(config: ServerConfig) -> FastAPI:
             return
         if credentials is None or not secrets.compare_digest(
                 credentials.credentials.encode(), config.token.encode()):
-            raise HTTPException(401, "this server needs 'Authorization: Bearer <token>' on "
-                                "every write (clara-rt --token or CLARA_RT_TOKEN)",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(401, TOKEN_HINT, headers={"WWW-Authenticate": "Bearer"})
 
     write = [Depends(authorised)]
     _add_error_handlers(app)
+    app.add_middleware(RequestGuard, token=config.token, max_payload=config.max_payload_bytes)
 
     @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
     def docs() -> str:
@@ -244,10 +257,11 @@ def create_app(config: ServerConfig) -> FastAPI:
         payload_id = new_id()
         staged = await anyio.to_thread.run_sync(
             lambda: StagedPayload(s.config.tmp_dir, payload_id, max_bytes=limit,
-                                  min_free_bytes=s.config.min_free_bytes))
+                                  min_free_bytes=s.config.min_free_bytes,
+                                  max_files=s.config.max_files))
         try:
             if ctype == "multipart/form-data":
-                await _receive_multipart(request, staged)
+                await receive_multipart(request, staged)
             elif ctype in _TAR_TYPES or not ctype:
                 archive = s.config.tmp_dir / f"upload-{payload_id}.tar"
                 try:
@@ -311,13 +325,16 @@ def create_app(config: ServerConfig) -> FastAPI:
               dependencies=write, responses=_ERRORS)
     def create_job(spec: JobCreate) -> dict[str, Any]:
         """Create a job of a pipeline on payloads; ``start: true`` queues it at once."""
+        if not spec.payloads and srv().pipelines.needs_payload(spec.pipeline):
+            raise ValueError(f"pipeline '{spec.pipeline}' reads a payload: name one in "
+                             "'payloads' (upload it first with POST /v1/payloads)")
         return srv().jobs.create(spec.pipeline, spec.payloads, name=spec.name,
                                  priority=spec.priority, variables=spec.variables,
                                  timeout=spec.timeout, start=spec.start)
 
     @app.get("/v1/jobs", response_model=JobsOut, tags=["jobs"], responses=_ERRORS)
-    def list_jobs(state: str | None = None, status: str | None = None,
-                  pipeline: str | None = None, priority: str | None = None,
+    def list_jobs(state: JobStateName | None = None, status: JobStatusName | None = None,
+                  pipeline: str | None = None, priority: PriorityName | None = None,
                   since: float | None = None, until: float | None = None,
                   limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> dict[str, Any]:
         """Jobs, newest first; filters: state, status, pipeline (id or name), priority,
@@ -457,6 +474,25 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DefinitionError, handler(422))
     app.add_exception_handler(ClaraRTError, handler(422))
     app.add_exception_handler(ValueError, handler(422))
+    app.add_exception_handler(sqlite3.Error, _database_error)
+    app.add_exception_handler(OSError, _os_error)
+
+
+async def _database_error(_: Request, exc: Exception) -> JSONResponse:
+    """SQLite's "database or disk is full" is the data disk: 507, like a full upload."""
+    if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+        return JSONResponse({"detail": f"the data disk is full: the database cannot grow "
+                                       f"({exc}); free space under the data directory"},
+                            status_code=507)
+    return JSONResponse({"detail": f"the server's database failed: {exc}"}, status_code=503)
+
+
+async def _os_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OSError)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return JSONResponse({"detail": f"the data disk is full: {exc.strerror}"},
+                            status_code=507)
+    raise exc
 
 
 def _content_type(request: Request) -> str:
@@ -486,24 +522,9 @@ async def _receive_stream(request: Request, target: Path, limit: int | None) -> 
             try:
                 await anyio.to_thread.run_sync(out.write, chunk)
             except OSError as exc:
-                from clara_rt.server.payloads import _storage_error
-                raise _storage_error(exc) from exc
+                raise storage_error(exc) from exc
     finally:
         await anyio.to_thread.run_sync(out.close)
-
-
-async def _receive_multipart(request: Request, staged: StagedPayload) -> None:
-    form = await request.form(max_files=100_000, max_fields=100)
-    uploads = [value for _, value in form.multi_items() if not isinstance(value, str)]
-    if not uploads:
-        raise PayloadError("the multipart upload holds no files (send them as 'files')")
-    try:
-        for upload in uploads:
-            if not upload.filename:
-                raise PayloadError("a multipart file has no file name")
-            await anyio.to_thread.run_sync(staged.write_file, upload.filename, upload.file)
-    finally:
-        await form.close()
 
 
 def _payload(server: Server, payload_id: str) -> dict[str, Any]:
@@ -514,8 +535,12 @@ def _payload(server: Server, payload_id: str) -> dict[str, Any]:
 
 
 def _file(folder: Path, path: str) -> FileResponse:
-    target = folder / safe_relative(path)
-    if not target.is_file():
+    try:
+        target = folder / safe_relative(path)
+        found = target.is_file()
+    except (OSError, PayloadError):
+        found = False
+    if not found:
         raise NotFound(f"no file '{path}'")
     return FileResponse(target, filename=target.name)
 
@@ -584,7 +609,19 @@ def _sse(request: Request, first: dict[str, Any] | None, job_id: str | None
 
 
 def _event(job: dict[str, Any]) -> bytes:
-    return f"event: job\nid: {job['id']}\ndata: {json.dumps(job)}\n\n".encode()
+    data = json.dumps(_finite(job), allow_nan=False)
+    return f"event: job\nid: {job['id']}\ndata: {data}\n\n".encode()
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float as ``None`` (JSON has no Infinity or NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _export(record: dict[str, Any]) -> dict[str, Any]:

@@ -7,9 +7,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ServerConfig"]
+__all__ = ["MAX_TIMEOUT", "ServerConfig"]
 
 GIB = 1 << 30
+MAX_TIMEOUT = 7 * 86400.0  # the longest job timeout a request or the server may set: a week
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class ServerConfig:
         host: Address to bind; loopback unless a deployment says otherwise.
         port: TCP port of the HTTP API.
         token: When set, every write (POST/PUT/PATCH/DELETE) needs
-            ``Authorization: Bearer <token>``.
+            ``Authorization: Bearer <token>`` (checked before the request's body is read).
         workers: Runtime worker threads (``None``: one per core).
         max_running: Jobs admitted to the runtime at once (``None``: twice the workers);
             ``immediate`` jobs are admitted beyond it. The rest wait in the server's queue,
@@ -30,8 +31,9 @@ class ServerConfig:
         on_restart: What a job that was running when the server died becomes: ``"fail"``
             (stopped, faulted, "interrupted") or ``"requeue"`` (pending again, once).
         default_timeout: Seconds a job may run when its request names none (``None``: no limit).
-        max_timeout: Largest timeout a job may ask for (``None``: no limit).
+        max_timeout: Largest timeout a job may ask for (``None``: :data:`MAX_TIMEOUT`, a week).
         max_payload_bytes: Largest upload (unpacked size for archives); larger answers 413.
+        max_files: Most files and folders one upload may hold; more answers 413.
         min_free_bytes: Uploads are refused (507) while the data disk has less free space.
         retention_days: Results and payloads of finished jobs older than this are deleted
             (``None``: kept until deleted by hand).
@@ -67,6 +69,7 @@ class ServerConfig:
     default_timeout: float | None = None
     max_timeout: float | None = None
     max_payload_bytes: int | None = 20 * GIB
+    max_files: int | None = 10_000
     min_free_bytes: int = 64 << 20
     retention_days: float | None = None
     disk_threshold: float = 0.95
@@ -87,8 +90,14 @@ class ServerConfig:
             raise ValueError(f"disk_threshold must be in (0, 1], not {self.disk_threshold}")
         for name in ("default_timeout", "max_timeout", "retention_days"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive, not {value}")
+            if value is not None and not 0 < value < math.inf:
+                raise ValueError(f"{name} must be positive and finite, not {value}")
+        for name in ("default_timeout", "max_timeout"):
+            value = getattr(self, name)
+            if value is not None and value > MAX_TIMEOUT:
+                raise ValueError(f"{name} {value} s is above {MAX_TIMEOUT:.0f} s (7 days)")
+        if self.max_files is not None and self.max_files < 1:
+            raise ValueError(f"max_files must be at least 1, not {self.max_files}")
         if not 0.0 < self.monitor_interval < math.inf:
             raise ValueError(f"monitor_interval must be positive seconds, not "
                              f"{self.monitor_interval}")

@@ -30,6 +30,7 @@ import logging
 import os
 import queue
 import shutil
+import sqlite3
 import threading
 import time
 import traceback
@@ -62,6 +63,7 @@ PRIORITIES = ("immediate", "high", "normal", "low")
 _STATUS = {JobState.SUCCEEDED: "healthy", JobState.FAILED: "faulted",
            JobState.CANCELLED: "canceled", JobState.TIMED_OUT: "timed-out"}
 _INTERRUPTED = "interrupted: the server stopped while the job was running"
+_RETRY_S = 2.0  # how often an end the database could not take (disk full) is tried again
 
 
 class OperatorLogs(logging.Handler):
@@ -142,6 +144,9 @@ class JobManager:
             int(0.8 * physical_memory()) if config.memory_budget == -1 else config.memory_budget,
             default_gpu_jobs() if config.gpu_jobs == -1 else config.gpu_jobs, FreeMemory())
         self._waiting_noted: set[str] = set()
+        # Ends the database refused (disk full): job id -> (note, fields), retried by the
+        # finish thread and shown by status() meanwhile.
+        self._unrecorded: dict[str, tuple[str, dict[str, Any]]] = {}
         self._head_needs: JobNeeds | None = None
         config.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._recover()
@@ -320,24 +325,34 @@ class JobManager:
 
     def _dispatch_loop(self) -> None:
         while True:
-            with self._cond:
-                while not self._closing and not self._admissible():
-                    self._cond.wait(0.5)  # a runner's capacity can also grow on its own
-                if self._closing:
-                    return
-                _, _, _, job_id = heapq.heappop(self._heap)
-                job = self._store.job(job_id)
-                if job is None or job["state"] != "pending" or not job["queued"]:
-                    continue  # canceled or deleted while it waited
-                needs = self._head_needs or JobNeeds()
-                self.admission.take(needs)
-                live = _Live(None, self.folder(job_id), needs)
-                self._live[job_id] = live
             try:
-                self._launch(job, live)
-            except Exception as exc:  # one bad job must not stop the server
-                log.exception("job %s could not start", job_id)
-                self._end(job_id, "faulted", f"the job could not start: {exc}", [])
+                if not self._dispatch_one():
+                    return
+            except Exception:  # e.g. the database on a full disk: the thread must live on
+                log.exception("the job dispatcher failed; trying again in 1 s")
+                time.sleep(1.0)
+
+    def _dispatch_one(self) -> bool:
+        """Admit and launch the next job; ``False`` once the manager closes."""
+        with self._cond:
+            while not self._closing and not self._admissible():
+                self._cond.wait(0.5)  # a runner's capacity can also grow on its own
+            if self._closing:
+                return False
+            _, _, _, job_id = heapq.heappop(self._heap)
+            job = self._store.job(job_id)
+            if job is None or job["state"] != "pending" or not job["queued"]:
+                return True  # canceled or deleted while it waited
+            needs = self._head_needs or JobNeeds()
+            self.admission.take(needs)
+            live = _Live(None, self.folder(job_id), needs)
+            self._live[job_id] = live
+        try:
+            self._launch(job, live)
+        except Exception as exc:  # one bad job must not stop the server
+            log.exception("job %s could not start", job_id)
+            self._end(job_id, "faulted", f"the job could not start: {exc}", [])
+        return True
 
     def _admissible(self) -> bool:
         """Whether the job at the head of the queue may start now (under ``_cond``)."""
@@ -441,15 +456,49 @@ class JobManager:
     # --- completion ---------------------------------------------------------------------
 
     def _finish_loop(self) -> None:
+        """Record each job's end; no single failure (full disk, database) ends this thread."""
         while True:
-            job_id = self._finished.get()
+            try:
+                job_id = self._finished.get(timeout=_RETRY_S if self._unrecorded else None)
+            except queue.Empty:
+                job_id = ""
             if job_id is None:
+                self._record_unrecorded()
                 return
             try:
-                self._finish(job_id)
-            except Exception as exc:
-                log.exception("job %s: recording its end failed", job_id)
+                self._record_unrecorded()
+                if job_id:
+                    self._finish_safely(job_id)
+            except Exception:
+                log.exception("the finish thread failed on job %s; it carries on", job_id)
+
+    def _finish_safely(self, job_id: str) -> None:
+        try:
+            self._finish(job_id)
+        except Exception as exc:
+            log.exception("job %s: recording its end failed", job_id)
+            try:
                 self._end(job_id, "faulted", f"recording the job's end failed: {exc}", [])
+            except Exception:
+                log.exception("job %s: could not be ended; releasing it", job_id)
+                with self._cond:
+                    self._release(job_id)
+
+    def _record_unrecorded(self) -> None:
+        """Try again to save the ends the database refused (oldest first)."""
+        recorded = []
+        with self._cond:
+            for job_id, (note, fields) in list(self._unrecorded.items()):
+                try:
+                    self._store.update_job(job_id, note, **fields)
+                except (sqlite3.Error, OSError) as exc:
+                    log.warning("job %s: its end still cannot be saved (%s)", job_id, exc)
+                    break
+                del self._unrecorded[job_id]
+                recorded.append(job_id)
+        for job_id in recorded:
+            log.info("job %s: its end is saved now", job_id)
+            self._publish_quietly(job_id)
 
     def _finish(self, job_id: str) -> None:
         live = self._live[job_id]
@@ -458,7 +507,10 @@ class JobManager:
         folder = live.folder
         rows = run.operator_rows()
         state = run.state
-        append_command_logs(folder)
+        try:
+            append_command_logs(folder)
+        except OSError as exc:  # a full disk must not lose the job's end
+            log.warning("job %s: command output not added to its logs: %s", job_id, exc)
         if live.shutdown:
             self._interrupted(job_id, rows)
             return
@@ -475,12 +527,13 @@ class JobManager:
 
     def _end(self, job_id: str, status: str, error: str | None,
              rows: list[dict[str, Any]]) -> None:
+        note = error if status != "healthy" else "finished"
+        fields = {"state": "stopped", "status": status, "error": error,
+                  "stopped": time.time(), "operators": rows, "queued": 0}
         with self._cond:
-            self._store.update_job(job_id, error if status != "healthy" else "finished",
-                                   state="stopped", status=status, error=error,
-                                   stopped=time.time(), operators=rows, queued=0)
+            self._save_end(job_id, note, fields)
             self._release(job_id)
-        self._publish(job_id)
+        self._publish_quietly(job_id)
         log.info("job %s stopped: %s%s", job_id, status, f" ({error})" if error else "")
 
     def _interrupted(self, job_id: str, rows: list[dict[str, Any]]) -> None:
@@ -488,14 +541,23 @@ class JobManager:
             job = self._store.job(job_id)
             assert job is not None
             if self._config.on_restart == "requeue":
-                self._store.update_job(job_id, "re-queued: the server stopped while it ran",
-                                       state="pending", status="healthy", queued=1,
-                                       started=None, operators=rows)
+                self._save_end(job_id, "re-queued: the server stopped while it ran",
+                               {"state": "pending", "status": "healthy", "queued": 1,
+                                "started": None, "operators": rows})
             else:
-                self._store.update_job(job_id, _INTERRUPTED, state="stopped", status="faulted",
-                                       error=_INTERRUPTED, stopped=time.time(), operators=rows,
-                                       queued=0)
+                self._save_end(job_id, _INTERRUPTED,
+                               {"state": "stopped", "status": "faulted", "error": _INTERRUPTED,
+                                "stopped": time.time(), "operators": rows, "queued": 0})
             self._release(job_id)
+
+    def _save_end(self, job_id: str, note: str | None, fields: dict[str, Any]) -> None:
+        """Commit a job's end; when the database refuses (disk full), keep it to retry."""
+        try:
+            self._store.update_job(job_id, note, **fields)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("job %s ended (%s) but the database refused its record (%s); retrying "
+                      "every %.0f s", job_id, fields.get("status"), exc, _RETRY_S)
+            self._unrecorded[job_id] = (note or "", fields)
 
     def _release(self, job_id: str) -> None:
         """Forget a live job and give its resources back (under ``_cond``)."""
@@ -533,7 +595,8 @@ class JobManager:
         job = self._store.job(job_id)
         if job is None:
             raise NotFound(f"no job with id '{job_id}'")
-        return job
+        unrecorded = self._unrecorded.get(job_id)
+        return job if unrecorded is None else {**job, **unrecorded[1]}
 
     def _timeout(self, timeout: float | None) -> float | None:
         if timeout is None:
@@ -549,6 +612,13 @@ class JobManager:
         record = self.status(job_id)
         self._events.publish({"type": "job", "job": record})
         return record
+
+    def _publish_quietly(self, job_id: str) -> None:
+        """Tell subscribers of a change from a background thread (a failure is logged)."""
+        try:
+            self._publish(job_id)
+        except Exception:
+            log.exception("job %s: its change could not be published", job_id)
 
 
 def public_job(job: dict[str, Any]) -> dict[str, Any]:

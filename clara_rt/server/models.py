@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from clara_rt.server.config import MAX_TIMEOUT
+
 __all__ = [
     "ExportCreate",
     "ExportOut",
@@ -14,10 +16,13 @@ __all__ = [
     "FilesOut",
     "JobCreate",
     "JobOut",
+    "JobStateName",
+    "JobStatusName",
     "OperatorOut",
     "PayloadOut",
     "PipelineCreate",
     "PipelineOut",
+    "PriorityName",
 ]
 
 PriorityName = Literal["immediate", "high", "normal", "low"]
@@ -78,7 +83,9 @@ class JobCreate(BaseModel):
     name: str | None = Field(None, max_length=255)
     priority: PriorityName = "normal"
     variables: dict[str, str] = Field(default_factory=dict)
-    timeout: float | None = Field(None, gt=0, description="seconds; default: the server's")
+    timeout: float | None = Field(None, gt=0, le=MAX_TIMEOUT, allow_inf_nan=False,
+                                  description="seconds (at most 7 days); default: the "
+                                              "server's")
     start: bool = Field(False, description="queue the job at once (else POST .../start)")
 
 

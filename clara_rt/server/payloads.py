@@ -4,7 +4,10 @@ An upload (a tar stream, optionally gzip-compressed, or multipart files) is firs
 ``<data>/tmp/``; only when every byte is there and the size limit held is the folder renamed to
 ``<data>/payloads/<id>/``. A size limit crossed mid-stream raises :class:`PayloadTooLarge`, a full
 disk :class:`InsufficientStorage`; either way the partial folder is removed. Archive members that
-would land outside the folder (absolute paths, ``..``), links and device files are refused.
+would land outside the folder (absolute paths, ``..``), links and device files are refused, and
+so are names that are not UTF-8, components over 255 bytes, paths the file system cannot hold
+(``PATH_MAX``), a file where a folder must be (``a`` then ``a/b``), and more than ``max_files``
+entries (each answers 400 or 413 with the reason, while the upload is still being received).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import tarfile
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path, PurePosixPath
@@ -25,9 +29,12 @@ __all__ = [
     "folder_stats",
     "iter_files",
     "safe_relative",
+    "storage_error",
 ]
 
 _CHUNK = 1 << 20
+_NAME_MAX = 255  # bytes in one path component (Linux, most file systems)
+_PATH_MAX = 4096  # bytes in a whole path, the terminating NUL included
 
 
 class PayloadError(ValueError):
@@ -43,11 +50,24 @@ class InsufficientStorage(OSError):
 
 
 def safe_relative(name: str) -> PurePosixPath:
-    """``name`` as a relative path that stays inside its folder, or :class:`PayloadError`."""
+    """``name`` as a relative path that stays inside its folder, or :class:`PayloadError`.
+
+    The name must be UTF-8 text (a tar member name that is not arrives with surrogates), each
+    component at most 255 bytes and the whole under ``PATH_MAX``.
+    """
     path = PurePosixPath(name.replace("\\", "/"))
     parts = [p for p in path.parts if p not in ("", ".")]
     if not parts or path.is_absolute() or ".." in parts or any("\x00" in p for p in parts):
         raise PayloadError(f"file name {name!r} is not a relative path inside the payload")
+    try:
+        encoded = [p.encode("utf-8") for p in parts]
+    except UnicodeEncodeError:
+        raise PayloadError(f"file name {name!r} is not UTF-8 text") from None
+    if any(len(p) > _NAME_MAX for p in encoded):
+        raise PayloadError(f"file name {name[:80]!r}... has a component longer than "
+                           f"{_NAME_MAX} bytes")
+    if sum(len(p) + 1 for p in encoded) >= _PATH_MAX:
+        raise PayloadError(f"file name {name[:80]!r}... is longer than {_PATH_MAX} bytes")
     return PurePosixPath(*parts)
 
 
@@ -65,12 +85,17 @@ class StagedPayload:
     """A payload being received in ``<data>/tmp``; :meth:`commit` moves it into place."""
 
     def __init__(self, tmp_root: Path, payload_id: str, *, max_bytes: int | None,
-                 min_free_bytes: int = 0) -> None:
+                 min_free_bytes: int = 0, max_files: int | None = None) -> None:
         self.folder = tmp_root / f"payload-{payload_id}"
-        self.folder.mkdir(parents=True)
+        try:
+            self.folder.mkdir(parents=True)
+        except OSError as exc:
+            raise _storage_error(exc) from exc
         self.max_bytes = max_bytes
+        self.max_files = max_files
         self.min_free_bytes = min_free_bytes
         self.received = 0
+        self.entries = 0
         self._check_free_space()
 
     # --- receiving ----------------------------------------------------------------------
@@ -85,11 +110,33 @@ class StagedPayload:
 
     def write_file(self, name: str, source: IO[bytes]) -> None:
         """Write one file from a binary file object."""
-        target = self._target(name)
-        with self._open(target) as out:
+        with self.open_file(name) as out:
             while chunk := source.read(_CHUNK):
-                self._write(out, chunk)
+                self.write(out, chunk)
             _flush(out)
+
+    def open_file(self, name: str) -> IO[bytes]:
+        """Create the file ``name`` (counted against ``max_files``) for :meth:`write`."""
+        return self._open(self._target(name))
+
+    def write(self, out: IO[bytes], chunk: bytes) -> None:
+        """Append ``chunk`` to a file of this payload (counted against ``max_bytes``)."""
+        self._write(out, chunk)
+
+    def close_file(self, out: IO[bytes]) -> None:
+        """Flush, fsync and close a file opened with :meth:`open_file`."""
+        try:
+            _flush(out)
+        finally:
+            out.close()
+
+    def count_entry(self, name: str) -> None:
+        """Count one file or folder against ``max_files`` (:class:`PayloadTooLarge` past it)."""
+        self.entries += 1
+        if self.max_files is not None and self.entries > self.max_files:
+            raise PayloadTooLarge(f"the upload holds more than {self.max_files} files and "
+                                  f"folders (the server's --max-files limit; {name!r} is one "
+                                  "too many)")
 
     def extract_tar(self, archive: Path) -> None:
         """Unpack a tar (plain, gzip, bz2 or xz) written by :meth:`write_stream` into the folder.
@@ -102,6 +149,8 @@ class StagedPayload:
             with tarfile.open(archive, "r:*") as tar:
                 for member in tar:
                     if member.isdir():
+                        safe_relative(member.name)
+                        self.count_entry(member.name)
                         continue
                     if not member.isfile():
                         raise PayloadError(f"archive member {member.name!r} is a link or "
@@ -133,10 +182,24 @@ class StagedPayload:
     # --- helpers ------------------------------------------------------------------------
 
     def _target(self, name: str) -> Path:
-        target = self.folder / safe_relative(name)
+        rel = safe_relative(name)
+        self.count_entry(name)
+        target = self.folder / rel
+        if len(os.fsencode(target)) >= _PATH_MAX:
+            raise PayloadError(f"file name {name[:80]!r}... makes a path longer than the file "
+                               f"system allows ({_PATH_MAX} bytes)")
+        if target.is_dir():
+            raise PayloadError(f"{name!r} is both a folder and a file in the upload")
         if target.exists():
             raise PayloadError(f"file {name!r} appears twice in the upload")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        for parent in reversed(rel.parents[:-1]):
+            if (self.folder / parent).is_file():
+                raise PayloadError(f"{name!r} lies under {parent.as_posix()!r}, which the upload "
+                                   "already holds as a file")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _storage_error(exc) from exc
         return target
 
     def _open(self, target: Path) -> IO[bytes]:
@@ -173,10 +236,19 @@ def _flush(out: IO[bytes]) -> None:
         raise _storage_error(exc) from exc
 
 
-def _storage_error(exc: OSError) -> OSError:
+def _storage_error(exc: OSError) -> Exception:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return InsufficientStorage(exc.errno, f"the data disk is full: {exc.strerror}")
+    if exc.errno in (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EEXIST, errno.EISDIR,
+                     errno.EILSEQ):
+        return PayloadError(f"the data disk cannot hold this file name "
+                            f"({exc.strerror}: {str(exc.filename)[-80:]!r})")
     return exc
+
+
+def storage_error(exc: OSError) -> Exception:
+    """The error to answer for ``exc`` met while storing an upload (507, 400 or ``exc``)."""
+    return _storage_error(exc)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -188,10 +260,19 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def iter_files(folder: Path) -> Iterable[tuple[str, int]]:
-    """(relative POSIX path, size) of every file under ``folder``, sorted."""
+    """(relative POSIX path, size) of every regular file under ``folder``, sorted.
+
+    Links (broken or not) and special files are left out: they are never listed, archived or
+    counted, and a link that points nowhere cannot make a listing fail.
+    """
     found = []
     for root, _, names in os.walk(folder):
         for name in names:
             path = Path(root, name)
-            found.append((path.relative_to(folder).as_posix(), path.stat().st_size))
+            try:
+                info = path.lstat()
+            except OSError:  # removed while we walked
+                continue
+            if stat.S_ISREG(info.st_mode):
+                found.append((path.relative_to(folder).as_posix(), info.st_size))
     return sorted(found)

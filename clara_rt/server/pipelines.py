@@ -86,7 +86,11 @@ class PipelineRegistry:
         record_id = new_id()
         record["id"] = record_id
         _write_atomic(self._path(record_id), text)
-        self._store.add_pipeline(record)
+        try:
+            self._store.add_pipeline(record)
+        except BaseException:  # e.g. the disk is full: no file without its record
+            self._path(record_id).unlink(missing_ok=True)
+            raise
         return self.describe(record_id)
 
     def get(self, ref: str) -> dict[str, Any]:
@@ -142,6 +146,14 @@ class PipelineRegistry:
                 self._built.popitem(last=False)
         return built
 
+    def needs_payload(self, ref: str) -> bool:
+        """Whether a job of the pipeline reads a payload (an input with no ``from``)."""
+        record = self.get(ref)
+        definition = parse_definition(f"{record['name']}.yaml",
+                                      text=self._path(record["id"]).read_text(),
+                                      environ={}, allow_undefined=True)
+        return any(port.from_ is None for op in definition.operators for port in op.inputs)
+
     def needs(self, pipeline_id: str) -> JobNeeds:
         """Memory and GPUs one job of the pipeline asks for (its operators' ``requests:``)."""
         record = self.get(pipeline_id)
@@ -170,8 +182,12 @@ def _operators(definition: PipelineDefinition) -> list[dict[str, Any]]:
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk leaves no half-written (or empty) file behind
+        tmp.unlink(missing_ok=True)
+        raise

@@ -252,33 +252,84 @@ def worker_stream() -> Any:
 
 
 def record_event(values: Any) -> Any:
-    """Record a CUDA event on the current stream if any of ``values`` is a CuPy array.
+    """Mark the current stream's position if any of ``values`` is a CuPy array.
 
     Producers call it after ``compute`` (on a worker, the current stream is the worker's own);
-    ``submit`` calls it for the payload on the caller's stream. Returns the event, for
-    :func:`wait_event`, or ``None`` when nothing is on the GPU.
-    """
-    if not any(type(v).__module__.startswith("cupy") for v in values):
-        return None
-    import cupy
+    ``submit`` calls it for the payload on the caller's stream. Returns a mark for
+    :func:`wait_event` and :func:`synchronize`, or ``None`` when nothing is on the GPU.
 
-    return cupy.cuda.get_current_stream().record()
+    The event comes from a small ring per thread and stream (:data:`EVENT_RING` events, created
+    once with timing disabled) instead of a new ``cupy.cuda.Event`` per hop. An event is
+    re-recorded only after ``EVENT_RING`` later records on the same stream; a consumer that
+    waits on it after that waits for that later point of the same stream, which includes the
+    producer's work: never too early, at worst a little late.
+    """
+    for v in values:
+        if type(v).__module__.startswith("cupy"):
+            break
+    else:
+        return None
+    stream = _current_stream()
+    event = _next_event(stream)
+    event.record(stream)
+    return (event, stream)
 
 
 def wait_event(event: Any) -> None:
-    """Make the current stream wait for ``event`` (a producer's); no-op for ``None``.
+    """Make the current stream wait for a producer's mark; no-op for ``None``.
 
-    Only this stream waits, on the device: the host thread and other streams go on.
+    Only this stream waits, on the device: the host thread and other streams go on. When the
+    producer ran on this very stream, stream order already serialises them and nothing is done.
     """
     if event is None:
         return
-    import cupy
-
-    cupy.cuda.get_current_stream().wait_event(event)
+    recorded, stream = event
+    current = _current_stream()
+    if current.ptr != stream.ptr:
+        current.wait_event(recorded)
 
 
 def synchronize(events: Any) -> None:
-    """Block the calling thread until every (non-``None``) event has completed."""
+    """Block the calling thread until every (non-``None``) mark has completed."""
     for event in events:
         if event is not None:
-            event.synchronize()
+            event[0].synchronize()
+
+
+EVENT_RING = 64
+"""Events per thread and stream that :func:`record_event` cycles through."""
+_MAX_RINGS = 16  # streams remembered per thread; a thread switching among more starts anew
+
+
+def _current_stream() -> Any:
+    """``cupy.cuda.get_current_stream()``, without re-running ``import cupy`` on every hop."""
+    get = _get_current_stream
+    if get is None:
+        import cupy
+
+        get = globals()["_get_current_stream"] = cupy.cuda.get_current_stream
+    return get()
+
+
+_get_current_stream: Any = None
+
+
+def _next_event(stream: Any) -> Any:
+    """Return the next event of this thread's ring for ``stream`` (created on first use)."""
+    rings: dict[int, list[Any]] | None = getattr(_local, "rings", None)
+    if rings is None:
+        rings = _local.rings = {}
+    ring = rings.get(stream.ptr)
+    if ring is None:
+        if len(rings) >= _MAX_RINGS:
+            rings.clear()
+        ring = rings[stream.ptr] = [0, stream]  # [next index, the stream (kept alive), *events]
+    at = ring[0]
+    ring[0] = (at + 1) % EVENT_RING
+    if at + 2 < len(ring):
+        return ring[at + 2]
+    import cupy
+
+    event = cupy.cuda.Event(block=False, disable_timing=True)
+    ring.append(event)
+    return event

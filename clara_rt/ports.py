@@ -30,6 +30,7 @@ Dim = int | str
 PORT_KINDS: tuple[str, ...] = ("array", "stream", "path", "object")
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "any")
 _ANY_DIMS = (-1, "*")
+_CUDA_ARRAY_TYPES: set[type] = set()  # cupy.ndarray once seen; read by the fast port checks
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,18 +133,35 @@ class PortSpec:
         return self._check(value)  # type: ignore[no-any-return]
 
     def _make_check(self) -> Any:
-        """Build the checker: a fast path for the common host-array case, else the full check."""
+        """Build the checker: a fast path for NumPy and CuPy arrays, else the full check.
+
+        The fast path costs a few attribute reads for an array of the declared device, dtype,
+        rank and fixed sizes; anything else (other array types, a mismatch to report) takes
+        :meth:`_full_problem`. CuPy's ndarray type is learnt from the first CuPy value checked
+        (so this module never imports CuPy).
+        """
         full = self._full_problem
-        if self.kind != "array" or self.device == "cuda" or self._fixed:
+        if self.kind != "array":
             return full
-        ndarray, np_dtype = np.ndarray, self._np_dtype
+        host_ok, cuda_ok = self.device != "cuda", self.device != "cpu"
+        ndarray, np_dtype, fixed = np.ndarray, self._np_dtype, self._fixed
         ndim = None if self.shape is None else len(self.shape)
+        cuda_types = _CUDA_ARRAY_TYPES
 
         def check(value: Any) -> str | None:
-            if (type(value) is ndarray and (np_dtype is None or value.dtype is np_dtype)
-                    and (ndim is None or value.ndim == ndim)):
-                return None
-            return full(value)
+            t = type(value)
+            if not ((host_ok and t is ndarray) or (cuda_ok and t in cuda_types)):
+                return full(value)
+            if np_dtype is not None and value.dtype is not np_dtype:
+                return full(value)
+            if ndim is not None:
+                shape = value.shape
+                if len(shape) != ndim:
+                    return full(value)
+                for axis, size in fixed:
+                    if shape[axis] != size:
+                        return full(value)
+            return None
 
         return check
 
@@ -170,6 +188,8 @@ class PortSpec:
             if found is None:
                 return f"expected an array, got {type(value).__name__}"
             device = found
+            if type(value).__module__.startswith("cupy") and type(value).__name__ == "ndarray":
+                _CUDA_ARRAY_TYPES.add(type(value))  # later values take the fast check
         if self.device != "any" and device != self.device:
             return f"expected an array on {self.device}, got one on {device}"
         np_dtype = self._np_dtype

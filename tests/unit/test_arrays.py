@@ -18,8 +18,11 @@ from clara_rt.arrays import (
     get_array_module,
     record_event,
     same_buffer,
+    synchronize,
+    wait_event,
     worker_stream,
 )
+from clara_rt.ports import PortSpec
 
 
 class _HostBuffer:
@@ -91,3 +94,84 @@ def test_worker_streams_are_per_thread_and_non_blocking() -> None:
         t.join()
     assert len({s.ptr for s in streams}) == 2
     assert all(s.ptr != cupy.cuda.Stream.null.ptr for s in streams)
+
+
+@pytest.mark.gpu
+def test_events_come_from_a_ring_and_order_kernels_across_streams() -> None:
+    import cupy
+
+    from clara_rt.arrays import EVENT_RING
+
+    x = cupy.arange(4)
+    with cupy.cuda.Stream(non_blocking=True) as producer:
+        marks = [record_event([x]) for _ in range(EVENT_RING + 1)]
+        assert marks[0][0] is marks[EVENT_RING][0]  # reused, not a new Event per hop
+        assert len({id(m[0]) for m in marks}) == EVENT_RING
+        assert all(m[1].ptr == producer.ptr for m in marks)
+    expected = np.ones(1, np.float32)
+    for _ in range(20):
+        expected = np.sin(expected)
+    with cupy.cuda.Stream(non_blocking=True) as consumer:
+        with producer:
+            slow = cupy.ones(1 << 24, dtype=cupy.float32)
+            for _ in range(20):
+                slow = cupy.sin(slow)
+            mark = record_event([slow])
+        wait_event(mark)  # another stream: the consumer's kernels run after the producer's
+        last = (slow[-8:] + 0).get()  # a kernel and a copy on the consumer's stream
+        assert consumer.ptr != producer.ptr
+        np.testing.assert_allclose(last, np.repeat(expected, 8), rtol=1e-6)
+    synchronize([mark, None])
+    assert mark[0].done
+
+
+def test_wait_event_waits_only_across_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    from clara_rt import arrays
+
+    class _Stream:
+        def __init__(self, ptr: int) -> None:
+            self.ptr, self.waited = ptr, []
+
+        def wait_event(self, event: Any) -> None:
+            self.waited.append(event)
+
+    current = _Stream(7)
+    monkeypatch.setattr(arrays, "_current_stream", lambda: current)
+    wait_event(("same-stream event", _Stream(7)))  # stream order already serialises them
+    wait_event(None)
+    assert current.waited == []
+    wait_event(("other-stream event", _Stream(8)))
+    assert current.waited == ["other-stream event"]
+
+
+def test_port_fast_check_takes_numpy_and_reports_mismatches() -> None:
+    spec = PortSpec("v", dtype="float32", shape=(-1, 4), device="any")
+    assert spec.value_problem(np.zeros((3, 4), np.float32)) is None
+    assert spec.value_problem(np.zeros((3, 5), np.float32)) == (
+        "expected shape (*, 4), got (3, 5) (axis 1 is 5, not 4)")
+    assert spec.value_problem(np.zeros((3, 4), np.int16)) == "expected dtype float32, got int16"
+    on_gpu = PortSpec("g", dtype="float32", device="cuda")
+    assert on_gpu.value_problem(np.zeros(2, np.float32)) == (
+        "expected an array on cuda, got one on cpu")
+
+
+@pytest.mark.gpu
+def test_port_fast_check_takes_cupy_arrays_after_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cupy
+
+    from clara_rt import ports
+
+    spec = PortSpec("g", dtype="float32", shape=(-1, 4), device="cuda")
+    x = cupy.zeros((2, 4), cupy.float32)
+    assert spec.value_problem(x) is None  # the first CuPy value teaches the fast path its type
+
+    def no_full_check(value: Any) -> str:
+        raise AssertionError("a matching CuPy array took the full check")
+
+    monkeypatch.setattr(ports, "device_of", no_full_check)  # only the full check calls it
+    assert PortSpec("h", dtype="float32", shape=(-1, 4), device="cuda").value_problem(x) is None
+    monkeypatch.undo()
+    assert spec.value_problem(cupy.zeros((2, 5), cupy.float32)) == (
+        "expected shape (*, 4), got (2, 5) (axis 1 is 5, not 4)")
+    assert PortSpec("c", device="cpu").value_problem(x) == (
+        "expected an array on cpu, got one on cuda")

@@ -263,3 +263,58 @@ def test_disk_threshold_deletes_oldest_results_first_and_keeps_what_jobs_need(
     assert (config.jobs_dir / "busy" / "output").exists()
     assert "nothing is left that retention may delete" in caplog.text
     store.close()
+
+
+def _fill(path: Path) -> None:
+    """Write ``path`` until the disk under it has not one byte left."""
+    with open(path, "wb", buffering=0) as out:
+        for block in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    out.write(b"\0" * block)
+            except OSError:
+                continue
+
+
+def test_issue_16_9_full_disk_at_a_jobs_end_keeps_every_thread_serving(tmp_path: Path) -> None:
+    disk = tmp_path / "small-disk"
+    need_peer(_tmpfs(disk, "32m"), "a 32 MiB tmpfs mount (needs root)")
+    try:
+        proc = ServerProcess(disk / "data", "--min-free", "0", "--workers", "1",
+                             "--shutdown-grace", "1")
+        proc.log_path = tmp_path / "server.log"
+        with proc:
+            client = proc.client()
+            client.create_pipeline(folder_pipeline("short", seconds=2))
+            client.create_pipeline(folder_pipeline("slow", seconds=60))
+            payload = client.create_payload([Path(__file__)])
+            job = client.create_job("short", [payload["id"]])
+            wait_for(lambda: running(client, job["id"]), 20, "the job to run")
+            _fill(disk / "filler")
+            ended = client.wait_job(job["id"], 30)  # known even while the database is full
+            assert (ended["state"], ended["status"]) == ("stopped", "faulted"), ended
+            for create in (lambda: client.create_pipeline(folder_pipeline("later")),
+                           lambda: client.create_job("short", [payload["id"]])):
+                with pytest.raises(ClientError) as err:
+                    create()
+                assert err.value.status == 507 and "full" in str(err.value), err.value
+            assert [p.name for p in (proc.data / "pipelines").iterdir()
+                    if p.name.endswith(".partial")] == []
+            (disk / "filler").unlink()
+            again = client.wait_job(client.create_job("short", [payload["id"]])["id"], 30)
+            assert again["status"] == "healthy"  # the dispatch and finish threads live on
+            slow = client.create_job("slow", [payload["id"]])
+            wait_for(lambda: running(client, slow["id"]), 20, "the slow job to run")
+            client.cancel_job(slow["id"])
+            assert client.wait_job(slow["id"], 20)["status"] == "canceled"
+            time.sleep(3)  # the end refused while the disk was full is saved by now
+            proc.kill()
+            proc.start()
+            saved = proc.client().get_job(job["id"])
+            assert (saved["state"], saved["status"]) == ("stopped", "faulted"), saved
+            assert "interrupted" not in (saved["error"] or ""), saved
+            t0 = time.monotonic()
+            assert proc.stop(timeout=30) == 0
+            assert time.monotonic() - t0 < 15
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -8,7 +8,12 @@
   report with ``--json``). An output folder that already holds files is refused unless
   ``--overwrite``; the job's scratch folder lives inside the output folder and is removed after a
   successful run. ``--trace FILE`` writes the job's timeline as Chrome trace JSON (open it in
-  Perfetto).
+  Perfetto). A failed job's error names the file and line in operator code; its full traceback
+  and the job's log records are kept in ``<workspace>/job.log`` (``--verbose`` prints it).
+
+Operator code: ``run`` and ``validate`` import ``clara-rt: {operator: "module:Class"}`` modules
+from installed packages and then from the definition's own folder (a ``myops.py`` beside
+``pipeline.yaml`` needs no PYTHONPATH; it never shadows an installed module of the same name).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from clara_rt.cli._common import parse_pairs, positive_int
-from clara_rt.cli._report import collect_outputs, print_report, watch
+from clara_rt.cli._report import captured_log, collect_outputs, print_report, watch, write_job_log
 from clara_rt.errors import ClaraRTError
 
 __all__ = ["add"]
@@ -61,6 +66,9 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="allow writing into an output folder that already holds files")
     p.add_argument("--keep-workspace", action="store_true",
                    help="keep the job's scratch folder (kept anyway when the job fails)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print a failed operator's full traceback (it is kept in the "
+                        "workspace's job.log either way)")
     p.add_argument("--trace", type=Path, metavar="FILE",
                    help="write the job's timeline as Chrome trace JSON (open it in Perfetto, "
                         "ui.perfetto.dev)")
@@ -77,6 +85,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         definition = _parse(args, template=True)
         missing = unresolved(definition)
         if not missing:
+            _import_beside(args.pipeline)
             build_pipeline(definition, require_services=False)
     except (ClaraRTError, ValueError) as exc:
         return _fail(exc)
@@ -123,6 +132,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         services = parse_pairs(args.service, "--service")
         _check_folders(args)
         _local_inference(args)
+        _import_beside(args.pipeline)
         # Local inference serves the models from files: no server URL is needed.
         built = build_pipeline(definition, services=services,
                                require_services=args.inference == "remote")
@@ -138,7 +148,7 @@ def _run_job(args: argparse.Namespace, built: Any) -> int:
 
     args.output.mkdir(parents=True, exist_ok=True)
     workspace = Path(tempfile.mkdtemp(prefix=".clara-rt-work-", dir=args.output))
-    with Runtime(workers=args.workers) as rt:
+    with Runtime(workers=args.workers) as rt, captured_log() as records:
         try:
             job = rt.submit(built.pipeline, built.payload_for(args.input.resolve()),
                             priority=args.priority, timeout=args.timeout, workspace=workspace)
@@ -156,8 +166,10 @@ def _run_job(args: argparse.Namespace, built: Any) -> int:
                                   overwrite=args.overwrite)
         if not args.keep_workspace:
             shutil.rmtree(workspace, ignore_errors=True)
+    if workspace.exists():
+        write_job_log(workspace, job, records)
     print_report(job, built, outputs, workspace if workspace.exists() else None,
-                 as_json=args.json)
+                 as_json=args.json, verbose=args.verbose)
     return EXIT_OK if job.state.value == "succeeded" else EXIT_JOB_FAILED
 
 
@@ -174,6 +186,13 @@ def _parse(args: argparse.Namespace, *, template: bool = False) -> Any:
     for warning in definition.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return definition
+
+
+def _import_beside(pipeline: Path) -> None:
+    """Let ``clara-rt:`` keys name modules in the definition's folder (after installed ones)."""
+    folder = str(pipeline.resolve().parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
 
 
 def _write_trace(job: Any, path: Path) -> None:

@@ -105,7 +105,8 @@ class NodeRuntime:
             finished = loop.create_future()
             job = self._runtime.submit(
                 built.pipeline, built.payload_for(input_dir), priority=spec["priority"],
-                timeout=spec["timeout"], workspace=work)
+                timeout=spec["timeout"], workspace=work, job_id=job_id,
+                name=spec.get("job_name") or None)
             self._jobs[job_id] = job
             if job_id in self._cancelled:
                 job.cancel()

@@ -134,7 +134,7 @@ class RayRunner:
             while len(self._checked) > 256:
                 self._checked.popitem(last=False)
         spec = RunSpec(job["id"], key, record["name"], text, variables, job["priority"],
-                       job["timeout"], self._pipelines.needs(record["id"]))
+                       job["timeout"], self._pipelines.needs(record["id"]), job["name"])
 
         def start(input_dir: Path, workspace: Path) -> RunHandle:
             return self.start_run(spec, input_dir, workspace)
@@ -162,7 +162,7 @@ class RayRunner:
         transport = transport_for(self._shared_path, input_dir, workspace)
         message = {"job_id": spec.job_id, "key": spec.key, "name": spec.name,
                    "text": spec.text, "variables": spec.variables, "priority": spec.priority,
-                   "timeout": spec.timeout, "transport": transport,
+                   "timeout": spec.timeout, "transport": transport, "job_name": spec.job_name,
                    "input": str(input_dir), "workspace": str(workspace)}
         run = RayRun(self, spec, message, transport)
         with self._lock:

@@ -77,6 +77,8 @@ class RunSpec:
     priority: str
     timeout: float | None
     needs: JobNeeds = field(default_factory=JobNeeds)
+    job_name: str = ""
+    """The job's name (``NVIDIA_CLARA_JOBNAME``); empty: ``<pipeline>-<job id>``."""
 
 
 @dataclass(eq=False)

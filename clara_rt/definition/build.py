@@ -223,7 +223,9 @@ def _instantiate(target: str, op_def: OperatorDef, args: dict[str, Any]) -> Oper
         for part in attr.split("."):  # "module:Outer.Inner", as entry points allow
             cls = getattr(cls, part)
     except (ImportError, AttributeError) as exc:
-        raise _error(loc, f"operator '{op_def.name}': cannot import '{target}': {exc}") from exc
+        hint = _import_hint(module_name, loc) if isinstance(exc, ModuleNotFoundError) else ""
+        raise _error(loc, f"operator '{op_def.name}': cannot import '{target}': {exc}"
+                          f"{hint}") from exc
     try:
         op = cls(op_def.name, **args)
     except Exception as exc:
@@ -232,6 +234,15 @@ def _instantiate(target: str, op_def: OperatorDef, args: dict[str, Any]) -> Oper
     if not isinstance(op, Operator):
         raise _error(loc, f"operator '{op_def.name}': '{target}' is not an Operator subclass")
     return op
+
+
+def _import_hint(module_name: str, loc: Location) -> str:
+    """Say where operator modules are looked for (``run`` and ``serve`` differ)."""
+    folder = Path(loc.path).resolve().parent
+    return (f"; clara-rt run and validate look for '{module_name}' in installed packages, then "
+            f"in the definition's folder ({folder}); clara-rt serve only in installed packages "
+            "and the server's PYTHONPATH (pip install the package holding it, or start serve "
+            "with PYTHONPATH=DIR)")
 
 
 def _match_python_ports(op: Operator, op_def: OperatorDef) -> _OpPorts:

@@ -55,7 +55,8 @@ class CommandOperator(Operator):
     rewritten), its service ``connections`` (e.g. ``NVIDIA_CLARA_TRTISURI``) and these variables,
     which clara-rt sets itself:
 
-    * ``NVIDIA_CLARA_JOBID``: the job id; ``NVIDIA_CLARA_JOBNAME``: ``<pipeline>-<job id>``
+    * ``NVIDIA_CLARA_JOBID``: the job id; ``NVIDIA_CLARA_JOBNAME``: the job's name (default
+      ``<pipeline>-<job id>``)
       (the names Clara Deploy's pipeline driver gave operator containers).
     * ``NVIDIA_CLARA_INPUTPATHS`` / ``NVIDIA_CLARA_OUTPUTPATHS``: ``port:host_path`` pairs
       joined by ``;``, following the ``name:path`` convention Clara operators parse
@@ -192,7 +193,7 @@ class CommandOperator(Operator):
         env.update(self.connections)
         env.update({
             "NVIDIA_CLARA_JOBID": job_id,
-            "NVIDIA_CLARA_JOBNAME": f"{context.pipeline}-{job_id}",
+            "NVIDIA_CLARA_JOBNAME": getattr(context, "job_name", f"{context.pipeline}-{job_id}"),
             "NVIDIA_CLARA_INPUTPATHS": ";".join(f"{p}:{h}" for p, h in in_hosts.items()),
             "NVIDIA_CLARA_OUTPUTPATHS": ";".join(f"{p}:{h}" for p, h in out_hosts.items()),
             "NVIDIA_CLARA_WORKSPACE": str(folder),

@@ -127,7 +127,8 @@ class LocalRunner:
         def start(input_dir: Path, workspace: Path) -> RunHandle:
             return LocalRun(self._runtime.submit(
                 built.pipeline, built.payload_for(input_dir), priority=job["priority"],
-                timeout=job["timeout"], workspace=workspace))
+                timeout=job["timeout"], workspace=workspace, job_id=job["id"],
+                name=job["name"]))
 
         return start
 

@@ -134,7 +134,8 @@ def test_run_genomics_end_to_end(tmp_path: Path) -> None:
     trace = tmp_path / "trace.txt"
     out = tmp_path / "out"
     proc = cli("run", GENOMICS, "--input", DATA / "genomics_input", "--output", out,
-               *genomics_vars(), extra_env={"GENOMICS_TRACE": str(trace)})
+               *genomics_vars(), extra_env={"GENOMICS_TRACE": str(trace),
+                                     "CLARA_RT_COMMAND_ENV": "GENOMICS_TRACE"})
     assert proc.returncode == 0, proc.stderr
     assert [line.split()[0] for line in trace.read_text().splitlines()] == [
         "mapper", "miniasm", "racon"]
@@ -262,3 +263,106 @@ def test_run_shows_live_progress_on_a_terminal(tmp_path: Path) -> None:
     assert proc.returncode == 0
     for op in ("mapper", "miniasm", "racon"):
         assert f"running  {op}" in shown and f"done     {op}" in shown, shown
+
+
+# --- operator code beside the definition, and its failures (issue 17.3, 17.6) ------------------
+
+BESIDE_OPS = '''\
+import logging
+
+from clara_rt import Operator
+
+
+def check_spacing(spacing):
+    raise ValueError(f"bad voxel spacing {spacing}")
+
+
+class Spacing(Operator):
+    def setup(self, spec):
+        spec.input("in", kind="path")
+        spec.output("out", kind="path")
+
+    def compute(self, inputs, outputs, context):
+        logging.getLogger("besideops").info("checking %s", inputs["in"])
+        if FAIL:
+            check_spacing(0.0)
+        out = context.workspace / "spacing.txt"
+        out.write_text("1.0\\n")
+        outputs["out"] = out
+'''
+
+BESIDE_YAML = """\
+api-version: 0.5.0
+name: beside
+operators:
+- name: spacing
+  clara-rt: {operator: "besideops:Spacing"}
+  input:
+  - path: /in
+  output:
+  - path: /out
+"""
+
+
+def _beside(tmp_path: Path, *, fail: bool) -> Path:
+    folder = tmp_path / "pipeline"
+    folder.mkdir()
+    (folder / "besideops.py").write_text(f"FAIL = {fail}\n" + BESIDE_OPS)
+    (folder / "pipeline.yaml").write_text(BESIDE_YAML)
+    (tmp_path / "in").mkdir()
+    return folder / "pipeline.yaml"
+
+
+def test_issue_17_6_operator_module_beside_the_definition_runs_without_pythonpath(
+        tmp_path: Path) -> None:
+    pipeline = _beside(tmp_path, fail=False)
+    env = {"PYTHONPATH": str(ROOT)}  # the checkout only: nothing points at the pipeline folder
+    assert cli("validate", pipeline, extra_env=env).returncode == 0
+    proc = cli("run", pipeline, "--input", tmp_path / "in", "--output", tmp_path / "out",
+               extra_env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "spacing" / "out.txt").read_text() == "1.0\n"
+
+
+def test_issue_17_6_missing_module_says_where_run_and_serve_look(tmp_path: Path) -> None:
+    pipeline = _beside(tmp_path, fail=False)
+    (pipeline.parent / "besideops.py").unlink()
+    proc = cli("validate", pipeline)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"clara-rt: error: {pipeline}:5:13: operator 'spacing': "
+                                  "cannot import 'besideops:Spacing': No module named "
+                                  "'besideops'; clara-rt run and validate look for 'besideops' "
+                                  f"in installed packages, then in the definition's folder "
+                                  f"({pipeline.parent}); clara-rt serve only in installed "
+                                  "packages and the server's PYTHONPATH"), proc.stderr
+
+
+def test_issue_17_3_failing_python_operator_shows_file_line_and_keeps_traceback(
+        tmp_path: Path) -> None:
+    pipeline = _beside(tmp_path, fail=True)
+    module = pipeline.parent / "besideops.py"
+    lines = module.read_text().splitlines()
+    raised = lines.index('    raise ValueError(f"bad voxel spacing {spacing}")') + 1
+    proc = cli("run", pipeline, "--input", tmp_path / "in", "--output", tmp_path / "out")
+    assert proc.returncode == 1
+    [workspace] = list((tmp_path / "out").glob(".clara-rt-work-*"))
+    err = proc.stderr.splitlines()
+    assert re.fullmatch(r"error: operator 'spacing' failed in job \S+ \('beside'\): "
+                        r"ValueError: bad voxel spacing 0.0", err[0]), proc.stderr
+    assert err[1] == f"  at {module}:{raised} in check_spacing", proc.stderr
+    assert err[2] == f"  traceback: {workspace / 'job.log'} (or run again with --verbose)"
+    assert "Traceback (most recent call last)" not in proc.stderr
+    log = (workspace / "job.log").read_text()
+    assert "INFO besideops: checking" in log  # the job's log records are kept too
+    assert "Traceback (most recent call last)" in log
+    assert f'File "{module}", line {raised}, in check_spacing' in log
+    assert log.rstrip().endswith("ValueError: bad voxel spacing 0.0")
+
+    verbose = cli("run", pipeline, "--input", tmp_path / "in", "--output", tmp_path / "out2",
+                  "--verbose", "--json")
+    assert verbose.returncode == 1
+    report = json.loads(verbose.stdout)
+    assert report["error_where"] == f"{module}:{raised} in check_spacing"
+    assert report["log"].endswith("job.log")
+    assert f'File "{module}", line {raised}, in check_spacing' in verbose.stderr
+    assert "Traceback (most recent call last)" in verbose.stderr

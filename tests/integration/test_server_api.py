@@ -339,7 +339,7 @@ def test_failing_operator_faults_the_job_with_its_error_and_traceback(client: Cl
     assert (job["state"], job["status"]) == ("stopped", "faulted")
     assert "first failed on purpose" in job["error"]
     ops = {op["name"]: op["state"] for op in job["operators"]}
-    assert ops == {"first": "failed", "second": "not run"}
+    assert ops == {"first": "failed", "second": "not_run"}
     log = client.logs(job["id"], "first")
     assert "Traceback" in log and "RuntimeError: first failed on purpose" in log
 

@@ -95,7 +95,7 @@ def _job(**fields: Any) -> dict[str, Any]:
            "stopped": now - 1, "timeout": None, "variables": {}, "attempts": 1,
            "operators": [{"name": "first", "state": "failed", "start_ms": 0.5,
                           "duration_ms": 20.0},
-                         {"name": "second", "state": "not run", "start_ms": None,
+                         {"name": "second", "state": "not_run", "start_ms": None,
                           "duration_ms": None}],
            "results_deleted": None, "history": [{"time": now, "state": "stopped",
                                                  "status": "faulted", "note": EVIL}]}

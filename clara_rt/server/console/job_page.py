@@ -117,10 +117,10 @@ def viewer_page(job: dict[str, Any], info: dict[str, Any], *, token_required: bo
 
 def _operator_rows(job: dict[str, Any], operators: Sequence[dict[str, Any]]
                    ) -> list[dict[str, Any]]:
-    """The job's operator rows, or the pipeline's operators as ``not run`` before it runs."""
+    """The job's operator rows, or the pipeline's operators as ``not_run`` before it runs."""
     if job.get("operators"):
         return list(job["operators"])
-    return [{"name": op["name"], "state": "not run", "start_ms": None, "duration_ms": None}
+    return [{"name": op["name"], "state": "not_run", "start_ms": None, "duration_ms": None}
             for op in operators]
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from clara_rt.cli._common import parse_pairs, positive_int
 from clara_rt.cli._report import captured_log, collect_outputs, print_report, watch, write_job_log
 from clara_rt.errors import ClaraRTError
+from clara_rt.job import PRIORITY_NAMES
 
 __all__ = ["add"]
 
@@ -50,8 +51,11 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = verbs.add_parser("run", parents=[common], help="run one job of a pipeline definition")
     p.add_argument("--input", type=Path, required=True, metavar="DIR", help="the job's input")
     p.add_argument("--output", type=Path, required=True, metavar="DIR", help="where results go")
-    p.add_argument("--priority", choices=("immediate", "high", "normal", "low"),
-                   default="normal")
+    p.add_argument("--priority", choices=PRIORITY_NAMES, default="normal")
+    p.add_argument("--job-id", metavar="ID",
+                   help="the job's id (${{JOB_ID}}, NVIDIA_CLARA_JOBID); default: a fresh one")
+    p.add_argument("--job-name", metavar="NAME",
+                   help="the job's name (NVIDIA_CLARA_JOBNAME); default: PIPELINE-ID")
     p.add_argument("--workers", type=positive_int, metavar="N", help="worker threads (cores)")
     p.add_argument("--service", action="append", default=[], metavar="NAME=URL",
                    help="URL of a running server for a service of the definition (triton=URL: "
@@ -151,7 +155,8 @@ def _run_job(args: argparse.Namespace, built: Any) -> int:
     with Runtime(workers=args.workers) as rt, captured_log() as records:
         try:
             job = rt.submit(built.pipeline, built.payload_for(args.input.resolve()),
-                            priority=args.priority, timeout=args.timeout, workspace=workspace)
+                            priority=args.priority, timeout=args.timeout, workspace=workspace,
+                            job_id=args.job_id, name=args.job_name)
         except ClaraRTError as exc:  # an operator's start() failed: no job was created
             shutil.rmtree(workspace, ignore_errors=True)
             print(f"clara-rt: error: {exc}", file=sys.stderr)

@@ -145,7 +145,8 @@ def print_report(job: Job, built: Any, outputs: dict[str, Path], workspace: Path
     log = workspace / JOB_LOG if workspace is not None and (workspace / JOB_LOG).is_file() else None
     if as_json:
         print(json.dumps({
-            "job": job.id, "pipeline": job.pipeline, "state": job.state.value,
+            "job": job.id, "name": job.name, "pipeline": job.pipeline,
+            "state": job.state.value,
             "priority": job.priority.name.lower(), "operators": rows,
             "outputs": {k: str(v) for k, v in outputs.items()}, "error": error,
             "error_where": failed.where if failed is not None else None,

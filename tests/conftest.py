@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # (pydicom-data imports as data_store.)
 TEST_EXTRA_MODULES = ("onnx", "onnxruntime", "tritonclient", "data_store", "pylibjpeg",
                       "fastapi", "uvicorn", "multipart", "schemathesis", "psutil",
-                      "prometheus_client", "pynetdicom", "playwright", "ray")
+                      "prometheus_client", "pynetdicom", "playwright", "ray", "torch")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

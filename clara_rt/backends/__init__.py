@@ -1,7 +1,8 @@
-"""Inference backends: Triton / KServe v2 servers and in-process ONNX Runtime.
+"""Inference backends: Triton / KServe v2 servers, in-process ONNX Runtime and PyTorch.
 
-``import clara_rt.backends`` imports neither tritonclient nor onnxruntime; each backend module
-imports its library when it is used.
+``import clara_rt.backends`` imports none of tritonclient, onnxruntime or torch; each backend
+module imports its library when it is used (:mod:`clara_rt.backends.torch` runs TorchScript
+files and MONAI bundles, :mod:`clara_rt.backends.monai_bundle` reads bundle metadata).
 """
 
 from __future__ import annotations

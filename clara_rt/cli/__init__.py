@@ -7,6 +7,8 @@
 * ``serve`` (:mod:`clara_rt.cli._serve`): the platform server.
 * ``package PIPELINE.yaml -o DIR``, ``package --check DIR`` (:mod:`clara_rt.cli._package`): an
   offline bundle for an edge box.
+* ``bundle PATH [-o pipeline.yaml]`` (:mod:`clara_rt.cli._bundle`): a pipeline YAML that runs a
+  MONAI bundle in-process.
 * ``create pipeline|job``, ``start job``, ``list jobs|pipelines|payloads``, ``cancel job``,
   ``describe job|pipeline``, ``wait job``, ``download JOB``, ``logs JOB OPERATOR``
   (:mod:`clara_rt.cli._client`): Clara-CLI-style client verbs against ``serve``.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 
-from clara_rt.cli import _bench, _client, _convert, _dicom, _package, _pipeline, _serve
+from clara_rt.cli import _bench, _bundle, _client, _convert, _dicom, _package, _pipeline, _serve
 
 __all__ = ["build_parser", "main"]
 
@@ -55,4 +57,5 @@ def build_parser() -> argparse.ArgumentParser:
     _serve.add(verbs)
     _client.add(verbs)
     _package.add(verbs)
+    _bundle.add(verbs)
     return parser

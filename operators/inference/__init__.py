@@ -4,18 +4,21 @@
   ONNX Runtime in this process — with ports declared from the model's metadata; optional
   sliding-window inference. :func:`set_local_models` serves Triton model names from local ONNX
   files instead (``clara-rt run --inference local --models DIR``).
+  TorchScript files and MONAI bundles run in-process with PyTorch.
+* :class:`ArgmaxOp`: per-channel scores -> a uint8 label map.
 * :class:`OnnxClassifierOp`: a 2-D image through an ONNX classifier -> class probabilities and
   the top class.
 
-Both need optional packages (``pip install 'clara-rt[onnx]'`` / ``'clara-rt[triton]'``),
-imported only when used.
+The models need optional packages (``pip install 'clara-rt[onnx]'`` / ``'clara-rt[torch]'`` /
+``'clara-rt[triton]'``), imported only when used.
 """
 
 from __future__ import annotations
 
+from clara_rt.operators.inference.argmax import ArgmaxOp as ArgmaxOp
 from clara_rt.operators.inference.infer import InferenceOp as InferenceOp
 from clara_rt.operators.inference.infer import local_models as local_models
 from clara_rt.operators.inference.infer import set_local_models as set_local_models
 from clara_rt.operators.inference.onnx_classify import OnnxClassifierOp as OnnxClassifierOp
 
-__all__ = ["InferenceOp", "OnnxClassifierOp", "local_models", "set_local_models"]
+__all__ = ["ArgmaxOp", "InferenceOp", "OnnxClassifierOp", "local_models", "set_local_models"]

@@ -1,7 +1,9 @@
 """InferenceOp: run a model through an inference backend, with ports taken from the model.
 
-The backend is ONNX Runtime in this process (:class:`~clara_rt.backends.onnxruntime.OnnxBackend`)
-or a Triton / KServe v2 server (:class:`~clara_rt.backends.triton.TritonBackend`). The operator
+The backend is ONNX Runtime in this process (:class:`~clara_rt.backends.onnxruntime.OnnxBackend`),
+PyTorch in this process for TorchScript files and MONAI bundles
+(:class:`~clara_rt.backends.torch.TorchBackend`) or a Triton / KServe v2 server
+(:class:`~clara_rt.backends.triton.TritonBackend`). The operator
 asks the backend for the model's interface when it is added to a pipeline and declares one port
 per tensor, so ``Pipeline.connect`` checks dtypes and shapes against the model itself. Arrays go
 to the backend and come back by reference: the batch axes are added and removed as views.
@@ -27,13 +29,15 @@ from typing import Any, Literal
 
 from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs, PipelineError, PortSpec
 from clara_rt.backends import InferenceBackend, ModelSpec, TensorSpec
+from clara_rt.backends.monai_bundle import is_bundle
 from clara_rt.errors import BackendError, BackendUnavailableError
 
 __all__ = ["InferenceOp", "find_local_model", "local_models", "set_local_models"]
 
 log = logging.getLogger(__name__)
 
-BackendKind = Literal["onnx", "triton"]
+BackendKind = Literal["onnx", "triton", "torch"]
+_TORCH_SUFFIXES = (".ts", ".pt", ".pth")
 _local_models: Path | None = None
 
 
@@ -96,9 +100,11 @@ class InferenceOp(Operator):
     Args:
         name: Operator name in its pipeline.
         model: ONNX: the ``.onnx`` file (or a model name found in :func:`set_local_models`'s
-            folder). Triton: the model name.
-        backend: ``"onnx"`` or ``"triton"``; default ``"triton"`` when a URL is known (``url``
-            or a service connection), else ``"onnx"``.
+            folder). Torch: a TorchScript file (``.ts``, ``.pt``) or a MONAI bundle folder
+            (:mod:`clara_rt.backends.torch`). Triton: the model name.
+        backend: ``"onnx"``, ``"torch"`` or ``"triton"``; default ``"triton"`` when a URL is
+            known (``url`` or a service connection), ``"torch"`` for a ``.ts`` / ``.pt`` /
+            ``.pth`` file or a MONAI bundle folder, else ``"onnx"``.
         url: Triton server URL (``http://host:8000``, ``grpc://host:8001``). Default: the first
             of ``self.connections`` (service env name -> URL, set from the pipeline YAML's
             ``services:``, e.g. ``NVIDIA_CLARA_TRTISURI``); a URL without a scheme gets
@@ -114,7 +120,8 @@ class InferenceOp(Operator):
             always stripped, and each output is blended in its own pass.
         batch: Add and strip the batch (and single-channel) axes, see above.
         backend_args: Extra keyword arguments for the backend class (``intra_op_threads``,
-            ``providers`` for ONNX; timeouts, protocol options for Triton). Not used when
+            ``providers`` for ONNX; ``device``, ``amp``, ``threads``, ``network_data_format``
+            for torch; timeouts, protocol options for Triton). Not used when
             :func:`set_local_models` swaps a Triton model for an ONNX file.
     """
 
@@ -125,9 +132,9 @@ class InferenceOp(Operator):
                  sliding_window: Mapping[str, Any] | None = None, batch: bool = True,
                  backend_args: Mapping[str, Any] | None = None) -> None:
         super().__init__(name)
-        if backend not in (None, "onnx", "triton"):
-            raise ValueError(f"InferenceOp '{self.name}': backend must be 'onnx', 'triton' or "
-                             f"None, got {backend!r}")
+        if backend not in (None, "onnx", "triton", "torch"):
+            raise ValueError(f"InferenceOp '{self.name}': backend must be 'onnx', 'triton', "
+                             f"'torch' or None, got {backend!r}")
         self.model = os.fspath(model)
         self.backend, self.url, self.batch = backend, url, bool(batch)
         self.inputs = dict(inputs or {})
@@ -215,7 +222,12 @@ class InferenceOp(Operator):
     def _kind(self) -> BackendKind:
         if self.backend is not None:
             return self.backend
-        return "triton" if self._url() else "onnx"
+        if self._url():
+            return "triton"
+        path = Path(self.model)
+        if path.suffix in _TORCH_SUFFIXES or is_bundle(path):
+            return "torch"
+        return "onnx"
 
     def _url(self) -> str | None:
         if self.url:
@@ -237,6 +249,10 @@ class InferenceOp(Operator):
                 return OnnxBackend(path, name=self.model)
             if kind == "triton":
                 return self._triton()
+            if kind == "torch":
+                from clara_rt.backends.torch import TorchBackend
+
+                return TorchBackend(self.model, **self.backend_args)
             path = Path(self.model)
             if not path.exists() and local is not None:
                 path = find_local_model(local, self.model)

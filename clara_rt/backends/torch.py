@@ -1,0 +1,495 @@
+"""In-process PyTorch inference of TorchScript models and MONAI bundles: :class:`TorchBackend`.
+
+Models. A TorchScript archive (``.ts``, ``.pt``, as ``torch.jit.save`` writes it) or a MONAI
+bundle folder (``configs/metadata.json`` + ``models/model.ts``, see
+:mod:`clara_rt.backends.monai_bundle`). One loaded module serves every backend, job and pipeline
+that uses the same file on the same device: a module-level cache keyed by ``(realpath, mtime,
+size, device)`` holds it, counting its users; when the last one closes, the module moves to a
+small LRU of idle models (:data:`IDLE_MODELS`), so a pipeline built again does not reload it, and
+older idle ones are dropped. Concurrent first uses load it once. A TorchScript module's
+``forward`` is reentrant, so worker threads call it at once with no lock of ours.
+
+Interface. Ports need dtypes and shapes, which a TorchScript file does not carry by itself. They
+come from, in this order: ``network_data_format=`` given to the backend; a ``metadata.json``
+stored inside the archive (``torch.jit.save(..., _extra_files={"metadata.json": ...})``, as
+MONAI's ``save_net_with_metadata`` does); the bundle's ``configs/metadata.json``. A tensor is
+``[N, num_channels, *spatial_shape]``, ``N`` the batch. A file with none of them is taken as a
+3-D imaging net: float32 ``[N, C, D, H, W]`` with every size free, inputs named after
+``forward``'s arguments and one output ``output``.
+
+Threads. ``torch.set_num_threads`` is process-wide. Torch's default (one intra-op thread per
+core) on top of clara-rt's one worker per core oversubscribes the CPU, so the first model loaded
+sets it to ``threads`` (default :func:`default_threads`: half the cores, at least 1), as the ONNX
+backend does for its sessions. Pass ``threads`` to choose; the last model loaded wins.
+
+Devices and copies. Inputs reach torch without a copy: contiguous or strided NumPy arrays through
+``torch.from_numpy`` (read-only ones, which ``from_numpy`` refuses, through DLPack), CuPy arrays
+through DLPack (same device pointer). On the GPU the model runs on the calling worker's current
+CuPy stream (wrapped as a ``torch.cuda.ExternalStream``), so it is ordered after the producers'
+events the runtime made that stream wait for. Outputs come back on the inputs' device without a
+copy: ``Tensor.numpy()`` (shares memory) or ``cupy.from_dlpack``. Inputs on the other device than
+the model are copied, and the copies counted (:func:`clara_rt.arrays.transfer_counters`).
+``amp=True`` runs under ``torch.autocast`` (float16 on CUDA, bfloat16 on CPU) and casts outputs
+back to their declared dtype.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clara_rt.arrays import count_transfer, to_host
+from clara_rt.backends.base import ModelSpec, TensorSpec
+from clara_rt.backends.monai_bundle import bundle_root, load_bundle, parse_network_data_format
+from clara_rt.errors import BackendError, BackendUnavailableError
+
+__all__ = ["DEFAULT_MAX_BATCH", "IDLE_MODELS", "TorchBackend", "default_device",
+           "default_threads"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH = 8
+"""``max_batch_size`` reported for torch models (their batch axis is free); it caps how many
+windows sliding-window inference sends at once."""
+
+IDLE_MODELS = 2
+"""Loaded models kept after their last backend closed, most recently used first."""
+
+
+def default_device() -> str:
+    """Return ``"cuda"`` when torch sees a CUDA device, else ``"cpu"``."""
+    torch = _torch()
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_threads() -> int:
+    """Return the default intra-op thread count: half the cores, at least 1."""
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+class TorchBackend:
+    """One TorchScript model (or MONAI bundle) run in this process by PyTorch.
+
+    Thread-safe: every method may be called from several threads at once. Cheap to create; the
+    model is loaded on first use. After :meth:`close` the next use loads it again (or takes it
+    from the idle cache).
+
+    Args:
+        path: The TorchScript file, or a MONAI bundle folder.
+        name: Model name in specs and errors; default the bundle's name or the file's stem.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``; default :func:`default_device`.
+        amp: Run under ``torch.autocast`` (module docstring).
+        threads: ``torch.set_num_threads`` value; default :func:`default_threads`.
+        network_data_format: MONAI-style ``{"inputs": {...}, "outputs": {...}}`` declaring the
+            tensors; overrides what the file or bundle says.
+        max_batch_size: Reported in the spec (the batch axis itself is free).
+
+    Attributes:
+        url: The path, as given.
+        model: The model name.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, name: str | None = None,
+                 device: str | None = None, amp: bool = False, threads: int | None = None,
+                 network_data_format: Mapping[str, Any] | None = None,
+                 max_batch_size: int = DEFAULT_MAX_BATCH) -> None:
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads!r}")
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size!r}")
+        self.url = os.fspath(path)
+        self._root = bundle_root(path)
+        bundle = load_bundle(path) if self._root is not None else None
+        self.bundle = bundle
+        self.path = bundle.model_file if bundle is not None else Path(path)
+        self.model = name or (bundle.name if bundle is not None else self.path.stem)
+        self._version = bundle.version if bundle is not None else ""
+        self._device, self.amp, self._threads = device, bool(amp), threads
+        self._ndf = None if network_data_format is None else dict(network_data_format)
+        self._max_batch = max_batch_size
+        self._lock = threading.Lock()
+        self._entry: _Entry | None = None
+        self._spec: ModelSpec | None = None
+        self._checks: tuple[_Check, ...] = ()
+
+    # --- InferenceBackend ---------------------------------------------------------------------
+
+    def spec(self) -> ModelSpec:
+        """Return the model's inputs and outputs (free sizes as ``-1``; module docstring).
+
+        Raises:
+            BackendUnavailableError: The file does not exist, or torch is not installed.
+            BackendError: The file is not TorchScript, or its metadata is malformed.
+        """
+        self._open()
+        assert self._spec is not None
+        return self._spec
+
+    def infer(self, inputs: Mapping[str, Any],
+              outputs: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """Run the model; return ``{output name: array}`` on the device of the inputs.
+
+        Args:
+            inputs: Every model input by name: NumPy or CuPy arrays of the declared dtype, rank
+                and fixed sizes (never cast).
+            outputs: Output names to return; default all.
+
+        Raises:
+            BackendError: Unknown, missing or mistyped input, unknown output, or the model
+                raised (torch's message included).
+        """
+        entry = self._open()
+        on_gpu = self._check_inputs(inputs)
+        names = self._output_names(outputs)
+        torch = entry.torch
+        if entry.device.type == "cuda" and on_gpu:
+            with torch.cuda.stream(_external_stream(torch, entry.device)):
+                return self._run(entry, inputs, names, on_gpu)
+        return self._run(entry, inputs, names, on_gpu)
+
+    def close(self) -> None:
+        """Release this backend's hold on the shared model. Idempotent."""
+        with self._lock:
+            entry, self._entry = self._entry, None
+        if entry is not None:
+            _release(entry)
+
+    # --- extras -------------------------------------------------------------------------------
+
+    def warmup(self) -> None:
+        """Load the model now instead of at the first job."""
+        self._open()
+
+    @property
+    def module(self) -> Any:
+        """The shared ``torch.jit.ScriptModule`` (loaded if needed)."""
+        return self._open().module
+
+    @property
+    def device(self) -> str:
+        """The device the model runs on (loaded if needed): ``"cpu"``, ``"cuda:0"``."""
+        return str(self._open().device)
+
+    def __repr__(self) -> str:
+        return f"<TorchBackend '{self.model}' {self.url}>"
+
+    # --- private ------------------------------------------------------------------------------
+
+    def _open(self) -> _Entry:
+        entry = self._entry
+        if entry is not None:
+            return entry
+        with self._lock:
+            if self._entry is None:
+                entry = _acquire(self._key(), self)
+                try:
+                    self._load_spec(entry)
+                except BaseException:
+                    _release(entry)
+                    raise
+                self._entry = entry
+            return self._entry
+
+    def _key(self) -> tuple[Any, ...]:
+        try:
+            stat = self.path.stat()
+        except OSError as exc:
+            why = ("not found" if isinstance(exc, FileNotFoundError)
+                   else f"cannot be read ({exc})")
+            raise BackendUnavailableError(f"TorchScript model file {why}: {self.path}",
+                                          model=self.model, url=self.url) from exc
+        device = self._device or default_device()
+        threads = self._threads if self._threads is not None else default_threads()
+        return (os.path.realpath(self.path), stat.st_mtime_ns, stat.st_size, device, threads)
+
+    def _load_spec(self, entry: _Entry) -> None:
+        where = f"{self.path} (metadata.json inside the archive)"
+        if self._ndf is not None:
+            ins, outs = parse_network_data_format(self._ndf, where="network_data_format=")
+            found = (tuple(i.tensor() for i in ins), tuple(o.tensor() for o in outs))
+        elif isinstance(entry.metadata.get("network_data_format"), Mapping):
+            ins, outs = parse_network_data_format(entry.metadata["network_data_format"],
+                                                  where=where)
+            found = (tuple(i.tensor() for i in ins), tuple(o.tensor() for o in outs))
+        elif self.bundle is not None:
+            found = (tuple(i.tensor() for i in self.bundle.inputs),
+                     tuple(o.tensor() for o in self.bundle.outputs))
+        else:
+            found = (tuple(TensorSpec(a, "float32", (-1,) * 5) for a in entry.arguments),
+                     (TensorSpec("output", "float32", (-1,) * 5),))
+        ins_t, outs_t = found
+        if len(ins_t) != len(entry.arguments):
+            raise self._error(f"the metadata declares {len(ins_t)} input(s) "
+                              f"({', '.join(t.name for t in ins_t)}) but forward() takes "
+                              f"{len(entry.arguments)} ({', '.join(entry.arguments)})")
+        self._spec = ModelSpec(self.model, self._version, ins_t, outs_t,
+                               max_batch_size=self._max_batch, platform="pytorch")
+        self._checks = tuple(_Check(t) for t in ins_t)
+
+    def _check_inputs(self, inputs: Mapping[str, Any]) -> bool:
+        """Check names, dtypes, ranks and fixed sizes; return whether any input is on a GPU."""
+        on_gpu = False
+        for check in self._checks:
+            value = inputs.get(check.tensor.name)
+            if value is None:
+                raise self._error(f"missing input '{check.tensor.name}'; inputs are: "
+                                  f"{', '.join(c.tensor.name for c in self._checks)}")
+            problem = check.problem(value)
+            if problem is not None:
+                raise self._error(f"input '{check.tensor.name}' expects {check.describe()}, "
+                                  f"got {problem}")
+            on_gpu = on_gpu or (type(value) is not np.ndarray and _is_cuda(value))
+        if len(inputs) != len(self._checks):
+            known = {c.tensor.name for c in self._checks}
+            unknown = [n for n in inputs if n not in known]
+            raise self._error(f"unknown input(s) {', '.join(unknown)}; inputs are: "
+                              f"{', '.join(known)}")
+        return on_gpu
+
+    def _output_names(self, outputs: tuple[str, ...] | None) -> tuple[str, ...]:
+        assert self._spec is not None
+        known = tuple(t.name for t in self._spec.outputs)
+        if outputs is None:
+            return known
+        unknown = [o for o in outputs if o not in known]
+        if unknown:
+            raise self._error(f"unknown output(s) {', '.join(unknown)}; outputs are: "
+                              f"{', '.join(known)}")
+        return tuple(outputs)
+
+    def _run(self, entry: _Entry, inputs: Mapping[str, Any], names: tuple[str, ...],
+             on_gpu: bool) -> dict[str, Any]:
+        torch, device = entry.torch, entry.device
+        args = [_tensor_for(torch, inputs[c.tensor.name], device) for c in self._checks]
+        try:
+            with torch.inference_mode():
+                if self.amp:
+                    half = torch.float16 if device.type == "cuda" else torch.bfloat16
+                    with torch.autocast(device.type, dtype=half):
+                        result = entry.module(*args)
+                else:
+                    result = entry.module(*args)
+        except Exception as exc:  # torch.jit.Error, RuntimeError: shape mismatch in a layer
+            raise self._error(f"the model raised: {_first_lines(exc)}") from exc
+        assert self._spec is not None
+        by_name = self._outputs_by_name(result)
+        dtypes = {t.name: t.dtype for t in self._spec.outputs}
+        return {n: _from_tensor(torch, by_name[n], dtypes[n], on_gpu, self.amp) for n in names}
+
+    def _outputs_by_name(self, result: Any) -> dict[str, Any]:
+        assert self._spec is not None
+        declared = [t.name for t in self._spec.outputs]
+        if isinstance(result, Mapping):
+            if all(n in result for n in declared):
+                return {n: result[n] for n in declared}
+            result = list(result.values())
+        values = list(result) if isinstance(result, list | tuple) else [result]
+        if len(values) < len(declared):
+            raise self._error(f"the model returned {len(values)} tensor(s), but "
+                              f"{len(declared)} output(s) are declared: {', '.join(declared)}")
+        return dict(zip(declared, values, strict=False))
+
+    def _error(self, message: str) -> BackendError:
+        return BackendError(f"model '{self.model}' ({self.url}): {message}", model=self.model,
+                            url=self.url)
+
+
+# --- tensors --------------------------------------------------------------------------------
+
+
+class _Check:
+    """What one input must look like, precomputed for a cheap per-call check."""
+
+    def __init__(self, tensor: TensorSpec) -> None:
+        self.tensor, self.dtype, self.rank = tensor, np.dtype(tensor.dtype), len(tensor.shape)
+        self.fixed = tuple((axis, size) for axis, size in enumerate(tensor.shape) if size >= 0)
+
+    def problem(self, value: Any) -> str | None:
+        shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+        if shape is None or dtype is None:
+            return f"a {type(value).__name__} (not an array)"
+        if dtype == self.dtype and len(shape) == self.rank and all(
+                shape[axis] == size for axis, size in self.fixed):
+            return None
+        got = f"{dtype}{list(shape)}"
+        if dtype != self.dtype:
+            return f"{got} (dtype {dtype}, not {self.dtype})"
+        if len(shape) != self.rank:
+            return f"{got} (rank {len(shape)}, not {self.rank})"
+        axis, size = next((a, n) for a, n in self.fixed if shape[a] != n)
+        return f"{got} (axis {axis} is {shape[axis]}, not {size})"
+
+    def describe(self) -> str:
+        return f"{self.tensor.dtype}{list(self.tensor.shape)}"
+
+
+def _tensor_for(torch: Any, value: Any, device: Any) -> Any:
+    """The array as a tensor on ``device``: the same memory when it is already there."""
+    if device.type == "cpu" and type(value) is not np.ndarray and _is_cuda(value):
+        value = to_host(value)  # a CPU model given CuPy arrays: through the host (counted)
+    tensor = _as_tensor(torch, value)
+    if tensor.device == device:
+        return tensor
+    count_transfer("host_to_device", tensor.numel() * tensor.element_size())
+    return tensor.to(device)
+
+
+def _as_tensor(torch: Any, value: Any) -> Any:
+    """The array as a tensor over the same memory (NumPy or CuPy; never a copy)."""
+    if type(value) is np.ndarray:
+        if value.flags.writeable:
+            return torch.from_numpy(value)
+        return torch.from_dlpack(value)  # from_numpy warns on read-only arrays; DLPack does not
+    return torch.from_dlpack(value)
+
+
+def _from_tensor(torch: Any, tensor: Any, dtype: str, on_gpu: bool, amp: bool) -> Any:
+    """An output tensor as NumPy (host inputs) or CuPy (GPU inputs), sharing its memory."""
+    if amp and str(tensor.dtype).removeprefix("torch.") != dtype:
+        tensor = tensor.to(getattr(torch, dtype))
+    if on_gpu:
+        import cupy
+
+        if tensor.device.type != "cuda":
+            count_transfer("host_to_device", tensor.numel() * tensor.element_size())
+            return cupy.asarray(tensor.numpy())
+        return cupy.from_dlpack(tensor)
+    if tensor.device.type != "cpu":
+        count_transfer("device_to_host", tensor.numel() * tensor.element_size())
+        tensor = tensor.cpu()
+    return tensor.numpy()
+
+
+_streams = threading.local()
+
+
+def _external_stream(torch: Any, device: Any) -> Any:
+    """This thread's current CuPy stream as a torch stream (cached per thread and pointer)."""
+    import cupy
+
+    ptr = int(cupy.cuda.get_current_stream().ptr)
+    cached = getattr(_streams, "map", None)
+    if cached is None:
+        cached = _streams.map = {}
+    stream = cached.get((ptr, device.index))
+    if stream is None:
+        stream = (torch.cuda.default_stream(device) if ptr == 0
+                  else torch.cuda.ExternalStream(ptr, device=device))
+        cached[(ptr, device.index)] = stream
+    return stream
+
+
+def _is_cuda(value: Any) -> bool:
+    return hasattr(value, "__cuda_array_interface__")
+
+
+def _first_lines(exc: BaseException, lines: int = 6) -> str:
+    text = str(exc).strip().splitlines()
+    return "\n".join(text[:lines]) + (" ..." if len(text) > lines else "")
+
+
+# --- the model cache ------------------------------------------------------------------------
+
+
+@dataclass
+class _Entry:
+    """One cached model; ``lock`` makes concurrent first uses load it once."""
+
+    key: tuple[Any, ...]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    torch: Any = None
+    module: Any = None
+    device: Any = None
+    arguments: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    users: int = 0
+
+
+_cache: dict[tuple[Any, ...], _Entry] = {}
+_idle: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _acquire(key: tuple[Any, ...], backend: TorchBackend) -> _Entry:
+    """Return the cached model for ``key`` (loading it once), counting one more user."""
+    with _cache_lock:
+        entry = _cache.get(key) or _idle.pop(key, None) or _Entry(key)
+        _cache[key] = entry
+        entry.users += 1
+    try:
+        with entry.lock:  # other keys load in parallel
+            if entry.module is None:
+                _load(entry, backend)
+    except BaseException:
+        _release(entry)
+        raise
+    return entry
+
+
+def _release(entry: _Entry) -> None:
+    with _cache_lock:
+        entry.users -= 1
+        if entry.users > 0 or _cache.get(entry.key) is not entry:
+            return
+        del _cache[entry.key]
+        if entry.module is not None:
+            _idle[entry.key] = entry
+            while len(_idle) > IDLE_MODELS:
+                _idle.popitem(last=False)
+
+
+def _load(entry: _Entry, backend: TorchBackend) -> None:
+    torch = _torch()
+    path, _mtime, _size, device_name, threads = entry.key
+    try:
+        device = torch.device(device_name)
+    except RuntimeError as exc:
+        raise backend._error(f"bad device {device_name!r}: {exc}") from exc
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    extra = {"metadata.json": ""}
+    try:
+        with warnings.catch_warnings():  # torch 2.10+: "torch.jit.load is deprecated"
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(path, map_location=device, _extra_files=extra)
+    except Exception as exc:  # RuntimeError from the zip reader or the unpickler
+        raise backend._error(
+            f"not a TorchScript archive ({_first_lines(exc, 1).split('. This is')[0]}); save "
+            "the model with torch.jit.script(net).save(path) or torch.jit.trace; a torch.save() "
+            "checkpoint or state_dict cannot be run without its Python class") from exc
+    module.eval()
+    entry.arguments = tuple(a.name for a in module.forward.schema.arguments[1:])
+    entry.metadata = _metadata(extra["metadata.json"], path)
+    entry.torch, entry.device, entry.module = torch, device, module
+    log.info("model '%s': TorchScript on %s, %d intra-op thread(s)", backend.model, device,
+             threads)
+
+
+def _metadata(raw: str | bytes, path: str) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        log.warning("%s: the metadata.json stored in the archive is not JSON; ignored", path)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise BackendUnavailableError("PyTorch is not installed: pip install 'clara-rt[torch]' "
+                                      "(or a CUDA build of torch from pytorch.org)") from exc
+    return torch

@@ -10,6 +10,10 @@ The file has three sections::
       quiet-time: 5               # seconds without a new instance before a series is complete
       group-by: series            # series | study
       max-pdu: 0                  # 0: no limit
+      max-associations: 32        # at a time; more are rejected (transient, local limit)
+      acse-timeout: 10            # s to wait for a connection's A-ASSOCIATE-RQ (and releases)
+      dimse-timeout: 60           # s to wait for the next DIMSE message
+      network-timeout: 60         # s an established association may stay idle
     ae-titles:                    # called AE title -> pipelines
       - name: LUNGSEG
         pipelines: [ct-lung-seg]
@@ -42,6 +46,7 @@ __all__ = ["PRIORITIES", "AdapterConfig", "AdapterConfigError", "CalledAe", "Des
 
 PRIORITIES = ("immediate", "high", "normal", "low")
 GROUP_BY = ("series", "study")
+_TIMEOUTS = {"acse-timeout": 10.0, "dimse-timeout": 60.0, "network-timeout": 60.0}
 DEFAULT_STORAGE = "dicom-adapter"
 
 # DICOM AE titles: 1-16 characters of the default repertoire, no backslash, no control codes.
@@ -70,6 +75,10 @@ class Listener:
     quiet_time: float = 5.0
     group_by: str = "series"
     max_pdu: int = 0
+    max_associations: int = 32
+    acse_timeout: float = 10.0
+    dimse_timeout: float = 60.0
+    network_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -176,8 +185,8 @@ def parse_config(text: str, path: str = "<config>", *, base: Path | None = None)
 
 
 def _listener(box: YMap, base: Path) -> Listener:
-    _known(box, ("ae-title", "host", "port", "storage", "quiet-time", "group-by", "max-pdu"),
-           "'dicom'")
+    _known(box, ("ae-title", "host", "port", "storage", "quiet-time", "group-by", "max-pdu",
+                 *_TIMEOUTS, "max-associations"), "'dicom'")
     storage = _text(box, "storage", "'dicom'", required=False)
     group_by = _text(box, "group-by", "'dicom'", required=False) or "series"
     if group_by not in GROUP_BY:
@@ -191,6 +200,10 @@ def _listener(box: YMap, base: Path) -> Listener:
         quiet_time=_number(box, "quiet-time", "'dicom'", 5.0, positive=True),
         group_by=group_by,
         max_pdu=int(_number(box, "max-pdu", "'dicom'", 0, integer=True)),
+        max_associations=int(_number(box, "max-associations", "'dicom'", 32, integer=True,
+                                     positive=True)),
+        **{key.replace("-", "_"): _number(box, key, "'dicom'", default, positive=True)
+           for key, default in _TIMEOUTS.items()},
     )
 
 

@@ -10,10 +10,19 @@ Stores:
     The data set is written exactly as it arrived (no decoding, any transfer syntax, compressed
     pixel data stays compressed) behind a Part 10 header, to ``.tmp``, fsynced, then renamed to
     ``<storage>/<calledAE>/<Study>/<Series>/<SOPInstance>.dcm`` by the
-    :class:`~clara_rt.dicom.tracker.SeriesTracker`; only then is Success returned. A data set that
-    cannot be read or lacks its UIDs gets a *cannot understand* failure (``0xC210``/``0xC212``),
-    a full disk *out of resources* (``0xA700``); the partial file is removed and the association
-    goes on. Instances of an AE's ``ignored-sop-classes`` get Success and are dropped.
+    :class:`~clara_rt.dicom.tracker.SeriesTracker`; only then is Success returned. Before that
+    :func:`~clara_rt.dicom.intake.check_dataset` walks the whole data set: one that is cut off,
+    has trailing garbage or a malformed element gets *cannot understand* (``0xC210``), Pixel Data
+    shorter than its header declares *data set does not match SOP class* (``0xA900``). A missing
+    UID, or one that is not digits and dots (1 to 64 characters: UIDs name folders), gets
+    ``0xC212``; a full disk *out of resources* (``0xA700``). The partial file is removed and the
+    association goes on. Instances of an AE's ``ignored-sop-classes`` get Success and are dropped.
+
+Timeouts:
+    ``acse-timeout`` bounds the wait for the A-ASSOCIATE-RQ of a new connection and for a release,
+    ``dimse-timeout`` the wait for a DIMSE message, ``network-timeout`` an idle association; a
+    connection closed before it asked for an association frees its slot at once (pynetdicom
+    alone would hold it until ``acse-timeout``). At most ``max-associations`` run at a time.
 
 Threads:
     pynetdicom runs one thread per association; the handlers only touch the tracker (locked) and
@@ -26,6 +35,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -34,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from clara_rt.dicom.config import AdapterConfig
+from clara_rt.dicom.intake import DatasetFacts, DatasetProblem, check_dataset
 from clara_rt.dicom.tracker import OnComplete, SeriesTracker, StorageLayout
 
 if TYPE_CHECKING:
@@ -47,12 +58,16 @@ logger = logging.getLogger(__name__)
 STATUS = {
     "success": 0x0000,
     "out_of_resources": 0xA700,
+    "dataset_mismatch": 0xA900,   # Pixel Data does not hold what the header declares
     "cannot_understand": 0xC210,  # the data set cannot be decoded
     "missing_uid": 0xC212,        # a required UID is absent, empty or inconsistent
     "no_pipeline": 0xC213,        # sent to the adapter's own AE title, which runs nothing
     "internal_error": 0xC214,     # an unexpected failure while storing (logged with traceback)
 }
 
+_UID_NAMES = {"study": "StudyInstanceUID", "series": "SeriesInstanceUID",
+              "sop": "SOPInstanceUID", "sop_class": "SOPClassUID"}
+_UID = re.compile(r"^(?=.{1,64}$)[0-9]+(\.[0-9]+)*$")  # leading zeros tolerated (seen in the wild)
 _REJECT_PERMANENT, _SOURCE_USER = 0x01, 0x01
 _CALLING_AE_NOT_RECOGNISED, _CALLED_AE_NOT_RECOGNISED = 0x03, 0x07
 
@@ -124,8 +139,10 @@ class StorageScp:
         ae.supported_contexts = _storage_contexts()
         ae.add_supported_context(Verification)
         ae.maximum_pdu_size = self.config.dicom.max_pdu
-        ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = 30, 60, 60
-        ae.maximum_associations = 32
+        listener = self.config.dicom
+        ae.acse_timeout, ae.dimse_timeout = listener.acse_timeout, listener.dimse_timeout
+        ae.network_timeout = listener.network_timeout
+        ae.maximum_associations = listener.max_associations
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, self._on_open), (evt.EVT_REQUESTED, self._on_request),
             (evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, self._on_echo),
@@ -189,6 +206,11 @@ class StorageScp:
             self._stats[id(assoc)] = _AssocStats(calling, called, peer)
 
     def _on_close(self, event: Event) -> None:
+        assoc = event.assoc
+        if assoc.requestor.primitive is None and not assoc.is_established:
+            # Closed before any A-ASSOCIATE-RQ: wake the association thread, which would wait
+            # for the request until acse-timeout, holding one of max-associations meanwhile.
+            assoc.dul.to_user_queue.put(None)
         with self._stats_lock:
             stats = self._stats.pop(id(event.assoc), None)
         if stats is None:
@@ -232,10 +254,13 @@ class StorageScp:
                            "only); send to one of: %s", where, called,
                            ", ".join(a.name for a in self.config.ae_titles))
             return STATUS["no_pipeline"], "failed"
-        header, problem = _read_header(event)
-        if header is None:
-            logger.warning("%s: failed, the data set cannot be read: %s", where, problem)
-            return STATUS["cannot_understand"], "failed"
+        data = event.encoded_dataset(include_meta=False)
+        try:
+            facts = check_dataset(data, str(event.context.transfer_syntax))
+        except DatasetProblem as exc:
+            logger.warning("%s: failed, malformed data set: %s", where, exc)
+            return STATUS["dataset_mismatch" if exc.pixels else "cannot_understand"], "failed"
+        header, problem = _read_header(facts, request)
         if problem:
             logger.warning("%s: failed: %s", where, problem)
             return STATUS["missing_uid"], "failed"
@@ -243,10 +268,10 @@ class StorageScp:
             logger.info("%s: SOP class %s is in ignored-sop-classes of %s; accepted, not "
                         "stored", where, header["sop_class"], called)
             return STATUS["success"], "ignored"
-        return self._write(event, header, calling, called, where)
+        return self._write(event, data, header, calling, called, where)
 
-    def _write(self, event: Event, header: dict[str, str], calling: str, called: str,
-               where: str) -> tuple[int, str]:
+    def _write(self, event: Event, data: bytes, header: dict[str, str], calling: str,
+               called: str, where: str) -> tuple[int, str]:
         from pynetdicom.dsutils import encode_file_meta
 
         meta = event.file_meta
@@ -256,7 +281,7 @@ class StorageScp:
             with tmp.open("wb") as f:
                 f.write(b"\0" * 128 + b"DICM")
                 f.write(encode_file_meta(meta))
-                f.write(event.encoded_dataset(include_meta=False))
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             self.tracker.store(tmp, called, header["study"], header["series"], header["sop"],
@@ -270,25 +295,21 @@ class StorageScp:
         return STATUS["success"], "stored"
 
 
-def _read_header(event: Event) -> tuple[dict[str, str] | None, str]:
+def _read_header(facts: DatasetFacts, request: Any) -> tuple[dict[str, str], str]:
     """Return the UIDs and modality of the C-STORE data set, and what is wrong with them.
 
-    ``(None, why)`` when the data set cannot be decoded; ``(header, why)`` with a non-empty
-    ``why`` when a UID is missing or contradicts the request.
+    ``why`` is empty when every UID is present, usable as a folder name (digits and dots) and
+    agrees with the request.
     """
-    try:
-        ds = event.dataset
-        values = {key: str(ds.get(keyword, "") or "").strip() for key, keyword in (
-            ("study", "StudyInstanceUID"), ("series", "SeriesInstanceUID"),
-            ("sop", "SOPInstanceUID"), ("sop_class", "SOPClassUID"), ("modality", "Modality"))}
-    except Exception as exc:  # pydicom raises many kinds on garbage
-        return None, f"{type(exc).__name__}: {exc}"
-    missing = [name for name in ("study", "series", "sop", "sop_class") if not values[name]]
+    values = {key: facts.text.get(_UID_NAMES.get(key, "Modality"), "").strip()
+              for key in ("study", "series", "sop", "sop_class", "modality")}
+    missing = [name for name in _UID_NAMES if not values[name]]
     if missing:
-        names = {"study": "StudyInstanceUID", "series": "SeriesInstanceUID",
-                 "sop": "SOPInstanceUID", "sop_class": "SOPClassUID"}
-        return values, f"missing {', '.join(names[m] for m in missing)}"
-    request: Any = event.request
+        return values, f"missing {', '.join(_UID_NAMES[m] for m in missing)}"
+    unusable = [f"{_UID_NAMES[k]} {values[k]!r}" for k in _UID_NAMES if not _UID.match(values[k])]
+    if unusable:
+        return values, (f"{', '.join(unusable)}: not a usable UID (1 to 64 characters, digits "
+                        "separated by single dots)")
     if values["sop"] != str(request.AffectedSOPInstanceUID).strip():
         return values, (f"SOPInstanceUID {values['sop']} differs from the request's Affected "
                         f"SOP Instance UID {request.AffectedSOPInstanceUID}")

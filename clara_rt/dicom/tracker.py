@@ -89,9 +89,13 @@ def safe_part(uid: str) -> str:
     """Return ``uid`` usable as one path component (UIDs are digits and dots already).
 
     Characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``; leading dots are
-    dropped (no ``..``, no hidden names); at most 64 characters are kept.
+    dropped (no ``..``, no hidden names); at most 64 characters are kept. Raises ``ValueError``
+    when nothing is left (the SCP refuses such UIDs before they get here).
     """
-    return _SAFE.sub("_", uid.strip().strip("\0")).lstrip(".")[:64]
+    part = _SAFE.sub("_", uid.strip().strip("\0")).lstrip(".")[:64]
+    if not part:
+        raise ValueError(f"UID {uid!r} cannot name a folder")
+    return part
 
 
 class StorageLayout:
@@ -234,6 +238,10 @@ class SeriesTracker:
                          else group.study_uid)[-12:]
         staged = (self._layout.staging / called_ae /
                   f"{time.strftime('%Y%m%dT%H%M%S')}-{tail}-{uuid.uuid4().hex[:8]}")
+        if not group.folder.is_dir():  # gone (removed by hand): retrying could never succeed
+            logger.error("%s: %s (series %s) disappeared before it was complete; not tracked "
+                         "any more", called_ae, group.folder, ", ".join(group.series_uids))
+            return None
         try:
             staged.mkdir(parents=True)
             os.rename(group.folder, staged / "data")

@@ -72,6 +72,8 @@ def test_defaults() -> None:
     config = parse_config(MINIMAL, "a.yaml")
     d = config.dicom
     assert (d.host, d.quiet_time, d.group_by, d.max_pdu) == ("127.0.0.1", 5.0, "series", 0)
+    assert (d.max_associations, d.acse_timeout, d.dimse_timeout, d.network_timeout) == (
+        32, 10.0, 60.0, 60.0)
     assert d.storage == Path("dicom-adapter").resolve()
     ae = config.ae_titles[0]
     assert (ae.priority, ae.allowed_calling_aes, ae.destinations) == ("normal", frozenset(), ())
@@ -82,7 +84,12 @@ def test_defaults() -> None:
 @pytest.mark.parametrize(("text", "message"), [
     ("dicom: {ae-title: CLARA, port: 104, prot: 1}\nae-titles: [{name: A, pipelines: [p]}]\n",
      r"^a\.yaml:1:37: unknown key 'prot' in 'dicom' \(expected one of ae-title, host, port, "
-     r"storage, quiet-time, group-by, max-pdu\)$"),
+     r"storage, quiet-time, group-by, max-pdu, acse-timeout, dimse-timeout, network-timeout, "
+     r"max-associations\)$"),
+    ("dicom: {ae-title: CLARA, port: 104, acse-timeout: 0}\nae-titles: [{name: A, pipelines: "
+     "[p]}]\n", r"^a\.yaml:1:51: 'acse-timeout' in 'dicom' must be > 0, got 0$"),
+    ("dicom: {ae-title: CLARA, port: 104, max-associations: 2.5}\nae-titles: [{name: A, "
+     "pipelines: [p]}]\n", r"'max-associations' in 'dicom' must be an integer, got"),
     ("dicom: {ae-title: CLARA, port: 104}\nae-titles: [{name: A, pipelines: [p]}]\nextra: 1\n",
      r"^a\.yaml:3:1: unknown key 'extra' in the configuration"),
     ("dicom: {ae-title: CLARA, port: 0}\nae-titles: [{name: A, pipelines: [p]}]\n",

@@ -1,0 +1,232 @@
+"""Hostile C-STORE input against a real :class:`~clara_rt.dicom.scp.StorageScp` (issue 16).
+
+Unusable UIDs (16.11), malformed data sets that used to get Success (16.14) and idle TCP
+connections that locked the listener out (16.18) are sent by pynetdicom, dcmtk storescu and raw
+sockets to a listener on 127.0.0.1. The fuzz tests (hypothesis) are in
+``test_dicom_intake_fuzz.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import socket
+import struct
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+
+from clara_rt.dicom.config import parse_config
+from clara_rt.dicom.scp import STATUS, StorageScp
+from clara_rt.dicom.tracker import safe_part
+from tests.conftest import need_peer
+from tests.data.dicom_series import make_series
+from tests.dicom_peers import free_port, storescu
+
+QUIET = 0.5
+
+
+@pytest.fixture(autouse=True)
+def _need_pynetdicom() -> None:
+    need_peer(importlib.util.find_spec("pynetdicom") is not None,
+              "pynetdicom (pip install 'clara-rt[dicom-net]')")
+
+
+@pytest.fixture
+def listen(tmp_path: Path) -> Iterator[Callable[..., tuple[StorageScp, list[Any]]]]:
+    """``listen(**dicom_keys)`` starts a StorageScp; returns it and its completed groups."""
+    started: list[StorageScp] = []
+
+    def start(**keys: Any) -> tuple[StorageScp, list[Any]]:
+        extra = "".join(f", {k}: {v}" for k, v in keys.items())
+        config = parse_config(
+            f"dicom: {{ae-title: CLARA, port: {free_port()}, storage: {tmp_path / 'store'}, "
+            f"quiet-time: {QUIET}{extra}}}\nae-titles: [{{name: LUNGSEG, pipelines: [p]}}]\n")
+        completed: list[Any] = []
+        scp = StorageScp(config, lambda *args: completed.append(args), tracker_interval=0.05)
+        scp.start()
+        started.append(scp)
+        return scp, completed
+
+    yield start
+    for scp in started:
+        scp.stop()
+
+
+# --- 16.11: UIDs that cannot name a folder ----------------------------------------------------
+
+
+def test_unusable_uids_are_refused_and_patients_never_merged(
+        listen: Callable[..., tuple[StorageScp, list[Any]]], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="clara_rt.dicom")
+    scp, completed = listen()
+    [template] = make_series(tmp_path / "t", slices=1, rows=16, cols=16)
+    bad = [("A", "...", "1.2.3"), ("B", "....", "1.2.3"), ("C", "1.2.3", "."),
+           ("D", "1.2.3", "1..2"), ("E", "1.2.3", "1.2.x"), ("F", "1." + "2" * 70, "1.2.3"),
+           ("G", "1.2.3", " ")]
+    datasets = []
+    with warnings.catch_warnings():  # pydicom warns about the very UIDs this test sends
+        warnings.simplefilter("ignore")
+        for patient, study, series in bad:
+            ds = pydicom.dcmread(template)
+            ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = patient, study, series
+            ds.SOPInstanceUID = pydicom.uid.generate_uid()
+            datasets.append(ds)
+        assert _send(scp.address[1], datasets) == [STATUS["missing_uid"]] * len(bad)
+    assert "StudyInstanceUID '...': not a usable UID" in caplog.text
+    assert "SeriesInstanceUID '1..2': not a usable UID" in caplog.text
+    good = make_series(tmp_path / "good", slices=3, rows=16, cols=16)
+    assert storescu(scp.address[1], tmp_path / "good").returncode == 0
+    time.sleep(4 * QUIET)  # a loop would log again every quiet time
+    [(_, _, info)] = completed
+    assert info.instances == 3 and info.series_uid == pydicom.dcmread(good[0]).SeriesInstanceUID
+    stored = [p for p in scp.layout.root.rglob("*") if p.is_file()]
+    assert {pydicom.dcmread(p).PatientID for p in stored if p.suffix == ".dcm"} == {
+        pydicom.dcmread(good[0]).PatientID}
+    assert "cannot move" not in caplog.text and "disappeared" not in caplog.text
+    with pytest.raises(ValueError, match=r"^UID '\.\.\.' cannot name a folder$"):
+        safe_part("...")
+
+
+# --- 16.14: malformed data sets ---------------------------------------------------------------
+
+
+def test_malformed_data_sets_get_a_failure_status(
+        listen: Callable[..., tuple[StorageScp, list[Any]]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from pynetdicom import _config
+
+    caplog.set_level(logging.INFO, logger="clara_rt.dicom")
+    scp, _ = listen()
+    port = scp.address[1]
+    files = make_series(tmp_path / "ct", slices=7, rows=32, cols=32)
+    rng = np.random.default_rng(16)
+    data = _dataset_bytes(files[0])
+    pixels = data.index(b"\xe0\x7f\x10\x00")  # explicit VR LE Pixel Data element
+    after_uids = _end_of(data, b"\x20\x00\x0e\x00UI")  # after SeriesInstanceUID
+    variants = {
+        "random bytes after the UIDs": data[:after_uids] + rng.bytes(3000),
+        "Pixel Data declaring 0xFFFFFFF0 bytes, 100 sent":
+            data[:pixels] + b"\xe0\x7f\x10\x00OW\0\0" + struct.pack("<I", 0xFFFFFFF0)
+            + rng.bytes(100),
+        "Pixel Data shorter than Rows x Columns":
+            data[:pixels] + b"\xe0\x7f\x10\x00OW\0\0" + struct.pack("<I", 100) + rng.bytes(100),
+        "trailing garbage": data + rng.bytes(11),
+        "cut in the middle of the pixels": data[:-500],
+    }
+    sent = []
+    for index, (name, dataset) in enumerate(variants.items(), start=1):
+        path = tmp_path / f"bad{index}.dcm"
+        path.write_bytes(_meta_bytes(files[index]) + dataset)
+        sent.append((name, path))
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)  # bytes sent as they are
+    statuses = _send_files(port, [p for _, p in sent] + [files[6]])
+    expected = [STATUS["cannot_understand"], STATUS["cannot_understand"],
+                STATUS["dataset_mismatch"], STATUS["cannot_understand"],
+                STATUS["cannot_understand"], STATUS["success"]]
+    assert dict(zip([n for n, _ in sent] + ["good"], statuses, strict=True)) == dict(
+        zip([n for n, _ in sent] + ["good"], expected, strict=True))
+    monkeypatch.undo()
+    assert "failed, malformed data set: element" in caplog.text
+    assert ("Pixel Data holds 100 bytes; Rows, Columns, SamplesPerPixel, NumberOfFrames and "
+            "BitsAllocated declare 2048") in caplog.text
+    stored = list(scp.layout.root.rglob("*.dcm"))
+    assert [p.stem for p in stored] == [pydicom.dcmread(files[6]).SOPInstanceUID]
+    assert storescu(port, files[0]).returncode == 0  # and the listener goes on
+
+
+# --- 16.18: idle connections ------------------------------------------------------------------
+
+
+def test_idle_connections_free_their_slots_as_soon_as_they_close(
+        listen: Callable[..., tuple[StorageScp, list[Any]]], tmp_path: Path) -> None:
+    scp, _ = listen(**{"max-associations": 8})
+    make_series(tmp_path / "ct", slices=3, rows=16, cols=16)
+    idle = [socket.create_connection(scp.address) for _ in range(40)]
+    try:
+        time.sleep(0.3)
+        locked = storescu(scp.address[1], tmp_path / "ct")
+        assert locked.returncode != 0
+        assert "Local Limit Exceeded" in locked.stdout + locked.stderr
+    finally:
+        for sock in idle:
+            sock.close()
+    start = time.monotonic()
+    sent = storescu(scp.address[1], tmp_path / "ct", timeout=20)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert time.monotonic() - start < 3.0
+
+
+def test_idle_connections_are_dropped_after_the_acse_timeout(
+        listen: Callable[..., tuple[StorageScp, list[Any]]], tmp_path: Path) -> None:
+    scp, _ = listen(**{"max-associations": 8, "acse-timeout": 1})
+    make_series(tmp_path / "ct", slices=2, rows=16, cols=16)
+    idle = [socket.create_connection(scp.address) for _ in range(20)]
+    try:
+        time.sleep(2.0)  # never closed by the peer: the listener drops them
+        sent = storescu(scp.address[1], tmp_path / "ct", timeout=20)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        idle[0].settimeout(5)
+        assert idle[0].recv(16) == b""  # closed by the listener
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _send(port: int, datasets: list[Dataset]) -> list[int]:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", port, ae_title="LUNGSEG")
+    assert assoc.is_established
+    try:
+        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
+    finally:
+        assoc.release()
+
+
+def _send_files(port: int, files: list[Path]) -> list[int]:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
+    assoc = ae.associate("127.0.0.1", port, ae_title="LUNGSEG")
+    assert assoc.is_established
+    try:
+        return [int(assoc.send_c_store(path).Status) for path in files]
+    finally:
+        assoc.release()
+
+
+def _meta_end(data: bytes) -> int:
+    return 144 + int.from_bytes(data[140:144], "little")
+
+
+def _meta_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    return data[:_meta_end(data)]
+
+
+def _dataset_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    return data[_meta_end(data):]
+
+
+def _end_of(data: bytes, header: bytes) -> int:
+    """Offset after the short-VR explicit element starting with ``header``."""
+    at = data.index(header)
+    return at + 8 + int.from_bytes(data[at + 6:at + 8], "little")

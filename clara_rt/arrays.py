@@ -44,9 +44,11 @@ __all__ = [
     "cuda_available",
     "data_pointer",
     "default_xp",
+    "device_name",
     "device_of",
     "get_array_module",
     "record_event",
+    "resolve_device",
     "same_buffer",
     "synchronize",
     "to_device",
@@ -98,6 +100,57 @@ def default_xp() -> ModuleType:
 
         return cast(ModuleType, cupy)
     return np
+
+
+DEVICE_CHOICES = ("cpu", "cuda", "auto")
+"""What a pipeline (``clara-rt: {device: ...}``), ``clara-rt run --device`` or a job may ask."""
+
+
+def resolve_device(requested: str | None) -> str:
+    """Turn a requested device into the one that will run: ``"cpu"`` or ``"cuda"``.
+
+    ``None`` and ``"cpu"`` give ``"cpu"``; ``"auto"`` gives ``"cuda"`` when CuPy finds a CUDA
+    device, else ``"cpu"``; ``"cuda"`` gives ``"cuda"`` or raises.
+
+    Raises:
+        DeviceUnavailableError: ``"cuda"`` was asked for and no CUDA device is usable.
+        ValueError: ``requested`` is none of :data:`DEVICE_CHOICES`.
+    """
+    if requested is None or requested == "cpu":
+        return "cpu"
+    if requested not in DEVICE_CHOICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICE_CHOICES)}, got {requested!r}")
+    if cuda_available():
+        return "cuda"
+    if requested == "auto":
+        return "cpu"
+    from clara_rt.errors import DeviceUnavailableError
+
+    raise DeviceUnavailableError(f"device 'cuda' was asked for, but {_no_cuda_reason()}; ask "
+                                 "for 'cpu', or 'auto' to use a GPU only where there is one")
+
+
+def device_name(device: str) -> str:
+    """Describe ``device`` for reports: ``"cpu"`` or e.g. ``"cuda (NVIDIA H200, CuPy 14.2.0)"``."""
+    if device != "cuda" or not cuda_available():
+        return "cpu"
+    import cupy
+
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.runtime.getDevice())
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    return f"cuda ({name}, CuPy {cupy.__version__})"
+
+
+def _no_cuda_reason() -> str:
+    try:
+        import cupy
+    except ImportError:
+        return "CuPy is not installed (pip install cupy-cuda12x or cupy-cuda13x)"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError without a driver
+        return f"CuPy cannot reach a CUDA driver ({type(exc).__name__}: {exc})"
+    return f"CuPy sees {count} CUDA devices"
 
 
 def device_of(value: Any) -> str | None:

@@ -115,6 +115,15 @@ class BackendUnavailableError(BackendError):
     """The inference server is unreachable or the model is not ready; retry later or check it."""
 
 
+class DeviceUnavailableError(ClaraRTError, ValueError):
+    """A pipeline or job asked for ``device: cuda`` where CuPy finds no CUDA device.
+
+    Raised before anything runs (``clara-rt run`` exits 2, the server refuses the job with
+    400). Ask for ``cpu``, or ``auto`` (the GPU when there is one), or install CuPy for the
+    machine's CUDA version.
+    """
+
+
 class PackageError(ClaraRTError):
     """``clara-rt package`` cannot write a bundle (see :mod:`clara_rt.package`).
 

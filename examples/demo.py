@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"using the DICOM series in {inputs}")
     shutil.rmtree(outputs, ignore_errors=True)
     print(f"$ clara-rt run {_shown(PIPELINE)} --input {_shown(inputs)} "
-          f"--output {_shown(outputs)}")
-    status = clara_rt(["run", str(PIPELINE), "--input", str(inputs), "--output", str(outputs)])
+          f"--output {_shown(outputs)} --device {args.device}")
+    status = clara_rt(["run", str(PIPELINE), "--input", str(inputs), "--output", str(outputs),
+                       "--device", args.device])
     if status != 0:
         return status
     stats = json.loads((outputs / "volumes" / "stats.json").read_text())
@@ -67,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
                     "check the lung volumes against the phantom.")
     parser.add_argument("--work", default=str(WORK), metavar="WORK",
                         help="folder for input/ and output/ (default: .demo in the checkout)")
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
+                        help="where the pipeline runs (default auto: the GPU when CuPy finds one)")
     return parser
 
 

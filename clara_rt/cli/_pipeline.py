@@ -52,6 +52,9 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--input", type=Path, required=True, metavar="DIR", help="the job's input")
     p.add_argument("--output", type=Path, required=True, metavar="DIR", help="where results go")
     p.add_argument("--priority", choices=PRIORITY_NAMES, default="normal")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"),
+                   help="where the pipeline's arrays live: cpu, cuda, or auto (the GPU when "
+                        "CuPy finds one); default the pipeline's clara-rt: {device: ...}, else cpu")
     p.add_argument("--job-id", metavar="ID",
                    help="the job's id (${{JOB_ID}}, NVIDIA_CLARA_JOBID); default: a fresh one")
     p.add_argument("--job-name", metavar="NAME",
@@ -139,7 +142,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _import_beside(args.pipeline)
         # Local inference serves the models from files: no server URL is needed.
         built = build_pipeline(definition, services=services,
-                               require_services=args.inference == "remote")
+                               require_services=args.inference == "remote", device=args.device)
     except (ClaraRTError, ValueError) as exc:
         return _fail(exc)
     return _run_job(args, built)

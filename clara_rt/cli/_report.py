@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from clara_rt.arrays import to_host
+from clara_rt.arrays import device_name, to_host
 from clara_rt.job import Job
 
 __all__ = ["JOB_LOG", "Failure", "captured_log", "collect_outputs", "failure", "print_report",
@@ -143,10 +143,11 @@ def print_report(job: Job, built: Any, outputs: dict[str, Path], workspace: Path
     failed = failure(job)
     error = failed.message if failed is not None else None
     log = workspace / JOB_LOG if workspace is not None and (workspace / JOB_LOG).is_file() else None
+    device = device_name(getattr(built, "device", "cpu"))
     if as_json:
         print(json.dumps({
             "job": job.id, "name": job.name, "pipeline": job.pipeline,
-            "state": job.state.value,
+            "state": job.state.value, "device": device,
             "priority": job.priority.name.lower(), "operators": rows,
             "outputs": {k: str(v) for k, v in outputs.items()}, "error": error,
             "error_where": failed.where if failed is not None else None,
@@ -156,7 +157,7 @@ def print_report(job: Job, built: Any, outputs: dict[str, Path], workspace: Path
         if verbose and failed is not None and failed.traceback:
             print(failed.traceback, end="", file=sys.stderr)
         return
-    print(f"job {job.id} of '{job.pipeline}': {job.state.value}")
+    print(f"job {job.id} of '{job.pipeline}': {job.state.value} on {device}")
     width = max([len("operator"), *(len(row["name"]) for row in rows)])
     print(f"  {'operator':<{width}} {'state':<10} {'start ms':>9} {'duration ms':>12}")
     for row in rows:

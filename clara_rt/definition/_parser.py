@@ -33,7 +33,9 @@ from clara_rt.definition.typed_ports import mismatch, mismatch_key
 
 __all__ = ["Parser"]
 
-_TOP_KEYS = ("api-version", "name", "operators", "pull-secrets", "variables")
+_TOP_KEYS = ("api-version", "name", "operators", "pull-secrets", "variables", "clara-rt")
+_TOP_CLARA_RT_KEYS = ("device",)
+_DEVICES = ("cpu", "cuda", "auto")
 _OPERATOR_KEYS = ("name", "description", "container", "variables", "requests", "input", "output",
                   "services", "clara-rt")
 _SILENT_KEYS = frozenset({"orchestrator", "timeout"})
@@ -89,8 +91,22 @@ class Parser(Reader):
                 self.check_source(by_name, port)
                 self.check_types(by_name, port)
         self.check_cycles(operators)
+        device = self.pipeline_device(doc)
         return PipelineDefinition(self.version, name, operators, secrets, self.path,
-                                  tuple(self.warnings))
+                                  tuple(self.warnings), device)
+
+    def pipeline_device(self, doc: YMap) -> str | None:
+        """Read the pipeline-level ``clara-rt: {device: cpu|cuda|auto}``."""
+        box = self.mapping(doc, "clara-rt", "the pipeline")
+        if box is None:
+            return None
+        what = "the clara-rt key of the pipeline"
+        self.check_keys(box, _TOP_CLARA_RT_KEYS, what)
+        device = self.text(box, "device", what)
+        if device is not None and device not in _DEVICES:
+            raise box.value_locs["device"].error(
+                f"expected one of {', '.join(_DEVICES)} for 'device' in {what}, got '{device}'")
+        return device
 
     def api_version(self, doc: YMap) -> str:
         choices = ", ".join(SUPPORTED_API_VERSIONS)

@@ -26,6 +26,7 @@ reverse (:class:`SaveFolderOp`) when an array feeds a command operator.
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from clara_rt.arrays import resolve_device
 from clara_rt.definition.command import CommandOperator
 from clara_rt.definition.folders import LoadFolderOp, SaveFolderOp, folder_formats
 from clara_rt.definition.schema import Location, OperatorDef, PipelineDefinition, PortDef
@@ -60,6 +62,8 @@ class BuiltPipeline:
         payload: ``"op.port"`` -> the YAML input entry fed by the job's input folder.
         results: ``"op.port"`` -> the YAML output entry (or Python port) left unconnected.
         resolved_by: Operator name -> ``"clara-rt key"``, ``"image entry point"`` or ``"command"``.
+        device: Where the pipeline's arrays live: ``"cpu"`` or ``"cuda"`` (the resolved
+            ``device`` of :func:`build_pipeline`; ``"cpu"`` when none was asked for).
     """
 
     definition: PipelineDefinition
@@ -67,6 +71,7 @@ class BuiltPipeline:
     payload: dict[str, PortDef | None]
     results: dict[str, PortDef | None]
     resolved_by: dict[str, str] = field(default_factory=dict)
+    device: str = "cpu"
 
     def payload_for(self, input_dir: Path) -> dict[str, Any]:
         """Return the job payload: every payload port gets ``input_dir``."""
@@ -94,7 +99,8 @@ def unresolved(definition: PipelineDefinition) -> list[OperatorDef]:
 
 def build_pipeline(definition: PipelineDefinition, *,
                    services: Mapping[str, str] | None = None,
-                   require_services: bool = True) -> BuiltPipeline:
+                   require_services: bool = True,
+                   device: str | None = None) -> BuiltPipeline:
     """Build the runtime pipeline of ``definition``.
 
     Args:
@@ -104,18 +110,26 @@ def build_pipeline(definition: PipelineDefinition, *,
             operator (``NVIDIA_TRITON_HTTPURI``, or ``NVIDIA_TRITON_GRPCURI`` for ``grpc://``).
         require_services: With ``False`` (``clara-rt validate``), a service without a URL is
             not an error; its connection is left unset.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (``clara-rt run --device``, a job's
+            ``device``); default the definition's ``clara-rt: {device: ...}``. Every operator
+            whose class takes a ``device`` keyword (the readers, which put the data where the
+            rest of the pipeline computes) gets the resolved device unless its own ``args`` set
+            one; the other operators follow their inputs (NumPy or CuPy).
 
     Raises:
         DefinitionError: unresolved operators (all listed), a Python class that cannot be
             imported or built, ports that cannot be matched or whose types disagree, or a
             service (or ``models:`` without ``triton``) without a URL; each with the file
             position.
+        DeviceUnavailableError: ``cuda`` was asked for where CuPy finds no CUDA device.
     """
     missing = unresolved(definition)
     if missing:
         raise DefinitionError(_unresolved_message(missing), path=definition.path,
                               line=missing[0].loc.line, column=missing[0].loc.column)
     services = dict(services or {})
+    requested = device or definition.device
+    resolved = resolve_device(requested)
     pipeline = Pipeline(definition.name)
     ports: dict[str, _OpPorts] = {}
     resolved_by: dict[str, str] = {}
@@ -124,7 +138,8 @@ def build_pipeline(definition: PipelineDefinition, *,
         assert how is not None
         resolved_by[op_def.name] = how
         connections = _connections(op_def, services, require_services)
-        ports[op_def.name] = _add_operator(pipeline, op_def, how, connections)
+        ports[op_def.name] = _add_operator(pipeline, op_def, how, connections,
+                                           resolved if requested is not None else None)
     for op_def in definition.operators:
         for entry in op_def.inputs:
             if entry.from_ is not None:
@@ -132,7 +147,7 @@ def build_pipeline(definition: PipelineDefinition, *,
     return BuiltPipeline(definition=definition, pipeline=pipeline,
                          payload=_payload(pipeline, ports, definition),
                          results=_results(pipeline, ports),
-                         resolved_by=resolved_by)
+                         resolved_by=resolved_by, device=resolved)
 
 
 # --- operators ------------------------------------------------------------------------------
@@ -169,14 +184,14 @@ def _image_target(op: OperatorDef) -> str | None:
 
 
 def _add_operator(pipeline: Pipeline, op_def: OperatorDef, how: str,
-                  connections: dict[str, str]) -> _OpPorts:
+                  connections: dict[str, str], device: str | None = None) -> _OpPorts:
     if how == "command":
         return _add_command(pipeline, op_def, connections)
     target = (op_def.clara_rt.operator if how == "clara-rt key" and op_def.clara_rt
               else _image_target(op_def))
     assert target is not None
     args = dict(op_def.clara_rt.args) if op_def.clara_rt is not None else {}
-    op = _instantiate(target, op_def, args)
+    op = _instantiate(target, op_def, args, device)
     if connections:
         op.connections = connections  # type: ignore[attr-defined]
     try:
@@ -205,7 +220,7 @@ def _add_command(pipeline: Pipeline, op_def: OperatorDef,
                              inputs=[(n, e.path or "") for n, e in ins],
                              outputs=[(n, e.path or "") for n, e in outs],
                              variables=op_def.variables, connections=connections,
-                             source=str(op_def.loc))
+                             source=str(op_def.loc), values=dict(op_def.container.values))
         pipeline.add(op)
     except PipelineError as exc:
         raise _error(op_def.loc, str(exc)) from exc
@@ -213,7 +228,8 @@ def _add_command(pipeline: Pipeline, op_def: OperatorDef,
                     {n: e for n, e in [*ins, *outs]})
 
 
-def _instantiate(target: str, op_def: OperatorDef, args: dict[str, Any]) -> Operator:
+def _instantiate(target: str, op_def: OperatorDef, args: dict[str, Any],
+                 device: str | None = None) -> Operator:
     module_name, _, attr = target.partition(":")
     loc = op_def.clara_rt.loc if op_def.clara_rt is not None else op_def.loc
     if not module_name or not attr:
@@ -226,6 +242,8 @@ def _instantiate(target: str, op_def: OperatorDef, args: dict[str, Any]) -> Oper
         hint = _import_hint(module_name, loc) if isinstance(exc, ModuleNotFoundError) else ""
         raise _error(loc, f"operator '{op_def.name}': cannot import '{target}': {exc}"
                           f"{hint}") from exc
+    if device is not None and "device" not in args and _takes_device(cls):
+        args = {**args, "device": device}
     try:
         op = cls(op_def.name, **args)
     except Exception as exc:
@@ -234,6 +252,14 @@ def _instantiate(target: str, op_def: OperatorDef, args: dict[str, Any]) -> Oper
     if not isinstance(op, Operator):
         raise _error(loc, f"operator '{op_def.name}': '{target}' is not an Operator subclass")
     return op
+
+
+def _takes_device(cls: Any) -> bool:
+    """Whether an operator class's constructor has a ``device`` keyword parameter."""
+    try:
+        return "device" in inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # no signature to read (a C extension type)
+        return False
 
 
 def _import_hint(module_name: str, loc: Location) -> str:

@@ -80,6 +80,9 @@ class ContainerDef:
     tag: str | None
     command: tuple[str, ...] | None
     loc: Location
+    values: tuple[tuple[str, str], ...] = ()
+    """``(NAME, value)`` of job values left as ``${{NAME}}`` in ``command`` (data, see
+    ``definition/_argv.py``)."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,7 @@ class PipelineDefinition:
     pull_secrets: tuple[str, ...]
     path: str
     warnings: tuple[str, ...]
+    device: str | None = None  # the pipeline's ``clara-rt: {device: cpu|cuda|auto}``, if any
 
     def operator(self, name: str) -> OperatorDef:
         """Return the operator called ``name``.

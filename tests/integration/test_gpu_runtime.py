@@ -1,19 +1,30 @@
-"""The CuPy path: streams per worker, event hand-off, zero copy on the device.
+"""The CuPy path: streams per worker, event hand-off, zero copy on the device; device choice.
 
-These run whenever CuPy finds a CUDA device (`@pytest.mark.gpu`); without one they are skipped.
+The ``gpu`` tests run whenever CuPy finds a CUDA device; without one they are skipped. The
+device-choice tests run everywhere: on a machine without a GPU they check, for real, that asking
+for ``cuda`` is a clear error and that ``auto`` runs on the CPU.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from clara_rt import Operator, Pipeline, Runtime
-from clara_rt.arrays import data_pointer, get_array_module
+from clara_rt.arrays import cuda_available, data_pointer, get_array_module
+from clara_rt.bench import checkout_env
+from clara_rt.definition.build import build_pipeline
+from clara_rt.definition.schema import parse_definition
+from clara_rt.errors import DefinitionError, DeviceUnavailableError
 
-pytestmark = pytest.mark.gpu
+ROOT = Path(__file__).resolve().parents[2]
+CT_LUNG_SEG = ROOT / "examples" / "ct-lung-seg" / "pipeline.yaml"
 
 
 class _Heavy(Operator):
@@ -63,6 +74,7 @@ def _expected(x: Any, k1: float, k2: float, rounds: int) -> np.ndarray:
     return cupy.asnumpy(out)
 
 
+@pytest.mark.gpu
 def test_gpu_diamond_many_jobs_matches_numpy() -> None:
     import cupy
 
@@ -83,6 +95,7 @@ def test_gpu_diamond_many_jobs_matches_numpy() -> None:
             np.testing.assert_array_equal(got, expected[k])
 
 
+@pytest.mark.gpu
 def test_gpu_zero_copy_pointer_identity() -> None:
     import cupy
 
@@ -101,3 +114,62 @@ def test_gpu_zero_copy_pointer_identity() -> None:
     with Runtime(workers=2) as rt:
         out = rt.run(p, {"a.in": x})["b.out"]
     assert out is x and data_pointer(out) == x.data.ptr
+
+
+# --- choosing the device for a whole pipeline ------------------------------------------------
+
+
+def _with_device(tmp_path: Path, device: str) -> Path:
+    """ct-lung-seg with a pipeline-level ``clara-rt: {device: ...}`` (written next to it)."""
+    text = CT_LUNG_SEG.read_text().replace("name: ct-lung-seg\n",
+                                           f"name: ct-lung-seg\nclara-rt: {{device: {device}}}\n")
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_pipeline_device_reaches_the_reader_and_auto_follows_the_machine(tmp_path: Path) -> None:
+    expected = "cuda" if cuda_available() else "cpu"
+    auto = build_pipeline(parse_definition(_with_device(tmp_path, "auto")))
+    assert auto.device == expected and auto.definition.device == "auto"
+    assert auto.pipeline.operator("dicom-reader").device == expected  # type: ignore[attr-defined]
+    forced = build_pipeline(parse_definition(_with_device(tmp_path, "auto")), device="cpu")
+    assert forced.device == "cpu"
+    assert forced.pipeline.operator("dicom-reader").device == "cpu"  # type: ignore[attr-defined]
+    plain = build_pipeline(parse_definition(CT_LUNG_SEG))
+    assert plain.device == "cpu" and plain.definition.device is None
+
+
+def test_a_pipeline_device_outside_the_choices_names_its_line(tmp_path: Path) -> None:
+    with pytest.raises(DefinitionError, match=r"pipeline.yaml:6:\d+: expected one of cpu, cuda, "
+                                              r"auto for 'device' .* got 'gpu'"):
+        parse_definition(_with_device(tmp_path, "gpu"))
+
+
+def test_asking_for_cuda_without_a_gpu_is_a_clear_error(tmp_path: Path) -> None:
+    if cuda_available():
+        pytest.skip("this machine has a GPU: test_ct_lung_seg_on_the_gpu covers --device cuda")
+    with pytest.raises(DeviceUnavailableError, match=r"^device 'cuda' was asked for, but "):
+        build_pipeline(parse_definition(_with_device(tmp_path, "cuda")))
+    (tmp_path / "in").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "clara_rt.cli", "run", str(CT_LUNG_SEG),
+                           "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                           "--device", "cuda"], cwd=ROOT, env=checkout_env(),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("clara-rt: error: device 'cuda' was asked for, but ")
+    assert "Traceback" not in proc.stderr and "'auto'" in proc.stderr
+
+
+def test_run_reports_the_device_it_ran_on(tmp_path: Path) -> None:
+    from tests.data.chest_dicom import write_chest_series
+
+    write_chest_series(tmp_path / "in", shape=(16, 48, 48))
+    proc = subprocess.run([sys.executable, "-m", "clara_rt.cli", "run", str(CT_LUNG_SEG),
+                           "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                           "--device", "auto", "--json"], cwd=ROOT, env=checkout_env(),
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["state"] == "succeeded"
+    assert report["device"].startswith("cuda (") if cuda_available() else report["device"] == "cpu"

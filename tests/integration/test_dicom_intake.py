@@ -2,7 +2,8 @@
 
 Unusable UIDs (16.11), malformed data sets that used to get Success (16.14) and idle TCP
 connections that locked the listener out (16.18) are sent by pynetdicom, dcmtk storescu and raw
-sockets to a listener on 127.0.0.1. The fuzz tests (hypothesis) are in
+sockets to a listener on 127.0.0.1, and the main cases once more to a ``clara-rt dicom``
+process. The fuzz tests (hypothesis) are in
 ``test_dicom_intake_fuzz.py``.
 """
 
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -23,12 +27,13 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
+from clara_rt.bench import checkout_env
 from clara_rt.dicom.config import parse_config
 from clara_rt.dicom.scp import STATUS, StorageScp
 from clara_rt.dicom.tracker import safe_part
 from tests.conftest import need_peer
 from tests.data.dicom_series import make_series
-from tests.dicom_peers import free_port, storescu
+from tests.dicom_peers import echoscu, free_port, storescu
 
 QUIET = 0.5
 
@@ -179,6 +184,51 @@ def test_idle_connections_are_dropped_after_the_acse_timeout(
     finally:
         for sock in idle:
             sock.close()
+
+
+# --- the same against a `clara-rt dicom` process ----------------------------------------------
+
+
+def test_clara_rt_dicom_process_survives_idle_sockets_and_bad_data(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "adapter.yaml"
+    config.write_text(f"dicom: {{ae-title: CLARA, port: {port}, storage: {tmp_path / 'store'}, "
+                      "quiet-time: 60}\nae-titles: [{name: LUNGSEG, pipelines: [p]}]\n")
+    files = make_series(tmp_path / "ct", slices=3, rows=16, cols=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dots = pydicom.dcmread(files[0])
+        dots.StudyInstanceUID, dots.SOPInstanceUID = "...", pydicom.uid.generate_uid()
+    log = tmp_path / "adapter.log"
+    with log.open("wb") as out:  # no server behind it: series wait staged, the listener serves
+        adapter = subprocess.Popen(
+            [sys.executable, "-m", "clara_rt.cli", "dicom", "--config", str(config), "--server",
+             f"http://127.0.0.1:{free_port()}"], env=checkout_env(), stdout=out,
+            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while echoscu(port, called="CLARA").returncode != 0:
+            assert adapter.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+        time.sleep(0.3)
+        assert storescu(port, files[0]).returncode != 0  # every slot taken
+        for sock in idle:
+            sock.close()
+        start = time.monotonic()
+        sent = storescu(port, files[1], timeout=20)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert time.monotonic() - start < 3.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert _send(port, [dots]) == [STATUS["missing_uid"]]
+    finally:
+        adapter.send_signal(signal.SIGTERM)
+        assert adapter.wait(timeout=30) == 0, log.read_text()
+    text = log.read_text()
+    assert "StudyInstanceUID '...': not a usable UID" in text
+    stored = list((tmp_path / "store" / "LUNGSEG").rglob("*.dcm"))
+    assert [p.stem for p in stored] == [pydicom.dcmread(files[1]).SOPInstanceUID]
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, overload
 
 from clara_rt.errors import PipelineError
+from clara_rt.names import name_problem
 from clara_rt.operator import Operator
 from clara_rt.ports import PortSpec, connection_problem
 
@@ -68,6 +69,7 @@ class Pipeline:
             raise PipelineError(f"duplicate operator name '{operator.name}': pipeline "
                                 f"'{self.name}' {what} it; give each operator a unique name")
         operator.spec  # noqa: B018 - runs setup() now so that port errors surface here
+        _check_names(self.name, operator)
         self._operators[operator.name] = operator
         self._successors[operator.name] = []
         self._changed()
@@ -253,3 +255,17 @@ def _port(op: Operator, direction: str, port: str) -> PortSpec:
         raise PipelineError(f"operator '{op.name}' has no {direction} '{port}'; "
                             f"{direction}s are: {names}")
     return spec
+
+
+def _check_names(pipeline: str, operator: Operator) -> None:
+    """Refuse operator and port names that are not one safe path component (issue 16)."""
+    named = [("operator", operator.name)]
+    named += [("input", port) for port in operator.spec.inputs]
+    named += [("output", port) for port in operator.spec.outputs]
+    for what, name in named:
+        problem = name_problem(name)
+        if problem is not None:
+            where = "" if what == "operator" else f" of operator '{operator.name}'"
+            raise PipelineError(f"pipeline '{pipeline}': {what} name {name!r}{where} {problem}; "
+                                f"names become file and folder names, so each must be one "
+                                f"plain component such as 'liver-seg'")

@@ -30,6 +30,8 @@ from clara_rt.definition.schema import (
     find_source,
 )
 from clara_rt.definition.typed_ports import mismatch, mismatch_key
+from clara_rt.definition.variables import substitute
+from clara_rt.names import name_problem
 
 __all__ = ["Parser"]
 
@@ -189,9 +191,34 @@ class Parser(Reader):
                 raise box.value_locs["command"].error(
                     f"expected a list of strings for 'command' in {what} (e.g. [\"sh\", \"-c\", "
                     f"\"...\"]), got {describe(items)}")
-            command = tuple(self.item_text(items, i, f"'command' in {what}")
-                            for i in range(len(items)))
+            command, values = self.command(items, f"'command' in {what}")
+            return ContainerDef(image, tag, command, box.loc, values)
         return ContainerDef(image, tag, command, box.loc)
+
+    def command(self, items: YList, what: str) -> tuple[tuple[str, ...], tuple[tuple[str, str],
+                                                                            ...]]:
+        """Read a command; values given for the job stay ``${{NAME}}`` tokens (see _argv.py).
+
+        Returns:
+            The command and the ``(NAME, value)`` pairs its tokens stand for.
+        """
+        values: dict[str, str] = {}
+
+        def lookup(name: str, loc: Location) -> str | None:
+            given = next((scope[name] for scope in self._base if name in scope), None)
+            if given is None:  # the definition's own variables: the author's text
+                return self.lookup(name, loc)
+            values[name] = given
+            return "${{" + name + "}}"
+
+        command = []
+        for i, (value, raw) in enumerate(zip(items, items.raw, strict=True)):
+            loc = items.item_locs[i]
+            if value is None or raw is None:
+                raise loc.error(f"expected text for item {i + 1} of {what}, got "
+                                f"{describe(value)}")
+            command.append(substitute(raw, lambda name, at=loc: lookup(name, at), loc))
+        return tuple(command), tuple(sorted(values.items()))
 
     def requests(self, parent: YMap, owner: str) -> dict[str, Any]:
         box = self.mapping(parent, "requests", owner)
@@ -233,6 +260,8 @@ class Parser(Reader):
     def port(self, item: YMap, what: str, *, is_input: bool) -> PortDef:
         self.check_keys(item, _INPUT_KEYS if is_input else _OUTPUT_KEYS, what)
         name, path = self.text(item, "name", what), self.text(item, "path", what)
+        if name is not None:
+            self.check_name(item, name, f"port name in {what}")
         from_ = self.text(item, "from", what) if is_input else None
         if name is None and path is None and from_ is None:
             raise item.loc.error(f"{what} needs a 'path' or a 'name'")
@@ -380,7 +409,16 @@ class Parser(Reader):
             raise box.loc.error(missing)
         if not name.strip():
             raise box.value_locs["name"].error(f"'name' in {what} is empty")
+        self.check_name(box, name, f"'name' in {what}")
         return name
+
+    def check_name(self, box: YMap, name: str, what: str) -> None:
+        """Refuse a name that is not one safe path component (it names files and folders)."""
+        problem = name_problem(name)
+        if problem is not None:
+            raise box.value_locs["name"].error(
+                f"{what}: {name!r} {problem}; names become file and folder names, so each must "
+                f"be one plain component such as 'liver-seg'")
 
     # --- The graph ----------------------------------------------------------------------------
 

@@ -4,32 +4,42 @@ Clara Deploy ran each operator in its own container, with every ``input``/``outp
 mounted as a volume. clara-rt runs the command directly instead and maps each container path to
 a folder in the job's workspace (``Runtime.submit(..., workspace=DIR)``)::
 
-    <workspace>/<operator>/                 the operator's folder: its working directory,
-        stdout.log, stderr.log              what the command printed
+    <workspace>/<operator>/                 the operator's folder: its working directory
+                                            and HOME
+        stdout.log, stderr.log              what the command printed (the last
+                                            CLARA_RT_LOG_LIMIT bytes of each, see logtail.py)
+        .tmp/                               its TMPDIR
+        command.pgid                        its process group while it runs (see process_group.py)
         <output port>/                      one empty folder per output port, emitted downstream
 
 Inputs are the folders received on the input ports (an upstream operator's output folder, or
 the job's input folder from the payload). Every container path in the command's arguments and
 in the ``variables`` values is rewritten to its host folder before the command starts. The
 command runs in a process group of its own; whatever it leaves running there is killed when it
-exits, as the end of its container would.
+exits, as the end of its container would, and it dies with the process that started it.
+
+The command's environment is built from scratch (nothing of this process's environment is passed
+on but ``PATH`` and ``CUDA_VISIBLE_DEVICES``; see :class:`CommandOperator`), so no server secret
+reaches it. Job values in the command are data, never shell text (see ``_argv.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import posixpath
 import re
+import selectors
 import shlex
-import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from clara_rt.definition._argv import VAR_PREFIX, fill_argument, fill_script, script_index
+from clara_rt.definition.logtail import TailLog, log_limit
+from clara_rt.definition.process_group import kill_group, start_group, terminate
 from clara_rt.errors import JobCancelledError, PipelineError
 from clara_rt.job import Context
 from clara_rt.operator import Inputs, Operator, OperatorSpec, Outputs
@@ -41,19 +51,26 @@ log = logging.getLogger("clara_rt.command")
 
 _JOB_ID_TOKEN = "${{JOB_ID}}"
 _POLL_S = 0.02
-_KILL_GRACE_S = 2.0
 _STDERR_TAIL_LINES = 20
 _PATH_CHARS = r"-\w.~"  # characters that continue a path component (besides "/")
 _SHELL_UNSAFE = re.compile(r"[^\w@%+=:,./-]")  # as shlex.quote decides what needs quoting
-_SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh"})
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_PASSED_ON = ("CUDA_VISIBLE_DEVICES",)  # taken from this process's environment when set
 
 
 class CommandOperator(Operator):
     """A Clara operator run as a subprocess, with its folder ports mapped into the workspace.
 
-    The command runs with ``os.environ`` plus the operator's ``variables`` (container paths
-    rewritten), its service ``connections`` (e.g. ``NVIDIA_CLARA_TRTISURI``) and these variables,
-    which clara-rt sets itself:
+    The command's environment is exactly this (nothing else of ``os.environ``, so no token or
+    other secret of the server reaches it):
+
+    * ``PATH`` (this process's, or a system default), ``CUDA_VISIBLE_DEVICES`` and the
+      variables named in ``CLARA_RT_COMMAND_ENV`` (``A,B``) when they are set here,
+      ``HOME`` (the operator's folder), ``TMPDIR`` (``<operator folder>/.tmp``),
+      ``LANG`` and ``LC_ALL`` (``C.UTF-8``);
+    * the operator's ``variables`` (container paths rewritten), then its service
+      ``connections`` (e.g. ``NVIDIA_CLARA_TRTISURI``);
+    * ``CLARA_VAR_<NAME>`` for each job value in ``values``;
 
     * ``NVIDIA_CLARA_JOBID``: the job id; ``NVIDIA_CLARA_JOBNAME``: the job's name (default
       ``<pipeline>-<job id>``)
@@ -73,6 +90,10 @@ class CommandOperator(Operator):
         connections: Environment variables naming services, e.g. the Triton URL.
         timeout: Seconds the command may run before it is killed (``None``: no limit).
         source: ``"file:line"`` of the definition, quoted in error messages.
+        values: Job values behind the ``${{NAME}}`` tokens left in ``command``: each reaches
+            the command as data (an argument, or ``"$CLARA_VAR_NAME"`` in a shell script).
+        log_limit: Bytes kept of stdout and of stderr (their tail); ``None``:
+            ``CLARA_RT_LOG_LIMIT`` or 4 MiB.
 
     Raises:
         PipelineError: an empty command, or a container path that is not absolute or is
@@ -83,7 +104,8 @@ class CommandOperator(Operator):
                  inputs: Sequence[tuple[str, str]], outputs: Sequence[tuple[str, str]],
                  variables: Mapping[str, str] | None = None,
                  connections: Mapping[str, str] | None = None,
-                 timeout: float | None = None, source: str = "") -> None:
+                 timeout: float | None = None, source: str = "",
+                 values: Mapping[str, str] | None = None, log_limit: int | None = None) -> None:
         super().__init__(name)
         if isinstance(command, str) or not command:
             raise PipelineError(f"operator '{name}': command must be a non-empty list of "
@@ -100,6 +122,8 @@ class CommandOperator(Operator):
         self.connections = {str(k): str(v) for k, v in (connections or {}).items()}
         self.timeout = timeout
         self.source = source
+        self.values = {str(k): str(v) for k, v in (values or {}).items()}
+        self.log_limit = log_limit
         declared = [path for _, path in (*self.input_paths, *self.output_paths)]
         twice = sorted({path for path in declared if declared.count(path) > 1})
         if twice:
@@ -134,7 +158,7 @@ class CommandOperator(Operator):
         hosts.update({path: out_hosts[port] for port, path in self.output_paths})
         job_id = str(context.job_id)
         self._check_shell_safe(hosts, job_id)
-        argv = [self._rewrite(arg, hosts, job_id) for arg in self.command]
+        argv = self._argv(hosts, job_id)
         env = self._environment(context, hosts, in_hosts, out_hosts, folder)
         self._run(argv, env, folder, context)
         for port, host in out_hosts.items():
@@ -165,16 +189,22 @@ class CommandOperator(Operator):
             folders[port] = host
         return folders
 
+    def _argv(self, hosts: Mapping[str, Path], job_id: str) -> list[str]:
+        script = script_index(self.command)
+        return [self._rewrite(fill_script(arg, self.values) if i == script
+                              else fill_argument(arg, self.values), hosts, job_id)
+                for i, arg in enumerate(self.command)]
+
     def _rewrite(self, text: str, hosts: Mapping[str, Path], job_id: str) -> str:
         text = text.replace(_JOB_ID_TOKEN, job_id)
         return self._pattern.sub(lambda m: str(hosts.get(m.group(0), m.group(0))), text)
 
     def _check_shell_safe(self, hosts: Mapping[str, Path], job_id: str) -> None:
         # A folder pasted into a `sh -c` script is split at spaces and expanded by the shell.
-        command = self.command
-        if Path(command[0]).name not in _SHELLS or "-c" not in command[:-1]:
+        index = script_index(self.command)
+        if index is None:
             return
-        script = command[command.index("-c") + 1].replace(_JOB_ID_TOKEN, job_id)
+        script = self.command[index].replace(_JOB_ID_TOKEN, job_id)
         used = {m.group(0) for m in self._pattern.finditer(script)}
         unsafe = sorted(str(hosts[p]) for p in used
                         if p in hosts and _SHELL_UNSAFE.search(str(hosts[p])))
@@ -188,9 +218,15 @@ class CommandOperator(Operator):
                      in_hosts: Mapping[str, Path], out_hosts: Mapping[str, Path],
                      folder: Path) -> dict[str, str]:
         job_id = str(context.job_id)
-        env = dict(os.environ)
+        tmp = folder / ".tmp"
+        tmp.mkdir(exist_ok=True)
+        env = {"PATH": os.environ.get("PATH") or _DEFAULT_PATH, "HOME": str(folder),
+               "TMPDIR": str(tmp), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+        env.update({k: os.environ[k] for k in _passed_on() if k in os.environ})
         env.update({k: self._rewrite(v, hosts, job_id) for k, v in self.variables.items()})
         env.update(self.connections)
+        env.update({VAR_PREFIX + k: self._rewrite(v, hosts, job_id)
+                    for k, v in self.values.items()})
         env.update({
             "NVIDIA_CLARA_JOBID": job_id,
             "NVIDIA_CLARA_JOBNAME": getattr(context, "job_name", f"{context.pipeline}-{job_id}"),
@@ -203,12 +239,18 @@ class CommandOperator(Operator):
     def _run(self, argv: list[str], env: dict[str, str], folder: Path,
              context: Context) -> None:
         started = time.monotonic()
-        with open(folder / "stdout.log", "wb") as out, open(folder / "stderr.log", "wb") as err:
-            proc = self._start(argv, env, folder, out, err)
+        limit = log_limit() if self.log_limit is None else self.log_limit
+        logs = _Pump(TailLog(folder / "stdout.log", limit), TailLog(folder / "stderr.log", limit))
+        try:
+            proc = self._start(argv, env, folder)
             try:
-                status = self._wait(proc, context, started)
+                logs.attach(proc)
+                status = self._wait(proc, context, started, logs)
             finally:
-                _kill_group(proc)  # what the command left behind, as a container's end would
+                kill_group(proc, folder)  # what the command left behind, as a container's end
+                logs.drain(0.5)           # would; its pipes close with it
+        finally:
+            logs.close()
         seconds = time.monotonic() - started
         log.info("operator '%s' job %s: %s exited with status %d in %.3f s", self.name,
                  context.job_id, shlex.join(argv), status, seconds)
@@ -218,13 +260,12 @@ class CommandOperator(Operator):
                 f"{_where(self.source)}: {shlex.join(argv)}; last lines of stderr:\n"
                 f"{_tail(folder / 'stderr.log')}")
 
-    def _start(self, argv: list[str], env: dict[str, str], folder: Path, out: IO[bytes],
-               err: IO[bytes]) -> subprocess.Popen[bytes]:
+    def _start(self, argv: list[str], env: dict[str, str],
+               folder: Path) -> subprocess.Popen[bytes]:
         try:
             # A session of its own: cancel and timeout signal the whole process group, so the
             # children of `sh -c` die with it.
-            return subprocess.Popen(argv, cwd=folder, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, start_new_session=True)
+            return start_group(argv, env, folder, subprocess.PIPE, subprocess.PIPE)
         except FileNotFoundError as exc:
             raise RuntimeError(
                 f"command of operator '{self.name}'{_where(self.source)}: executable "
@@ -234,21 +275,74 @@ class CommandOperator(Operator):
             raise RuntimeError(f"command of operator '{self.name}'{_where(self.source)}: "
                                f"'{argv[0]}' is not executable (chmod +x)") from exc
 
-    def _wait(self, proc: subprocess.Popen[bytes], context: Context, started: float) -> int:
+    def _wait(self, proc: subprocess.Popen[bytes], context: Context, started: float,
+              logs: _Pump) -> int:
         deadline = None if self.timeout is None else started + self.timeout
         while True:
-            try:
-                return proc.wait(timeout=_POLL_S)
-            except subprocess.TimeoutExpired:
-                pass
+            logs.step(_POLL_S)
+            status = proc.poll()
+            if status is not None:
+                return status
             if context.cancelled:
-                _terminate(proc)
+                terminate(proc)
                 raise JobCancelledError(f"job {context.job_id} was stopped while operator "
                                         f"'{self.name}' ran its command; the command was killed")
             if deadline is not None and time.monotonic() > deadline:
-                _terminate(proc)
+                terminate(proc)
                 raise TimeoutError(f"command of operator '{self.name}' ran past its timeout "
                                    f"of {self.timeout} s and was killed{_where(self.source)}")
+
+
+class _Pump:
+    """Moves what a command prints from its pipes into tail-capped log files, on the caller's
+    thread (no reader threads), so a command printing without end costs bounded disk and memory.
+    """
+
+    def __init__(self, out: TailLog, err: TailLog) -> None:
+        self._logs = (out, err)
+        self._selector = selectors.DefaultSelector()
+
+    def attach(self, proc: subprocess.Popen[bytes]) -> None:
+        for pipe, target in zip((proc.stdout, proc.stderr), self._logs, strict=True):
+            if pipe is not None:
+                os.set_blocking(pipe.fileno(), False)
+                self._selector.register(pipe, selectors.EVENT_READ, target)
+
+    def step(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for output and write what came."""
+        if not self._selector.get_map():
+            time.sleep(timeout)
+            return
+        for key, _ in self._selector.select(timeout):
+            try:
+                data = os.read(key.fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if data:
+                key.data.write(data)
+            else:
+                self._selector.unregister(key.fileobj)
+                key.fileobj.close()  # type: ignore[union-attr]
+
+    def drain(self, timeout: float) -> None:
+        """Copy what is still in the pipes (until they close or ``timeout`` passes)."""
+        deadline = time.monotonic() + timeout
+        while self._selector.get_map() and time.monotonic() < deadline:
+            self.step(_POLL_S)
+
+    def close(self) -> None:
+        for key in list(self._selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        self._selector.close()
+        for target in self._logs:
+            target.close()
+
+
+def _passed_on() -> list[str]:
+    """``CUDA_VISIBLE_DEVICES`` and the names listed in ``CLARA_RT_COMMAND_ENV`` (never a
+    ``CLARA_RT_TOKEN*``): what commands get of this process's environment."""
+    named = [n.strip() for n in os.environ.get("CLARA_RT_COMMAND_ENV", "").split(",")]
+    return [*_PASSED_ON, *(n for n in named if n and not n.startswith("CLARA_RT_TOKEN"))]
 
 
 def _where(source: str) -> str:
@@ -270,28 +364,6 @@ def _fresh_folder(operator: str, folder: Path) -> Path:
         raise RuntimeError(f"output folder {folder} of operator '{operator}' is not empty; "
                            f"give each job a fresh workspace")
     return folder
-
-
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group, then SIGKILL it if it is still there after a grace period."""
-    _signal_group(proc, signal.SIGTERM)
-    try:
-        proc.wait(timeout=_KILL_GRACE_S)
-    except subprocess.TimeoutExpired:
-        _signal_group(proc, signal.SIGKILL)
-        proc.wait()
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    _signal_group(proc, signal.SIGKILL)
-    if proc.poll() is None:
-        proc.wait()
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    # The group outlives its leader while children remain; Linux never reuses its id meanwhile.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
 
 
 def _tail(path: Path, lines: int = _STDERR_TAIL_LINES, max_bytes: int = 64 * 1024) -> str:

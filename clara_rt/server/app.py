@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
-import io
 import json
 import math
 import secrets
 import sqlite3
-import tarfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -70,6 +68,7 @@ from clara_rt.server.payloads import (
     storage_error,
 )
 from clara_rt.server.pipelines import Conflict, NotFound, PipelineRegistry
+from clara_rt.server.results import result_file, tar_stream
 from clara_rt.server.retention import Retention
 from clara_rt.server.runners import LocalRunner, Runner
 from clara_rt.server.store import Store, new_id
@@ -366,10 +365,13 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}/logs/{operator}", response_class=PlainTextResponse,
              tags=["jobs"], responses=_ERRORS)
-    def job_logs(job_id: str, operator: str) -> str:
+    def job_logs(job_id: str, operator: str) -> Response:
         """What the operator logged in this job (empty until it runs)."""
         path = srv().jobs.log_path(job_id, operator)
-        return path.read_text(errors="replace") if path.is_file() else ""
+        if not path.is_file():
+            return PlainTextResponse("")
+        # Streamed from disk in chunks; the file is capped (CLARA_RT_LOG_LIMIT, logtail.py).
+        return FileResponse(path, media_type="text/plain; charset=utf-8")
 
     @app.get("/v1/jobs/{job_id}/events", tags=["jobs"], responses=_ERRORS,
              response_class=StreamingResponse)
@@ -535,13 +537,7 @@ def _payload(server: Server, payload_id: str) -> dict[str, Any]:
 
 
 def _file(folder: Path, path: str) -> FileResponse:
-    try:
-        target = folder / safe_relative(path)
-        found = target.is_file()
-    except (OSError, PayloadError):
-        found = False
-    if not found:
-        raise NotFound(f"no file '{path}'")
+    target = result_file(folder, path)  # a regular file inside folder, never through a link
     return FileResponse(target, filename=target.name)
 
 
@@ -553,30 +549,9 @@ def _archive(folder: Path, name: str, compress: bool) -> StreamingResponse:
         headers={"Content-Disposition": f'attachment; filename="{name}{suffix}"'})
 
 
-class _Chunks(io.RawIOBase):
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self.chunks.append(bytes(data))
-        return len(data)
-
-    def drain(self) -> Iterator[bytes]:
-        chunks, self.chunks = self.chunks, []
-        yield from chunks
-
-
 def _tar_stream(folder: Path, compress: bool) -> Iterator[bytes]:
-    """Tar ``folder`` on the fly, yielding after each file (no temporary archive on disk)."""
-    sink = _Chunks()
-    with tarfile.open(fileobj=sink, mode="w|gz" if compress else "w|") as tar:
-        for rel, _ in iter_files(folder):
-            tar.add(folder / rel, arcname=rel, recursive=False)
-            yield from sink.drain()
-    yield from sink.drain()
+    """Tar the regular files of ``folder`` on the fly (links are never followed)."""
+    return tar_stream(folder, compress)
 
 
 def _sse(request: Request, first: dict[str, Any] | None, job_id: str | None

@@ -31,6 +31,7 @@ import os
 import queue
 import shutil
 import sqlite3
+import stat
 import threading
 import time
 import traceback
@@ -38,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clara_rt.definition.logtail import append_capped, log_limit
+from clara_rt.definition.process_group import reap_stale_groups
 from clara_rt.errors import ClaraRTError
 from clara_rt.job import JobState, Priority
 from clara_rt.operator import Operator
@@ -52,6 +55,7 @@ from clara_rt.server.config import ServerConfig
 from clara_rt.server.events import EventHub
 from clara_rt.server.payloads import iter_files
 from clara_rt.server.pipelines import Conflict, NotFound, PipelineRegistry
+from clara_rt.server.results import drop_links, result_files
 from clara_rt.server.runners import LocalRunner, RunHandle, Runner
 from clara_rt.server.store import Store, new_id
 
@@ -261,7 +265,7 @@ class JobManager:
         output = self.folder(job_id) / "output"
         if job["results_deleted"]:
             raise NotFound(f"results of job {job_id} were deleted by the retention policy")
-        return output, list(iter_files(output)) if output.is_dir() else []
+        return output, result_files(output)
 
     def queue_depth(self) -> dict[str, int]:
         """Jobs waiting in the server's queue, per priority."""
@@ -437,20 +441,17 @@ class JobManager:
         missing = [p.name for p in payloads if not p.is_dir()]
         if missing:
             raise NotFound(f"payload(s) {', '.join(missing)} no longer exist on disk")
-        if len(payloads) == 1:
-            return payloads[0]
-        # Several payloads: one folder holding all their files (hard links, no copies).
+        # A private copy per job, never links (issue 16.10): a command may write into its
+        # input, and what the next job reads must be what was uploaded.
         merged = folder / "input"
+        merged.mkdir()
         for payload in payloads:
             for rel, _ in iter_files(payload):
                 target = merged / rel
                 if target.exists():
                     raise ValueError(f"payloads {', '.join(job['payloads'])} both hold '{rel}'")
                 target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(payload / rel, target)
-                except OSError:
-                    shutil.copy2(payload / rel, target)
+                shutil.copyfile(payload / rel, target)
         return merged
 
     # --- completion ---------------------------------------------------------------------
@@ -519,11 +520,25 @@ class JobManager:
         if state is JobState.SUCCEEDED:
             try:
                 run.collect(folder / "output", folder / "work")
+                self._drop_links(job_id, folder / "output")
             except OSError as exc:
                 status, error = "faulted", f"results could not be saved: {exc}"
             else:
                 shutil.rmtree(folder / "work", ignore_errors=True)
+        shutil.rmtree(folder / "input", ignore_errors=True)  # the job's copy of its payloads
         self._end(job_id, status, error, rows)
+
+    def _drop_links(self, job_id: str, output: Path) -> None:
+        """Remove links and special files from the results and say so in the job's history."""
+        dropped = drop_links(output)
+        if dropped:
+            shown = ", ".join(dropped[:10]) + (f" and {len(dropped) - 10} more"
+                                               if len(dropped) > 10 else "")
+            note = (f"results: dropped {len(dropped)} link(s) or special file(s) the job "
+                    f"left in its output ({shown}); only regular files are kept and served")
+            log.warning("job %s: %s", job_id, note)
+            with self._cond:
+                self._store.update_job(job_id, note)
 
     def _end(self, job_id: str, status: str, error: str | None,
              rows: list[dict[str, Any]]) -> None:
@@ -570,8 +585,16 @@ class JobManager:
     # --- restart ------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Apply ``on_restart`` to jobs a dead server left running; queue pending ones."""
+        """Apply ``on_restart`` to jobs a dead server left running; queue pending ones.
+
+        Command processes such a job left behind are killed first, so a job queued again
+        never runs twice at once (issue 16.12).
+        """
         for job in self._store.jobs(state="running", limit=-1):
+            killed = reap_stale_groups(self.folder(job["id"]) / "work")
+            if killed:
+                log.warning("job %s: killed %d command process(es) left by the stopped server "
+                            "(pids %s)", job["id"], len(killed), killed)
             if self._config.on_restart == "requeue" and job["attempts"] < 2:
                 self._store.update_job(job["id"], "re-queued after a server restart",
                                        state="pending", status="healthy", queued=1,
@@ -636,23 +659,30 @@ def public_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def append_command_logs(folder: Path) -> None:
-    """Append what command operators printed (``work/<op>/std*.log``) to their log files."""
+    """Append what command operators printed (``work/<op>/std*.log``) to their log files.
+
+    Copied in chunks, never through a link, and each log keeps its tail (``CLARA_RT_LOG_LIMIT``).
+    """
     work = folder / "work"
-    if not work.is_dir():
+    if not work.is_dir() or work.is_symlink():
         return
-    for op_dir in sorted(p for p in work.iterdir() if p.is_dir()):
+    limit = log_limit()
+    for op_dir in sorted(p for p in work.iterdir() if p.is_dir() and not p.is_symlink()):
         for stream in ("stdout", "stderr"):
-            source = op_dir / f"{stream}.log"
-            if source.is_file() and source.stat().st_size:
-                _append(folder / "logs" / f"{op_dir.name}.log",
-                        f"--- {stream} of the command ---\n"
-                        + source.read_text(errors="replace"))
+            try:
+                fd = os.open(op_dir / f"{stream}.log", os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            with os.fdopen(fd, "rb") as source:
+                if not stat.S_ISREG(os.fstat(fd).st_mode) or not os.fstat(fd).st_size:
+                    continue
+                target = folder / "logs" / f"{op_dir.name}.log"
+                append_capped(target, f"--- {stream} of the command ---\n".encode(), limit)
+                append_capped(target, source, limit)
 
 
 def _append(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as out:
-        out.write(text)
+    append_capped(path, text.encode("utf-8", errors="replace"), log_limit())
 
 
 def _now() -> str:

@@ -139,7 +139,8 @@ def test_run_genomics_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert [line.split()[0] for line in trace.read_text().splitlines()] == [
         "mapper", "miniasm", "racon"]
-    assert "job 0 of 'denovo-assembly-pipeline': succeeded" in proc.stdout
+    assert re.search(r"^job [0-9a-f]{32} of 'denovo-assembly-pipeline': succeeded", proc.stdout,
+                     re.MULTILINE), proc.stdout
     for op in ("mapper", "miniasm", "racon"):
         assert f"  {op} " in proc.stdout
     polished = out / "racon" / "raconOutput" / "0" / "polished_assembly.fa"
@@ -219,7 +220,8 @@ def test_run_failing_command_exit_1_with_stderr_tail(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = cli("run", GENOMICS, "--input", empty, "--output", out, *genomics_vars())
     assert proc.returncode == 1
-    assert "job 0 of 'denovo-assembly-pipeline': failed" in proc.stdout
+    assert re.search(r"^job [0-9a-f]{32} of 'denovo-assembly-pipeline': failed", proc.stdout,
+                     re.MULTILINE), proc.stdout
     assert "exited with status 3" in proc.stderr  # the stand-in found no reads
     assert "mapper" in proc.stderr
     kept = list(out.glob(".clara-rt-work-*"))

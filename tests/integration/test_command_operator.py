@@ -54,6 +54,7 @@ def genomics_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("PATH", f"{GENOMICS_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     trace = tmp_path / "trace.log"
     monkeypatch.setenv("GENOMICS_TRACE", str(trace))
+    monkeypatch.setenv("CLARA_RT_COMMAND_ENV", "GENOMICS_TRACE")  # commands get only what is named
     return trace
 
 
@@ -150,6 +151,9 @@ def test_stand_in_fails_on_missing_input_with_its_message(genomics_env: Path,
 
 def test_environment_of_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLARA_RT_TEST_PASSTHROUGH", "kept")
+    monkeypatch.setenv("CLARA_RT_TOKEN", "server-secret")
+    monkeypatch.setenv("CLARA_RT_COMMAND_ENV", "CLARA_RT_TEST_NAMED,CLARA_RT_TOKEN")
+    monkeypatch.setenv("CLARA_RT_TEST_NAMED", "named")
     op = CommandOperator(
         "envdump", command=["/bin/sh", "-c", "env > $NVIDIA_CLARA_WORKSPACE/env.txt"],
         inputs=[("input", "/input")], outputs=[("out", "/output/"), ("extra", "/publish")],
@@ -171,8 +175,19 @@ def test_environment_of_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert env["NVIDIA_CLARA_TRTISURI"] == "127.0.0.1:8000"
     assert env["GREETING"] == "hello world"
     assert env["OUT_FILE"] == f"{folder / 'out'}/{job.id}/result.nii"
-    assert env["CLARA_RT_TEST_PASSTHROUGH"] == "kept"
+    assert env["CLARA_RT_TEST_NAMED"] == "named"
     assert env["PWD"] == str(folder)
+    # Issue 16.2: nothing else of the caller's environment, never its token.
+    assert "CLARA_RT_TEST_PASSTHROUGH" not in env and "CLARA_RT_TOKEN" not in env
+    assert "server-secret" not in (folder / "env.txt").read_text()
+    assert env["HOME"] == str(folder) and env["TMPDIR"] == str(folder / ".tmp")
+    assert env["LANG"] == env["LC_ALL"] == "C.UTF-8" and env["PATH"] == os.environ["PATH"]
+    shell_own = {"PWD", "SHLVL", "_", "OLDPWD"}
+    assert set(env) - shell_own == {
+        "PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "CLARA_RT_TEST_NAMED", "GREETING",
+        "OUT_FILE", "NVIDIA_CLARA_TRTISURI", "NVIDIA_CLARA_JOBID", "NVIDIA_CLARA_JOBNAME",
+        "NVIDIA_CLARA_INPUTPATHS", "NVIDIA_CLARA_OUTPUTPATHS", "NVIDIA_CLARA_WORKSPACE",
+        *(["CUDA_VISIBLE_DEVICES"] if "CUDA_VISIBLE_DEVICES" in os.environ else [])}
 
 
 def test_container_paths_are_rewritten_as_path_prefixes(tmp_path: Path) -> None:

@@ -100,8 +100,14 @@ def test_genomics_multi_input_dag_and_variables() -> None:
     assert (mapper.container.image, mapper.container.tag) == ("clara/genomics", "0.7.2")
     command = mapper.container.command or ()
     assert command[:2] == ("/bin/sh", "-c")
-    assert command[2].startswith("mapperWrapper.sh -x -i /input -d /mapperOutput/${{JOB_ID}} ")
-    assert command[2].endswith("-t 8 -k 15 -w 10 -s 4")
+    # Values given for the job stay tokens in the command: data at run time (issue 16.3).
+    assert command[2].startswith("mapperWrapper.sh ${{MAPPER_ADDITIONAL_PARAMS}} -i /input "
+                                 "-d /mapperOutput/${{JOB_ID}} ")
+    assert command[2].endswith("-t ${{MAPPER_THREADS}} -k ${{MAPPER_KMER_SIZE}} "
+                               "-w ${{MAPPER_WINDOW_SIZE}} -s ${{MAPPER_INDEX_SIZE}}")
+    assert dict(mapper.container.values) == {
+        "MAPPER_ADDITIONAL_PARAMS": "-x", "MAPPER_THREADS": "8", "MAPPER_KMER_SIZE": "15",
+        "MAPPER_WINDOW_SIZE": "10", "MAPPER_INDEX_SIZE": "4"}
     assert fill_job_id(command[2], 17).count("/mapperOutput/17") == 2
     assert d.operator("miniasm").requests == {}
 
@@ -246,7 +252,9 @@ def test_job_id_is_left_for_the_runtime() -> None:
     d = parse_definition(BAD / "undefined-variable.yaml", environ={"MAPPER_THREADS": "4"})
     container = d.operators[0].container
     assert container is not None
-    assert container.command == ("mapper.sh", "-t", "4", "-o", "/out/${{JOB_ID}}")
+    assert container.command == ("mapper.sh", "-t", "${{MAPPER_THREADS}}", "-o",
+                                 "/out/${{JOB_ID}}")
+    assert container.values == (("MAPPER_THREADS", "4"),)
     assert fill_job_id(container.command[-1], "job-7") == "/out/job-7"
 
 

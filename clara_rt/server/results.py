@@ -1,0 +1,137 @@
+"""A job's results on disk: only regular files inside its output folder ever leave the server.
+
+A command operator may leave anything in its output folder, including a symbolic link to
+``/etc/passwd`` or to ``/``. So results are guarded twice (issue 16.1):
+
+* when a job's results are collected, :func:`drop_links` removes every link and special file
+  (fifo, socket, device) from the output folder; the job's history names what was dropped;
+* on every read (listing, one file, the archive, the console), :func:`result_files` lists
+  regular files only, :func:`result_file` resolves the asked path and checks that it is a
+  regular file that stays inside the folder, and :func:`tar_stream` opens each file with
+  ``O_NOFOLLOW``. A path that leads anywhere else is "not found".
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from clara_rt.server.payloads import PayloadError, safe_relative
+from clara_rt.server.pipelines import NotFound
+
+__all__ = ["drop_links", "result_file", "result_files", "tar_stream"]
+
+
+def drop_links(folder: Path) -> list[str]:
+    """Remove every link and non-regular file under ``folder``; return their relative paths.
+
+    Links to folders are removed, never followed.
+    """
+    dropped: list[str] = []
+    if not folder.is_dir() or folder.is_symlink():
+        return dropped
+    for root, dirs, names in os.walk(folder):
+        for name in [*dirs, *names]:
+            path = Path(root, name)
+            mode = path.lstat().st_mode
+            if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+                continue
+            path.unlink()
+            dropped.append(path.relative_to(folder).as_posix())
+        dirs[:] = [d for d in dirs if Path(root, d).is_dir() and not Path(root, d).is_symlink()]
+    return sorted(dropped)
+
+
+def result_files(folder: Path) -> list[tuple[str, int]]:
+    """(relative POSIX path, size) of every regular file under ``folder``, sorted.
+
+    Links are neither listed nor followed; names that are not valid UTF-8 are skipped.
+    """
+    found: list[tuple[str, int]] = []
+    if not folder.is_dir() or folder.is_symlink():
+        return found
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not Path(root, d).is_symlink()]
+        for name in names:
+            path = Path(root, name)
+            try:
+                info = path.lstat()
+                rel = path.relative_to(folder).as_posix()
+                rel.encode()
+            except (OSError, UnicodeEncodeError):
+                continue
+            if stat.S_ISREG(info.st_mode):
+                found.append((rel, info.st_size))
+    return sorted(found)
+
+
+def result_file(folder: Path, path: str) -> Path:
+    """The regular file ``path`` inside ``folder``.
+
+    Raises:
+        NotFound: ``path`` is not relative, passes through or is a link, leaves ``folder``,
+            or is not a regular file.
+    """
+    try:
+        rel = safe_relative(path)
+    except PayloadError:
+        raise NotFound(f"no file '{path}'") from None
+    target = folder
+    try:
+        for part in rel.parts:
+            target = target / part
+            if target.is_symlink():
+                raise NotFound(f"no file '{path}' (links are never served)")
+        real = target.resolve(strict=True)
+        inside = real.is_relative_to(folder.resolve(strict=True))
+        regular = stat.S_ISREG(target.lstat().st_mode)
+    except (OSError, RuntimeError, ValueError):  # missing, a link loop, a NUL
+        raise NotFound(f"no file '{path}'") from None
+    if not inside or not regular:
+        raise NotFound(f"no file '{path}' (only files inside the job's output are served)")
+    return real
+
+
+def tar_stream(folder: Path, compress: bool) -> Iterator[bytes]:
+    """Tar the regular files of ``folder`` on the fly (no temporary archive on disk).
+
+    Each file is opened without following links and described from the opened file, so a file
+    replaced by a link after the listing is skipped, not followed.
+    """
+    sink = _Chunks()
+    with tarfile.open(fileobj=sink, mode="w|gz" if compress else "w|") as tar:
+        for rel, _ in result_files(folder):
+            try:
+                fd = os.open(folder / rel, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            with os.fdopen(fd, "rb") as f:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode):
+                    continue
+                member = tarfile.TarInfo(rel)
+                member.size, member.mtime, member.mode = info.st_size, int(info.st_mtime), 0o644
+                tar.addfile(member, f)
+            yield from sink.drain()
+    yield from sink.drain()
+
+
+class _Chunks(io.RawIOBase):
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.chunks.append(bytes(data))
+        return len(data)
+
+    def drain(self) -> Iterator[bytes]:
+        chunks, self.chunks = self.chunks, []
+        yield from chunks

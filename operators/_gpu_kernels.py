@@ -24,6 +24,8 @@ from typing import Any
 import cupy
 import numpy as np
 
+from clara_rt.arrays import to_host
+
 __all__ = ["SHARED_LABELS", "label_stats", "mean_std", "supports", "window"]
 
 SHARED_LABELS = 255
@@ -114,8 +116,12 @@ def label_stats(lab3: Any, img3: Any | None, n: int) -> tuple[np.ndarray, ...]:
             np.int64(labels.shape[1]), np.int64(labels.shape[2]), np.int32(use_shared),
             counts, sums, start, stop),
            shared_mem=64 * (n + 1) if use_shared else 0)
-    return (counts.get().astype(np.int64), sums.get(), start.get().reshape(n + 1, 3),
-            stop.get().reshape(n + 1, 3))
+    # One device -> host copy (counted by clara_rt.arrays) of the four tables packed as int64.
+    packed = to_host(cupy.concatenate([counts.view(cupy.int64), sums.view(cupy.int64), start,
+                                       stop]))
+    rows = n + 1
+    return (packed[:rows].copy(), packed[rows:2 * rows].view(np.float64).copy(),
+            packed[2 * rows:5 * rows].reshape(rows, 3), packed[5 * rows:].reshape(rows, 3))
 
 
 def mean_std(values: Any) -> tuple[float, float]:

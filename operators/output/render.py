@@ -109,9 +109,11 @@ class RenderOp(Operator):
         folder = Path(context.workspace) / self.name
         from PIL import Image  # loaded at the first job: an idle server stays small
 
+        planes = _planes_to_host([self.view_planes(image, mask, view, center)
+                                  for view in self.views])
         with _staging(folder) as staging:
-            for view in self.views:
-                grey, labels = self.render_view(image, mask, meta, view, center, (lo, hi))
+            for view, (grey_plane, label_plane) in zip(self.views, planes, strict=True):
+                grey, labels = self.finish_view(grey_plane, label_plane, meta, view, (lo, hi))
                 rgb = overlay(grey, labels, self.colors, self.alpha, outline=self.outline)
                 Image.fromarray(rgb).save(staging / f"{view}.png", format="PNG")
         outputs["pngs"] = folder
@@ -140,10 +142,23 @@ class RenderOp(Operator):
             center: ``(k, j, i)`` voxel the slice views go through.
             window: ``(low, high)`` intensities mapped to 0 and 255.
         """
-        axis, rows, cols = _AXES[self.mip_axis if view == "mip" else view]
+        planes = _planes_to_host([self.view_planes(image, mask, view, center)])[0]
+        return self.finish_view(*planes, meta, view, window)
+
+    def view_planes(self, image: Any, mask: Any, view: str, center: tuple[int, int, int],
+                    ) -> tuple[Any, Any]:
+        """Return the ``(image, labels)`` planes of one view, on the volume's device."""
+        axis = _AXES[self.mip_axis if view == "mip" else view][0]
         index = None if view == "mip" else center[axis]
-        grey = _to_host(_cut(image, axis, index)).astype(np.float32)
-        labels = None if mask is None else _to_host(_cut(mask, axis, index)).astype(np.int32)
+        return _cut(image, axis, index), None if mask is None else _cut(mask, axis, index)
+
+    def finish_view(self, grey_plane: np.ndarray, label_plane: np.ndarray | None,
+                    meta: VolumeMeta | None, view: str, window: tuple[float, float],
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Window, orient and square the host planes of one view (see :meth:`render_view`)."""
+        rows, cols = _AXES[self.mip_axis if view == "mip" else view][1:]
+        grey = np.asarray(grey_plane).astype(np.float32)
+        labels = None if label_plane is None else np.asarray(label_plane).astype(np.int32)
         lo, hi = window
         grey = np.clip((grey - lo) * (255.0 / (hi - lo)), 0.0, 255.0)
         spacing = tuple(float(s) for s in meta.spacing) if meta is not None else (1.0, 1.0, 1.0)
@@ -235,8 +250,30 @@ def _head_at_high_k(meta: VolumeMeta | None) -> bool:
     return float(np.asarray(meta.direction, dtype=float)[2, 2]) >= 0.0
 
 
-def _to_host(array: Any) -> np.ndarray:
-    return np.asarray(to_host(array))
+def _planes_to_host(planes: list[tuple[Any, Any]]) -> list[tuple[np.ndarray, Any]]:
+    """Bring every view's planes to the host in one copy (they are tiny next to the volume).
+
+    NumPy planes come back as they are. CuPy planes are packed, as float64 (exact for the
+    int16/float32 images and integer labels rendered here), into one device buffer, copied
+    with one :func:`~clara_rt.arrays.to_host` and split again.
+    """
+    flat = [p for pair in planes for p in pair if p is not None]
+    if all(isinstance(p, np.ndarray) for p in flat):
+        return planes
+    xp = get_array_module(*flat)
+    packed = to_host(xp.concatenate([xp.asarray(p, dtype=xp.float64).ravel() for p in flat]))
+    out: list[tuple[np.ndarray, Any]] = []
+    at = 0
+    for pair in planes:
+        host: list[Any] = []
+        for p in pair:
+            if p is None:
+                host.append(None)
+                continue
+            host.append(packed[at:at + p.size].reshape(p.shape).astype(p.dtype))
+            at += p.size
+        out.append((host[0], host[1]))
+    return out
 
 
 def _parse_window(operator: str, window: tuple[float, float] | str | None,

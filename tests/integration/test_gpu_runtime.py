@@ -173,3 +173,61 @@ def test_run_reports_the_device_it_ran_on(tmp_path: Path) -> None:
     report = json.loads(proc.stdout)
     assert report["state"] == "succeeded"
     assert report["device"].startswith("cuda (") if cuda_available() else report["device"] == "cpu"
+
+
+# --- whole pipelines with the volume on the GPU ----------------------------------------------
+
+
+def _run_built(built: Any, input_dir: Path, workspace: Path) -> dict[str, Any]:
+    with Runtime(workers=4) as rt:
+        job = rt.submit(built.pipeline, built.payload_for(input_dir), workspace=workspace)
+        return job.result(timeout=600)  # type: ignore[no-any-return]
+
+
+def _copies(before: Any, after: Any) -> tuple[int, int]:
+    return (after.host_to_device - before.host_to_device,
+            after.device_to_host - before.device_to_host)
+
+
+@pytest.mark.gpu
+def test_ct_lung_seg_on_the_gpu_copies_to_the_host_once_per_writer(tmp_path: Path) -> None:
+    from clara_rt.arrays import transfer_counters
+    from tests.data.chest_dicom import write_chest_series
+
+    write_chest_series(tmp_path / "in")
+    definition = parse_definition(CT_LUNG_SEG)
+    on_cpu = _run_built(build_pipeline(definition, device="cpu"), tmp_path / "in", tmp_path / "c")
+    built = build_pipeline(definition, device="cuda")
+    assert built.device == "cuda"
+    before = transfer_counters()
+    on_gpu = _run_built(built, tmp_path / "in", tmp_path / "g")
+    # in: the reader's one upload; out: SEG, NIfTI, the PNG planes (packed) and the stats table
+    assert _copies(before, transfer_counters()) == (1, 4)
+    cpu_stats, gpu_stats = on_cpu["volumes.stats"], on_gpu["volumes.stats"]
+    assert sorted(cpu_stats) == sorted(gpu_stats)
+    for label, row in cpu_stats.items():
+        got = gpu_stats[label]
+        assert (got.voxels, got.bbox) == (row.voxels, row.bbox)  # the same masks
+        assert got.mean == pytest.approx(row.mean, rel=1e-9)
+
+
+@pytest.mark.gpu
+def test_chestxray_preprocessing_stays_on_the_gpu() -> None:
+    import cupy
+
+    from clara_rt.arrays import transfer_counters
+    from clara_rt.operators.preprocess import NormalizeOp, Resize2DOp
+
+    p = Pipeline("chestxray-pre")
+    norm = p.add(NormalizeOp("n", mode="minmax", ndim=2))
+    resize = p.add(Resize2DOp("r", size=(32, 32)))
+    p.connect(norm, "normalized", resize, "image")
+    image = np.random.default_rng(5).integers(0, 4096, (300, 250)).astype(np.uint16)
+    with Runtime(workers=2) as rt:
+        expected = rt.run(p, {"n.volume": image})["r.resized"]
+        device_image = cupy.asarray(image)
+        before = transfer_counters()
+        got = rt.run(p, {"n.volume": device_image})["r.resized"]
+        assert _copies(before, transfer_counters()) == (0, 0)
+    assert isinstance(got, cupy.ndarray) and got.dtype == np.float32
+    np.testing.assert_allclose(cupy.asnumpy(got), expected, rtol=0, atol=1e-5)

@@ -10,7 +10,7 @@ first byte past them. Form fields that are not files are counted and dropped (at
 
 from __future__ import annotations
 
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import anyio
 from python_multipart.exceptions import MultipartParseError
@@ -18,6 +18,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from clara_rt.server.payloads import PayloadError, StagedPayload
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 __all__ = ["receive_multipart"]
 
@@ -66,7 +69,7 @@ class _Intake:
         self._disposition = b""
         self._out: IO[bytes] | None = None
 
-    def callbacks(self) -> dict[str, object]:
+    def callbacks(self) -> MultipartCallbacks:
         return {"on_part_begin": self._part_begin, "on_part_data": self._part_data,
                 "on_part_end": self._part_end, "on_header_field": self._header_field,
                 "on_header_value": self._header_value, "on_header_end": self._header_end,

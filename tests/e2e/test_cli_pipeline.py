@@ -139,11 +139,12 @@ def test_run_genomics_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert [line.split()[0] for line in trace.read_text().splitlines()] == [
         "mapper", "miniasm", "racon"]
-    assert re.search(r"^job [0-9a-f]{32} of 'denovo-assembly-pipeline': succeeded", proc.stdout,
-                     re.MULTILINE), proc.stdout
+    shown = re.search(r"^job ([0-9a-f]{32}) of 'denovo-assembly-pipeline': succeeded",
+                      proc.stdout, re.MULTILINE)
+    assert shown, proc.stdout
     for op in ("mapper", "miniasm", "racon"):
         assert f"  {op} " in proc.stdout
-    polished = out / "racon" / "raconOutput" / "0" / "polished_assembly.fa"
+    polished = out / "racon" / "raconOutput" / shown[1] / "polished_assembly.fa"  # ${{JOB_ID}}
     assert polished.is_file() and polished.read_text().startswith(">")
     assert f"output racon.raconOutput: {out / 'racon' / 'raconOutput'}" in proc.stdout
     assert not list(out.glob(".clara-rt-work-*"))  # scratch removed after success

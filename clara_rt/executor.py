@@ -150,7 +150,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._jobs: dict[int, Job] = {}  # scheduler job number -> job, while it runs
         # id(plan) -> (weak plan, graph id, its finalizer); entries leave when the plan dies
-        self._graphs: dict[int, tuple[weakref.ref[Plan], int, weakref.finalize]] = {}
+        self._graphs: dict[int, tuple[weakref.ref[Plan], int, weakref.finalize[Any, Any]]] = {}
         # id(op) -> [op, number of live plans using it]: started operators, for stop()
         self._started: dict[int, list[Any]] = {}
         self._resources: dict[int, int] = {}  # id(op) -> scheduler resource id
@@ -619,7 +619,7 @@ def _outcome(job: Job, ended: str) -> str:
     it ran (its outputs are then discarded, whatever it did)."""
     reason = job._stop_reason
     if reason is JobState.CANCELLED or reason is JobState.TIMED_OUT:
-        return reason.value
+        return str(reason.value)
     return ended
 
 

@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from clara_rt.errors import (
     ClaraRTError,
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from clara_rt.plan import Plan
 
 __all__ = ["OPERATOR_STATES", "PRIORITY_NAMES", "Context", "Job", "JobState", "JobStats",
-           "Priority", "new_job_id"]
+           "Priority", "PriorityName", "new_job_id"]
 
 #: Final states of an operator in a finished job (see the module docstring).
 OPERATOR_STATES = ("succeeded", "failed", "cancelled", "timed_out", "not_run")
@@ -98,8 +98,14 @@ class Priority(enum.IntEnum):
         return self.name.lower()
 
 
-#: Priority names, most urgent first: the one list the CLI, server, DICOM adapter and cluster use.
-PRIORITY_NAMES: tuple[str, ...] = tuple(p.name.lower() for p in Priority)
+#: A priority's name, for typed APIs and the REST schema (the names of :class:`Priority`).
+PriorityName = Literal["immediate", "high", "normal", "low"]
+
+#: Priority names, most urgent first: the one list the CLI, server, DICOM adapter, cluster and
+#: benchmarks use.
+PRIORITY_NAMES: tuple[str, ...] = get_args(PriorityName)
+if tuple(p.label for p in Priority) != PRIORITY_NAMES:  # one definition: the two cannot drift
+    raise ImportError("clara_rt.job: PriorityName and Priority disagree")
 
 
 class JobState(enum.Enum):

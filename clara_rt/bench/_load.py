@@ -46,10 +46,11 @@ import numpy as np
 from clara_rt.bench._chest import chest_series
 from clara_rt.bench._record import BenchRecord, Progress, Target, _quiet, _ratio, machine_info
 from clara_rt.bench._workload import checkout_env
+from clara_rt.job import PRIORITY_NAMES
 
 __all__ = ["DEFAULT_MIX", "load", "parse_mix", "priority_sequence"]
 
-PRIORITIES = ("immediate", "high", "normal", "low")
+PRIORITIES = PRIORITY_NAMES
 DEFAULT_MIX = "immediate=1,high=2,normal=5,low=2"
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clara_rt.cli._common import parse_pairs, positive_int
+from clara_rt.job import PRIORITY_NAMES
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["add"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-PRIORITIES = ("immediate", "high", "normal", "low")
 _TOKEN_HINT = ("clara-rt: hint: this server needs a token on writes: pass --token T, set "
                "CLARA_RT_TOKEN, or put 'token: T' in ~/.clara-rt/config.yaml")
 
@@ -90,7 +90,7 @@ def add(verbs: Subs) -> None:
     p.add_argument("-f", "--file", dest="files", action="append", type=Path, default=[],
                    metavar="PATH", help="file or folder to upload as the job's input "
                                         "(repeatable; all form one payload)")
-    p.add_argument("--priority", choices=PRIORITIES, default="normal")
+    p.add_argument("--priority", choices=PRIORITY_NAMES, default="normal")
     p.add_argument("--var", action="append", default=[], metavar="K=V",
                    help="value of ${{K}} in the definition (repeatable)")
     p.add_argument("--timeout", type=float, metavar="S", help="stop the job after S seconds")
@@ -117,7 +117,7 @@ def add(verbs: Subs) -> None:
     p.add_argument("--state", choices=("pending", "running", "stopped"))
     p.add_argument("--status", choices=("healthy", "faulted", "canceled", "timed-out"))
     p.add_argument("--pipeline", metavar="P", help="pipeline id or name")
-    p.add_argument("--priority", choices=PRIORITIES)
+    p.add_argument("--priority", choices=PRIORITY_NAMES)
     p.add_argument("--limit", type=positive_int, metavar="N", help="at most N jobs")
     leaf(listing, "pipelines", "list registered pipelines", _list_pipelines,
          aliases=["pipeline"])

@@ -3,26 +3,29 @@ one: :class:`SlotTable`.
 
 A slot runs at most ``capacity`` jobs at once; a GPU job (``requests: gpu``) needs a GPU slot
 and has it to itself; the memory requests of the jobs on a node add up to at most the node's
-memory. Waiting runs are placed in order: re-queued runs first, then by priority
-(immediate, high, normal, low), then first come first served. A run goes to the least loaded
-slot that fits; CPU jobs keep off GPU slots, and among equals the slot used least recently wins.
+memory. Waiting runs are placed in order: re-queued runs first, then by the runtime's priority
+policy (:class:`~clara_rt.fair_queue.FairQueue`: immediate first, then high/normal/low 4:2:1,
+first come first served within a class; an unknown priority is an error). A run goes to the
+least loaded slot that fits; CPU jobs keep off GPU slots, and among equals the slot used least
+recently wins.
 
 Plain data, not thread-safe: :class:`~.ray_runner.RayRunner` calls it under its lock.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import time
+from collections import deque
 from typing import Any
 
 from clara_rt.cluster.run import RayRun, Slot
+from clara_rt.fair_queue import FairQueue
+from clara_rt.job import PRIORITY_NAMES
 from clara_rt.server.admission import JobNeeds
 
 __all__ = ["PRIORITIES", "SlotTable"]
 
-PRIORITIES = ("immediate", "high", "normal", "low")
+PRIORITIES = PRIORITY_NAMES  # the one list, from clara_rt.job (kept under this name)
 
 
 class SlotTable:
@@ -31,8 +34,8 @@ class SlotTable:
     def __init__(self) -> None:
         self._slots: dict[str, Slot] = {}
         self._node_memory: dict[str, int] = {}
-        self._waiting: list[tuple[int, int, int, RayRun]] = []
-        self._seq = itertools.count()
+        self._retries: deque[RayRun] = deque()  # re-queued runs: placed before new ones
+        self._waiting: FairQueue[RayRun] = FairQueue()
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -44,7 +47,7 @@ class SlotTable:
 
     def waiting(self) -> int:
         """Runs waiting for a slot (and not finished meanwhile)."""
-        return sum(1 for entry in self._waiting if not entry[-1].finished)
+        return sum(1 for run in self._runs() if not run.finished)
 
     def has_capacity(self, needs: JobNeeds) -> bool:
         """Whether a job with ``needs`` can be placed now, or no slot could ever run it.
@@ -72,12 +75,15 @@ class SlotTable:
     def clear(self) -> None:
         """Forget every slot and every waiting run (the bridge ended)."""
         self._slots.clear()
+        self._retries.clear()
         self._waiting.clear()
 
     def queue(self, run: RayRun, *, retry: bool) -> None:
         """Let ``run`` wait for a slot; a re-queued run (``retry``) goes before new ones."""
-        rank = PRIORITIES.index(run.spec.priority) if run.spec.priority in PRIORITIES else 2
-        heapq.heappush(self._waiting, (0 if retry else 1, rank, next(self._seq), run))
+        if retry:
+            self._retries.append(run)
+        else:
+            self._waiting.push(run.spec.priority, run)  # PriorityError on an unknown priority
 
     def place_waiting(self, available: bool) -> list[tuple[RayRun, Slot | None]]:
         """Place every waiting run that fits a slot now; keep the others waiting.
@@ -88,25 +94,33 @@ class SlotTable:
             ``run.excluded`` could ever run (only while the cluster is ``available``).
         """
         placed: list[tuple[RayRun, Slot | None]] = []
-        kept = []
-        while self._waiting:
-            entry = heapq.heappop(self._waiting)
-            run = entry[-1]
+        for run in list(self._runs()):
             if run.finished:
+                self._forget(run, served=False)
                 continue
             slot = self._pick(run)
             if slot is not None:
                 self._take(run, slot)
+                self._forget(run, served=True)
                 placed.append((run, slot))
             elif available and self._slots and not any(
                     _could_fit(s, run.spec.needs) for s in self._slots.values()
                     if s.node_id not in run.excluded):
+                self._forget(run, served=False)
                 placed.append((run, None))
-            else:
-                kept.append(entry)
-        for entry in kept:
-            heapq.heappush(self._waiting, entry)
         return placed
+
+    def _runs(self) -> list[RayRun]:
+        """Waiting runs in placement order: re-queued ones, then by the priority policy."""
+        return [*self._retries, *(run for _, run in self._waiting.ordered())]
+
+    def _forget(self, run: RayRun, *, served: bool) -> None:
+        if run in self._retries:
+            self._retries.remove(run)
+        elif served:
+            self._waiting.take(run)  # a dispatch of its class: charged to the round robin
+        else:
+            self._waiting.discard(run)
 
     def release(self, run: RayRun) -> None:
         """Take ``run`` off its slot, if it has one."""

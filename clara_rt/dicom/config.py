@@ -40,11 +40,12 @@ from typing import Any
 
 from clara_rt.definition._yaml import Location, YList, YMap, describe, load_yaml
 from clara_rt.errors import DefinitionError
+from clara_rt.job import PRIORITY_NAMES
 
 __all__ = ["PRIORITIES", "AdapterConfig", "AdapterConfigError", "CalledAe", "Destination",
            "Listener", "load_config", "parse_config"]
 
-PRIORITIES = ("immediate", "high", "normal", "low")
+PRIORITIES = PRIORITY_NAMES  # the one list, from clara_rt.job (kept under this name for importers)
 GROUP_BY = ("series", "study")
 _TIMEOUTS = {"acse-timeout": 10.0, "dimse-timeout": 60.0, "network-timeout": 60.0}
 DEFAULT_STORAGE = "dicom-adapter"

@@ -7,9 +7,11 @@ Life of a job (Clara's states and statuses)::
                                                                               faulted | canceled |
                                                                               timed-out
 
-* The server keeps its own queue, ordered by priority then age, and admits at most
-  ``running_limit`` jobs to the runtime at once (``immediate`` jobs are always admitted); inside
-  the runtime, priorities apply again at every operator boundary.
+* The server keeps its own queue with the runtime's policy (:class:`~clara_rt.fair_queue.
+  FairQueue`: ``immediate`` first, then high/normal/low 4:2:1, first come first served within a
+  class, so low jobs progress on a saturated server) and admits at most ``running_limit`` jobs
+  to the runtime at once (``immediate`` jobs are always admitted); inside the runtime,
+  priorities apply again at every operator boundary.
 * Every change of state is committed to SQLite before anyone is told of it, so after a crash or
   ``kill -9`` the database says what was accepted: pending jobs run on the next start, finished
   jobs keep their results, and jobs that were running are either failed as interrupted or queued
@@ -24,8 +26,6 @@ Life of a job (Clara's states and statuses)::
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import os
 import queue
@@ -42,7 +42,8 @@ from typing import Any
 from clara_rt.definition.logtail import append_capped, log_limit
 from clara_rt.definition.process_group import reap_stale_groups
 from clara_rt.errors import ClaraRTError
-from clara_rt.job import JobState, Priority
+from clara_rt.fair_queue import FairQueue
+from clara_rt.job import PRIORITY_NAMES, JobState, Priority
 from clara_rt.operator import Operator
 from clara_rt.server.admission import (
     Admission,
@@ -63,7 +64,6 @@ __all__ = ["JobManager", "OperatorLogs", "append_command_logs", "public_job"]
 
 log = logging.getLogger("clara_rt.server")
 
-PRIORITIES = ("immediate", "high", "normal", "low")
 _STATUS = {JobState.SUCCEEDED: "healthy", JobState.FAILED: "faulted",
            JobState.CANCELLED: "canceled", JobState.TIMED_OUT: "timed-out"}
 _INTERRUPTED = "interrupted: the server stopped while the job was running"
@@ -139,8 +139,7 @@ class JobManager:
         self._events = events
         self._runner: Runner = runner if runner is not None else LocalRunner(config, pipelines)
         self._cond = threading.Condition()
-        self._heap: list[tuple[int, float, int, str]] = []
-        self._seq = itertools.count()
+        self._queue: FairQueue[str] = FairQueue()  # ids of queued jobs
         self._live: dict[str, _Live] = {}
         self._finished: queue.Queue[str | None] = queue.Queue()
         self._closing = False
@@ -269,7 +268,7 @@ class JobManager:
 
     def queue_depth(self) -> dict[str, int]:
         """Jobs waiting in the server's queue, per priority."""
-        depth = dict.fromkeys(PRIORITIES, 0)
+        depth = dict.fromkeys(PRIORITY_NAMES, 0)
         for job in self._store.jobs(state="pending", limit=-1):
             if job["queued"]:
                 depth[job["priority"]] += 1
@@ -323,8 +322,7 @@ class JobManager:
     # --- admission ----------------------------------------------------------------------
 
     def _push(self, job: dict[str, Any]) -> None:
-        heapq.heappush(self._heap, (PRIORITIES.index(job["priority"]), job["created"],
-                                    next(self._seq), job["id"]))
+        self._queue.push(job["priority"], job["id"])
         self._cond.notify_all()
 
     def _dispatch_loop(self) -> None:
@@ -343,7 +341,7 @@ class JobManager:
                 self._cond.wait(0.5)  # a runner's capacity can also grow on its own
             if self._closing:
                 return False
-            _, _, _, job_id = heapq.heappop(self._heap)
+            job_id = self._queue.pop()
             job = self._store.job(job_id)
             if job is None or job["state"] != "pending" or not job["queued"]:
                 return True  # canceled or deleted while it waited
@@ -360,13 +358,14 @@ class JobManager:
 
     def _admissible(self) -> bool:
         """Whether the job at the head of the queue may start now (under ``_cond``)."""
-        while self._heap:
-            head = self._heap[0][3]
+        while (entry := self._queue.peek()) is not None:
+            priority, head = entry
             job = self._store.job(head)
             if job is None or job["state"] != "pending" or not job["queued"]:
-                heapq.heappop(self._heap)  # canceled or deleted while it waited
+                self._queue.drop()  # canceled or deleted while it waited: not a turn served
                 continue
-            if len(self._live) >= self._config.running_limit and self._heap[0][0] != 0:
+            if (len(self._live) >= self._config.running_limit
+                    and priority is not Priority.IMMEDIATE):
                 return False
             try:
                 needs = self._pipelines.needs(job["pipeline_id"])

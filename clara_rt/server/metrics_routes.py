@@ -23,6 +23,7 @@ from fastapi import FastAPI, Response
 
 from clara_rt import __version__
 from clara_rt.arrays import transfer_counters
+from clara_rt.job import PRIORITY_NAMES
 from clara_rt.monitor import Monitor
 from clara_rt.monitor.trace import Span, chrome_trace, spans_from_rows
 from clara_rt.server.config import ServerConfig
@@ -32,7 +33,6 @@ __all__ = ["CLUSTER_METRICS", "CONTENT_TYPE", "METRICS", "add", "cluster_snapsho
            "monitor_snapshot", "start_monitor"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-PRIORITIES = ("immediate", "high", "normal", "low")
 STATES = ("pending", "running", "stopped")
 
 #: Every metric family ``/metrics`` may expose: name (as exposed) -> (type, labels).
@@ -295,7 +295,7 @@ def _job_families(server: Any) -> Iterator[Any]:
     jobs = GaugeMetricFamily("clara_rt_jobs", "recorded jobs per state and priority",
                              labels=["state", "priority"])
     for state in STATES:
-        for priority in PRIORITIES:
+        for priority in PRIORITY_NAMES:
             jobs.add_metric([state, priority], counts.get((state, priority), 0))
     yield jobs
     yield GaugeMetricFamily("clara_rt_running_jobs", "jobs in the runtime now",

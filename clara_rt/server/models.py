@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from clara_rt.job import PriorityName
 from clara_rt.server.config import MAX_TIMEOUT
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
     "PriorityName",
 ]
 
-PriorityName = Literal["immediate", "high", "normal", "low"]
 JobStateName = Literal["pending", "running", "stopped"]
 JobStatusName = Literal["healthy", "faulted", "canceled", "timed-out"]
 ExportStateName = Literal["pending", "in-progress", "succeeded", "failed"]

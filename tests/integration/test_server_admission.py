@@ -152,3 +152,36 @@ def test_gpu_memory_is_measured() -> None:
         admission.wait_reason(almost_all))
     assert admission.wait_reason(JobNeeds(gpus=1, gpu_memory=64 << 20)) is None
     pool.free_all_blocks()
+
+
+def test_saturated_server_shares_by_priority_and_immediate_overtakes(tmp_path: Path) -> None:
+    # One job admitted at a time: the server's queue decides the order (4:2:1, immediate first).
+    with ServerProcess(tmp_path / "data", "--workers", "1", "--max-running", "1") as server:
+        client = server.client()
+        client.create_pipeline(pipeline("blocker", "1Mi", 2.0))
+        client.create_pipeline(pipeline("quick", "1Mi", 0.02))
+        payload = client.create_payload([Path(__file__)])
+        blocker = client.create_job("blocker", [payload["id"]])
+        wait_for(lambda: client.get_job(blocker["id"])["state"] == "running", 10, "the blocker")
+        jobs = {}
+        for i in range(12):  # high and normal arrive ahead of and around the low ones
+            jobs[f"high{i}"] = client.create_job("quick", [payload["id"]], priority="high")
+            if i % 2 == 0:
+                jobs[f"normal{i}"] = client.create_job("quick", [payload["id"]],
+                                                       priority="normal")
+            if i in (1, 2):
+                jobs[f"low{i}"] = client.create_job("quick", [payload["id"]], priority="low")
+        jobs["immediate"] = client.create_job("quick", [payload["id"]], priority="immediate")
+        assert client.get_job(blocker["id"])["state"] == "running"  # all queued behind it
+        done = {name: client.wait_job(job["id"], 60) for name, job in jobs.items()}
+        assert all(job["status"] == "healthy" for job in done.values())
+        order = sorted(done, key=lambda name: done[name]["started"])
+        assert order[0] == "immediate"  # created last, admitted first
+        served = order[1:]
+        # Low progresses while high and normal still wait: a low job within the first 7 turns
+        # (4 high, 2 normal, 1 low), long before the 12 high jobs are through.
+        first_low = min(served.index(n) for n in served if n.startswith("low"))
+        assert first_low < 7, served
+        last_high = max(served.index(n) for n in served if n.startswith("high"))
+        assert first_low < last_high
+        assert [n for n in served if n.startswith("high")] == [f"high{i}" for i in range(12)]

@@ -122,6 +122,12 @@ def collect_outputs(results: dict[str, Any], output: Path, workspace: Path, *,
         target = output / op / port
         if value is None:
             continue
+        if isinstance(value, str | Path) and Path(value).is_symlink():
+            # A command may swap its output folder for a link to / (issue 16.1): never follow.
+            logging.getLogger("clara_rt.results").warning(
+                "result %s is a symbolic link (%s -> %s); links are never collected", key,
+                value, Path(value).readlink())
+            continue
         if isinstance(value, str | Path) and Path(value).exists():
             placed[key] = _place(Path(value), target, workspace, overwrite)
         elif hasattr(value, "__array_interface__") or hasattr(value, "__cuda_array_interface__"):
@@ -252,7 +258,7 @@ def _place(source: Path, target: Path, workspace: Path, overwrite: bool) -> Path
     if source.resolve().is_relative_to(workspace.resolve()):
         shutil.move(str(source), str(target))
     elif source.is_dir():
-        shutil.copytree(source, target)
+        shutil.copytree(source, target, symlinks=True)  # links stay links, never followed
     else:
         shutil.copy2(source, target)
     return target

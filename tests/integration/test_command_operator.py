@@ -8,14 +8,18 @@ with its commands verbatim except that the ``${{VAR}}`` variables are filled in 
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from clara_rt import JobCancelledError, JobState, OperatorError, Pipeline, PipelineError, Runtime
+from clara_rt.bench import checkout_env
 from clara_rt.definition.command import CommandOperator
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -333,4 +337,90 @@ def wait_until_gone(pid: int, timeout: float = 3.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+# --- issue 16: values are data, names are one path component, logs keep their tail -----------
+
+
+def run_cli(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "clara_rt.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**checkout_env(), **(env or {})})
+
+
+def yaml_command(tmp_path: Path, script: str, name: str = "cmd") -> Path:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(f"""\
+api-version: 0.4.0
+name: values
+operators:
+- name: {json.dumps(name)}
+  container:
+    image: none
+    command: ["/bin/sh", "-c", {json.dumps(script)}]
+  input:
+  - path: /input
+  output:
+  - path: /output
+""")
+    return path
+
+
+def test_issue_16_3_run_passes_var_values_as_data(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    pipeline = yaml_command(tmp_path, "sleep ${{SECS}} && echo ok > /output/ok.txt")
+    proc = run_cli("run", pipeline, "--input", GENOMICS_INPUT, "--output", tmp_path / "out",
+                   "--var", f"SECS=0; id > {marker}")
+    assert proc.returncode != 0
+    assert not marker.exists(), "a --var value ran as shell text"
+    proc = run_cli("run", pipeline, "--input", GENOMICS_INPUT, "--output", tmp_path / "fine",
+                   "--var", "SECS=0")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "fine" / "cmd" / "output" / "ok.txt").read_text() == "ok\n"
+
+
+def test_issue_16_3_values_in_argv_and_in_quotes(tmp_path: Path) -> None:
+    hostile = "a b'c\"d $(id) `id` ; *"
+    op = CommandOperator(
+        "echoer", command=["/bin/sh", "-c",
+                           "printf '%s|' ${{V}} \"x${{V}}y\" '${{V}}' > /out/v.txt; "
+                           "printf '%s' \"$1\" > /out/argv.txt", "sh", "${{V}}"],
+        inputs=[], outputs=[("out", "/out")], values={"V": hostile})
+    with Runtime(workers=0) as rt:
+        rt.submit(one_op(op), {}, workspace=tmp_path / "ws").result(timeout=30)
+    out = tmp_path / "ws" / "echoer" / "out"
+    assert (out / "v.txt").read_text() == f"{hostile}|x{hostile}y|{hostile}|"
+    assert (out / "argv.txt").read_text() == hostile
+
+
+@pytest.mark.parametrize("bad", ["/tmp/x/absop", "../up", "a\\\\b", "..", "tab\\there"])
+def test_issue_16_4_run_and_validate_refuse_unsafe_names_at_their_line(tmp_path: Path,
+                                                                       bad: str) -> None:
+    pipeline = yaml_command(tmp_path, "true", name=json.loads(f'"{bad}"'))
+    for verb in (["validate", pipeline],
+                 ["run", pipeline, "--input", GENOMICS_INPUT, "--output", tmp_path / "o"]):
+        proc = run_cli(*verb)
+        assert proc.returncode != 0
+        assert f"{pipeline}:4:" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "o").exists() and not Path("/tmp/x/absop.log").exists()
+
+
+def test_issue_16_4_pipeline_add_refuses_unsafe_names() -> None:
+    for bad in ("/tmp/x/absop", "a\\b", "nul\x00", "x" * 200):
+        with pytest.raises(PipelineError, match="names become file and folder names"):
+            Pipeline("p").add(CommandOperator(bad, command=["true"], inputs=[], outputs=[]))
+    with pytest.raises(PipelineError, match="without dots"):  # the constructor refuses these
+        CommandOperator("..", command=["true"], inputs=[], outputs=[])
+
+
+def test_issue_16_17_stdout_far_over_the_limit_keeps_its_tail(tmp_path: Path) -> None:
+    op = CommandOperator(
+        "chatty", command=["/bin/sh", "-c", "yes 0123456789 | head -c 3000000; echo; echo END"],
+        inputs=[], outputs=[("out", "/out")], log_limit=64 * 1024)
+    with Runtime(workers=0) as rt:
+        rt.submit(one_op(op), {}, workspace=tmp_path / "ws").result(timeout=60)
+    log = (tmp_path / "ws" / "chatty" / "stdout.log").read_bytes()
+    assert len(log) <= 64 * 1024 + 200
+    assert log.startswith(b"[clara-rt: ") and b"earlier bytes of this log were cut" in log
+    assert log.endswith(b"\nEND\n")
 

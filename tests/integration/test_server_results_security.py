@@ -294,3 +294,15 @@ def test_issue_16_12_the_shell_dies_with_the_server(tmp_path: Path) -> None:
              or ") Z " in Path(f"/proc/{pid}/stat").read_text(), 10, "the shell to die")
     for child in _processes_of(str(tmp_path / "data")):
         os.kill(child, signal.SIGKILL)  # the orphaned `sleep`: a restart would reap it
+
+
+def test_issue_16_1_an_output_folder_swapped_for_a_link_is_not_collected(
+        server: ServerProcess, client: Client, payload: dict[str, str]) -> None:
+    client.create_pipeline(command_pipeline("swap", "rmdir /output && ln -s / /output"))
+    job = run_job(client, "swap", payload)
+    assert job["status"] == "healthy", job
+    assert client.result_files(str(job["id"])) == []
+    output = server.data / "jobs" / str(job["id"]) / "output"
+    assert not any(p.is_symlink() for p in output.rglob("*")) if output.exists() else True
+    status, body = get(server, f"/v1/jobs/{job['id']}/results/files/cmd/output/etc/passwd")
+    assert status == 404 and b"root:" not in body

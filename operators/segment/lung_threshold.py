@@ -9,8 +9,15 @@ from typing import Any
 import numpy as np
 
 from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs, get_array_module
+from clara_rt.arrays import to_host
 from clara_rt.operators.kernels import ndimage_of
-from clara_rt.operators.postprocess.components import keep_largest, label_components
+from clara_rt.operators.postprocess.components import (
+    component_sizes,
+    label_compact,
+    largest_ids,
+)
+from clara_rt.operators.segment.morphology import ball, close, open_
+from clara_rt.operators.segment.slabs import SlabRunner, window
 from clara_rt.operators.volume import VolumeMeta
 
 __all__ = ["LungSegmentation", "LungThresholdOp", "ball", "segment_lungs"]
@@ -62,14 +69,20 @@ class LungThresholdOp(Operator):
         opening_radius: Radius in voxels of the opening ball (0: no opening).
         min_fraction: Smallest size of the second lung relative to the first.
         sides: Declare and emit the ``labels`` output (left/right).
+        threads: Host threads for the slab-parallel steps (``None``: every core this process
+            may use; 1: the calling thread only). Ignored on CuPy. The masks do not depend on it.
     """
 
     def __init__(self, name: str | None = None, /, *, body_hu: float = -500.0,
                  air_hu: float = -400.0, closing_radius: int = 2, opening_radius: int = 1,
-                 min_fraction: float = 0.05, sides: bool = True) -> None:
+                 min_fraction: float = 0.05, sides: bool = True,
+                 threads: int | None = None) -> None:
         super().__init__(name)
         if closing_radius < 0 or opening_radius < 0:
             raise ValueError("closing_radius and opening_radius must be >= 0")
+        if threads is not None and int(threads) < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads!r}")
+        self.threads = None if threads is None else int(threads)
         self.body_hu, self.air_hu = float(body_hu), float(air_hu)
         self.closing_radius, self.opening_radius = int(closing_radius), int(opening_radius)
         self.min_fraction, self.sides = float(min_fraction), bool(sides)
@@ -89,7 +102,8 @@ class LungThresholdOp(Operator):
         meta = inputs["meta"]
         seg = segment_lungs(inputs["volume"], meta, body_hu=self.body_hu, air_hu=self.air_hu,
                             closing_radius=self.closing_radius,
-                            opening_radius=self.opening_radius, min_fraction=self.min_fraction)
+                            opening_radius=self.opening_radius, min_fraction=self.min_fraction,
+                            threads=self.threads)
         outputs.emit("mask", (seg.labels > 0).view(np.uint8))
         if self.sides:
             outputs.emit("labels", seg.labels)
@@ -99,30 +113,72 @@ class LungThresholdOp(Operator):
 
 def segment_lungs(volume: Any, meta: VolumeMeta | None = None, *, body_hu: float = -500.0,
                   air_hu: float = -400.0, closing_radius: int = 2, opening_radius: int = 1,
-                  min_fraction: float = 0.05) -> LungSegmentation:
-    """Find body and lungs as :class:`LungThresholdOp` describes (NumPy or CuPy)."""
-    nd = ndimage_of(volume)
+                  min_fraction: float = 0.05, threads: int | None = None) -> LungSegmentation:
+    """Find body and lungs as :class:`LungThresholdOp` describes (NumPy or CuPy).
+
+    The masks are exactly those of ``scipy.ndimage`` (``label``, ``binary_fill_holes``,
+    ``binary_closing``/``binary_opening`` with ball elements) applied to the whole volume, but
+    on the host the local steps run in z-slabs on ``threads`` threads (default: every core this
+    process may use) and no step holds more than one int16-sized temporary of the volume.
+    CuPy arrays stay on the device; only the few numbers that pick the sides come back.
+    """
     xp = get_array_module(volume)
-    in_plane = np.zeros((3, 3, 3), dtype=bool)
-    in_plane[1] = _cross_2d()
-    body = keep_largest(volume > body_hu, 1)
-    body = nd.binary_fill_holes(body, structure=xp.asarray(in_plane))
-    air = (volume < air_hu) & body
-    if closing_radius:
-        air = nd.binary_closing(air, structure=xp.asarray(ball(closing_radius))) & body
-    if opening_radius:
-        air = nd.binary_opening(air, structure=xp.asarray(ball(opening_radius)))
-    labels, n, ids = _lung_components(air, min_fraction)
-    lut = np.zeros(n + 1, dtype=np.uint8)  # component id -> LEFT / RIGHT / 0
-    for component, side in zip(ids, _sides(nd, labels, ids, body, meta), strict=True):
-        lut[component] = side
-    return LungSegmentation(body=body, labels=xp.asarray(lut)[labels], count=len(ids))
+    with SlabRunner(threads) as slabs:
+        body = _body(slabs, volume, body_hu)
+        air = _air(slabs, volume, body, air_hu, closing_radius, opening_radius)
+        labels, n = label_compact(air, 1)
+        del air
+        lut, count = _lung_table(slabs, labels, n, body, meta, min_fraction)
+        out = xp.empty(volume.shape, dtype=np.uint8)
+
+        def lookup(z0: int, z1: int) -> None:
+            out[z0:z1] = lut[labels[z0:z1]]
+
+        slabs.map(lookup, labels)
+    return LungSegmentation(body=body, labels=out, count=count)
 
 
-def ball(radius: int) -> np.ndarray:
-    """Return a bool ball of ``radius`` voxels (a ``(2r+1)^3`` NumPy array)."""
-    z, y, x = np.ogrid[-radius:radius + 1, -radius:radius + 1, -radius:radius + 1]
-    return (z * z + y * y + x * x) <= radius * radius  # type: ignore[no-any-return]
+def _body(slabs: SlabRunner, volume: Any, body_hu: float) -> Any:
+    """The largest component above ``body_hu``, holes filled in every axial slice (bool)."""
+    xp = get_array_module(volume)
+    labels, n = label_compact(_above(slabs, volume, body_hu), 1)
+    keep = xp.zeros(n + 1, dtype=bool)
+    if n:
+        sizes = component_sizes(labels, n)
+        sizes[0] = 0
+        keep[largest_ids(sizes, 1)] = True
+    body = xp.empty(volume.shape, dtype=bool)
+
+    def slab(z0: int, z1: int) -> None:  # keep the largest, then fill: no halo needed in-plane
+        body[z0:z1] = keep[labels[z0:z1]]
+        _fill_holes_in_plane(body[z0:z1])
+
+    slabs.map(slab, body)
+    return body
+
+
+def _above(slabs: SlabRunner, volume: Any, hu: float) -> Any:
+    """``volume > hu`` as bool, slab by slab."""
+    xp = get_array_module(volume)
+    above = xp.empty(volume.shape, dtype=bool)
+    slabs.map(lambda z0, z1: xp.greater(volume[z0:z1], hu, out=above[z0:z1]), volume)
+    return above
+
+
+def _air(slabs: SlabRunner, volume: Any, body: Any, air_hu: float, closing_radius: int,
+         opening_radius: int) -> Any:
+    """Air in the body, closed and opened: each slab from a window with a big enough halo."""
+    xp = get_array_module(volume)
+    air = xp.empty(volume.shape, dtype=bool)
+    halo = 2 * (closing_radius + opening_radius)  # each of the 4 ball passes reaches r slices
+
+    def slab(z0: int, z1: int) -> None:
+        outer, inner = window(z0, z1, volume.shape[0], halo)
+        air[z0:z1] = _lung_air(volume[outer], body[outer], air_hu, closing_radius,
+                               opening_radius)[inner]
+
+    slabs.map(slab, air)
+    return air
 
 
 def _cross_2d() -> np.ndarray:
@@ -130,36 +186,105 @@ def _cross_2d() -> np.ndarray:
     return np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 
 
-def _lung_components(air: Any, min_fraction: float) -> tuple[Any, int, np.ndarray]:
-    """Label air; return labels, their count and the ids (host) of the <= 2 largest inner ones."""
-    xp = get_array_module(air)
-    labels, n = label_components(air, 1)
+def _fill_holes_in_plane(body: Any) -> None:
+    """Fill, in place, the holes of every axial slice of ``body`` (4-connected background).
+
+    The same mask as ``binary_fill_holes(body, structure=in_plane_cross)``: background that
+    cannot reach the slice's edge is a hole. One labelling of the background replaces SciPy's
+    dilate-until-nothing-changes loop.
+    """
+    xp = get_array_module(body)
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = _cross_2d()
+    background, n = ndimage_of(body).label(~body, structure=xp.asarray(in_plane))
+    outside = xp.zeros(n + 1, dtype=bool)
+    for edge in (background[:, 0, :], background[:, -1, :], background[:, :, 0],
+                 background[:, :, -1]):
+        outside[edge.ravel()] = True
+    outside[0] = False  # label 0 is the body itself
+    xp.logical_not(outside[background], out=body)
+
+
+def _lung_air(volume: Any, body: Any, air_hu: float, closing_radius: int,
+              opening_radius: int) -> Any:
+    """Air inside the body, closed (then kept inside the body) and opened: one (sub)volume."""
+    air = (volume < air_hu) & body
+    if closing_radius:
+        air = close(air, closing_radius)
+        air &= body
+    if opening_radius:
+        air = open_(air, opening_radius)
+    return air
+
+
+def _lung_table(slabs: SlabRunner, labels: Any, n: int, body: Any, meta: VolumeMeta | None,
+                min_fraction: float) -> tuple[Any, int]:
+    """Pick the <= 2 largest air components off the in-plane edge; return id -> side and count.
+
+    The table stays on the labels' device; the sizes and centres of the two candidates (a dozen
+    numbers) are the only values copied to the host.
+    """
+    xp = get_array_module(labels)
+    lut = xp.zeros(n + 1, dtype=np.uint8)
     if n == 0:
-        return labels, 0, np.zeros(0, dtype=np.int64)
-    sizes = xp.bincount(labels.ravel(), minlength=n + 1)
-    edge = xp.concatenate([labels[:, 0, :].ravel(), labels[:, -1, :].ravel(),
-                           labels[:, :, 0].ravel(), labels[:, :, -1].ravel()])
-    sizes[xp.unique(edge)] = 0  # touches the image edge: outside air, not lung (also drops 0)
-    sizes = np.asarray(sizes.get() if xp is not np else sizes)
-    ids = np.argsort(-sizes, kind="stable")[:2]
-    ids = ids[sizes[ids] > 0]
-    if ids.size == 2 and sizes[ids[1]] < min_fraction * sizes[ids[0]]:
-        ids = ids[:1]
-    return labels, n, ids
-
-
-def _sides(nd: Any, labels: Any, ids: np.ndarray, body: Any, meta: VolumeMeta | None
-           ) -> list[int]:
-    """Return LEFT or RIGHT for each component id (patient sides, LPS +x is left)."""
-    if ids.size == 0:
-        return []
+        return lut, 0
+    sizes = component_sizes(labels, n)
+    for edge in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
+        sizes[edge.ravel()] = 0  # touches the image edge: outside air, not lung
+    sizes[0] = 0
+    ids = largest_ids(sizes, 2)
+    lungs = _moments(slabs, labels, ids)
+    numbers = to_host(xp.concatenate([sizes[ids].astype(np.float64), lungs.ravel()]))
+    kept = _kept(numbers[:len(ids)], min_fraction)
     affine = meta.affine_lps if meta is not None else np.eye(4)
-    centres = nd.center_of_mass(labels > 0, labels, [int(i) for i in ids])
-    xs = [_lps_x(affine, c) for c in centres]
-    if len(xs) == 2:
-        return [LEFT, RIGHT] if xs[0] > xs[1] else [RIGHT, LEFT]
-    body_x = _lps_x(affine, nd.center_of_mass(body))
-    return [LEFT if xs[0] > body_x else RIGHT]
+    xs = [_lps_x(affine, _centre(m)) for m in numbers[len(ids):].reshape(-1, 4)]
+    if kept == 2:
+        sides = [LEFT, RIGHT] if xs[0] > xs[1] else [RIGHT, LEFT]
+    elif kept == 1:  # one lung: placed against the body's centre
+        body_x = _lps_x(affine, _centre(to_host(_moments(slabs, body, None))[0]))
+        sides = [LEFT if xs[0] > body_x else RIGHT]
+    else:
+        sides = []
+    for k, side in enumerate(sides):
+        lut[ids[k:k + 1]] = side
+    return lut, kept
+
+
+def _moments(slabs: SlabRunner, labels: Any, ids: Any) -> Any:
+    """Return ``[count, sum z, sum y, sum x]`` (float64) per id (``ids=None``: labels != 0)."""
+    xp = get_array_module(labels)
+    rows = 1 if ids is None else len(ids)
+
+    def slab(z0: int, z1: int) -> Any:
+        out = xp.zeros((rows, 4), dtype=np.float64)
+        part = labels[z0:z1]
+        for row in range(rows):
+            mask = (part != 0 if ids is None else part == ids[row]).view(np.uint8)
+            # axis sums of a 0/1 uint8 view: plain SIMD adds instead of bool -> int64 reductions
+            yx = mask.sum(axis=0, dtype=np.uint8 if z1 - z0 < 256 else np.int32)
+            zx = mask.sum(axis=1, dtype=np.int32)
+            per_z, per_y, per_x = zx.sum(axis=1), yx.sum(axis=1), yx.sum(axis=0)
+            out[row, 0] = per_z.sum()
+            out[row, 1] = (per_z * xp.arange(z0, z1)).sum()
+            out[row, 2] = (per_y * xp.arange(per_y.size)).sum()
+            out[row, 3] = (per_x * xp.arange(per_x.size)).sum()
+        return out
+
+    return sum(slabs.map(slab, labels))
+
+
+def _kept(sizes: np.ndarray, min_fraction: float) -> int:
+    """How many of the two largest candidates (sizes, largest first) are lungs."""
+    kept = int((sizes > 0).sum())
+    if kept == 2 and sizes[1] < min_fraction * sizes[0]:
+        return 1
+    return kept
+
+
+def _centre(moments: np.ndarray) -> tuple[float, float, float]:
+    """Centre ``(k, j, i)`` from ``[count, sum z, sum y, sum x]`` (the origin when empty)."""
+    count = float(moments[0]) or 1.0
+    return (float(moments[1]) / count, float(moments[2]) / count, float(moments[3]) / count)
 
 
 def _lps_x(affine: np.ndarray, centre: Any) -> float:

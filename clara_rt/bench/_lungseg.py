@@ -1,0 +1,187 @@
+"""The ``lungseg`` scenario: LungThresholdOp's slab-parallel CPU path against the sequential one.
+
+The baseline, :func:`segment_lungs_sequential`, is the implementation LungThresholdOp had before
+(issue 19.4), kept here verbatim in substance: whole-volume ``scipy.ndimage`` calls on one core
+(``label``, ``binary_fill_holes``, ``binary_closing``, ``binary_opening``, ``center_of_mass``).
+Both run on the same chest phantom in the same process; the new path runs on 1, 2 and every
+usable thread, and every run's body and labels are compared voxel for voxel with the baseline's.
+
+Peak memory is the growth of this process's peak RSS during one call (Linux: the peak is reset
+through ``/proc/self/clear_refs`` before each call), in units of the int16 volume's bytes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clara_rt.bench._chest import chest_phantom
+from clara_rt.bench._record import BenchRecord, Progress, Target, _quiet, _ratio, machine_info
+from clara_rt.bench._workload import _collected
+
+SHAPE = (256, 512, 512)
+_ONE_RUN_ABOVE = 1 << 24  # voxels: above this the baseline is timed once
+LEFT, RIGHT = 1, 2
+
+__all__ = ["lungseg", "segment_lungs_sequential"]
+
+
+def lungseg(shape: tuple[int, int, int] = SHAPE, *, repeat: int = 2,
+            threads: tuple[int, ...] | None = None,
+            progress: Progress | None = None) -> BenchRecord:
+    """Time lung segmentation, sequential baseline vs slab-parallel, and check the masks agree.
+
+    Args:
+        shape: Phantom shape (z, y, x); default the 256x512x512 chest of issue 19.
+        repeat: Timed calls per system (the best counts); the baseline runs once on volumes
+            above 16 M voxels (it takes seconds there).
+        threads: Thread counts for the new path (default 1, 2 and every usable core).
+        progress: Called with one-line progress messages.
+    """
+    say = progress or _quiet
+    seg: Any = importlib.import_module("clara_rt.operators.segment.lung_threshold")
+    slabs: Any = importlib.import_module("clara_rt.operators.segment.slabs")
+    cores = slabs.default_threads()
+    counts = threads or tuple(sorted({1, min(2, cores), cores}))
+    say(f"lungseg: building a {shape} chest phantom")
+    volume = chest_phantom(shape)
+    say("lungseg: sequential baseline")
+    base_repeat = repeat if volume.size <= _ONE_RUN_ABOVE else 1  # a 15 s call: once is enough
+    base_s, base_rss, (body, labels, _) = _timed(lambda: segment_lungs_sequential(volume),
+                                                 base_repeat, volume.nbytes)
+    figures = {"sequential (scipy, 1 core)": {"seconds": base_s, "peak_rss_x_volume": base_rss}}
+    ratios: dict[str, float] = {}
+    equal = True
+    for n in counts:
+        say(f"lungseg: slab-parallel, {n} thread(s)")
+        secs, rss, out = _timed(lambda n=n: seg.segment_lungs(volume, threads=n), repeat,
+                                volume.nbytes)
+        same = bool(np.array_equal(out.body, body) and np.array_equal(out.labels, labels))
+        equal &= same
+        figures[f"clara-rt slabs ({n} thread{'s' if n > 1 else ''})"] = {
+            "seconds": secs, "peak_rss_x_volume": rss, "masks_equal": float(same)}
+        ratios[f"sequential / slabs({n})"] = _ratio(base_s, secs)
+    on_two = ratios.get(f"sequential / slabs({min(2, cores)})", 0.0)
+    return BenchRecord(
+        scenario="lungseg",
+        title=f"LungThresholdOp CPU path on a {'x'.join(map(str, shape))} chest phantom",
+        machine=machine_info(),
+        params={"shape": list(shape), "repeat": repeat, "threads": list(counts)},
+        figures=figures,
+        ratios=ratios,
+        targets=(Target("speed-up on 2 cores", on_two, 2.0, "x", higher_is_better=True),
+                 Target("masks equal to the sequential ones", float(equal), 1.0, "",
+                        higher_is_better=True),
+                 Target("peak RSS growth (slabs, all threads)",
+                        figures[f"clara-rt slabs ({counts[-1]} thread"
+                                f"{'s' if counts[-1] > 1 else ''})"]["peak_rss_x_volume"],
+                        4.0, "x int16 volume")),
+        notes="best of `repeat` calls; peak_rss_x_volume = growth of the process's peak RSS "
+              "during one call / bytes of the int16 volume; masks_equal 1 = body and labels "
+              "identical to the sequential baseline's.")
+
+
+def segment_lungs_sequential(volume: np.ndarray, meta: Any = None, *, body_hu: float = -500.0,
+                             air_hu: float = -400.0, closing_radius: int = 2,
+                             opening_radius: int = 1, min_fraction: float = 0.05
+                             ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Segment like LungThresholdOp did before issue 19: whole-volume SciPy calls, one core.
+
+    Returns:
+        ``(body, labels, count)``: bool body, uint8 labels (1 left, 2 right), lungs kept.
+    """
+    from scipy import ndimage as nd
+
+    six = nd.generate_binary_structure(3, 1)
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
+    above, n_above = nd.label(volume > body_hu, structure=six)
+    keep = np.zeros(n_above + 1, dtype=bool)
+    if n_above:
+        sizes = np.bincount(above.astype(np.int32).ravel(), minlength=n_above + 1)
+        keep[np.argsort(-sizes[1:], kind="stable")[0] + 1] = True
+    body = keep[above]
+    body = nd.binary_fill_holes(body, structure=in_plane)
+    air = (volume < air_hu) & body
+    if closing_radius:
+        air = nd.binary_closing(air, structure=_ball(closing_radius)) & body
+    if opening_radius:
+        air = nd.binary_opening(air, structure=_ball(opening_radius))
+    labels, n = nd.label(air, structure=six)
+    labels = labels.astype(np.int32, copy=False)
+    lut = np.zeros(n + 1, dtype=np.uint8)
+    ids = _largest_inner(labels, n, min_fraction)
+    if ids.size:
+        affine = meta.affine_lps if meta is not None else np.eye(4)
+        centres = nd.center_of_mass(labels > 0, labels, [int(i) for i in ids])
+        xs = [_lps_x(affine, c) for c in centres]
+        if len(xs) == 2:
+            lut[ids] = [LEFT, RIGHT] if xs[0] > xs[1] else [RIGHT, LEFT]
+        else:
+            lut[ids] = LEFT if xs[0] > _lps_x(affine, nd.center_of_mass(body)) else RIGHT
+    return body, lut[labels], int(ids.size)
+
+
+# --- private ---------------------------------------------------------------------------------
+
+
+def _ball(radius: int) -> np.ndarray:
+    z, y, x = np.ogrid[-radius:radius + 1, -radius:radius + 1, -radius:radius + 1]
+    return (z * z + y * y + x * x) <= radius * radius  # type: ignore[no-any-return]
+
+
+def _largest_inner(labels: np.ndarray, n: int, min_fraction: float) -> np.ndarray:
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    edge = np.concatenate([labels[:, 0, :].ravel(), labels[:, -1, :].ravel(),
+                           labels[:, :, 0].ravel(), labels[:, :, -1].ravel()])
+    sizes[np.unique(edge)] = 0
+    sizes[0] = 0
+    ids = np.argsort(-sizes, kind="stable")[:2]
+    ids = ids[sizes[ids] > 0]
+    if ids.size == 2 and sizes[ids[1]] < min_fraction * sizes[ids[0]]:
+        ids = ids[:1]
+    return ids
+
+
+def _lps_x(affine: np.ndarray, centre: Any) -> float:
+    k, j, i = (float(c) for c in centre)
+    return float((affine @ np.array([i, j, k, 1.0]))[0])
+
+
+def _timed(func: Callable[[], Any], repeat: int, nbytes: int) -> tuple[float, float, Any]:
+    """Return (best seconds, peak RSS growth of the first call / ``nbytes``, last result)."""
+    best, peak, result = float("inf"), float("nan"), None
+    for i in range(max(1, repeat)):
+        result = None
+        with _collected():
+            base = _reset_peak()
+            t0 = time.perf_counter()
+            result = func()
+            best = min(best, time.perf_counter() - t0)
+            if i == 0 and base is not None:
+                peak = (_status_kb("VmHWM") - base) * 1024 / nbytes
+    return best, peak, result
+
+
+def _reset_peak() -> int | None:
+    """Reset this process's peak RSS to its current RSS; return that RSS in kB (Linux only)."""
+    clear = Path("/proc/self/clear_refs")
+    if not clear.exists() or not os.access(clear, os.W_OK):
+        return None
+    clear.write_text("5")
+    return _status_kb("VmRSS")
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0

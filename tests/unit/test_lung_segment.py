@@ -1,0 +1,145 @@
+"""LungThresholdOp's slab-parallel path (issues 15 and 19.4): the same masks as SciPy, any threads.
+
+The reference is :func:`clara_rt.bench._lungseg.segment_lungs_sequential`, the implementation the
+operator had before (whole-volume ``scipy.ndimage`` calls on one core).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from clara_rt.bench._lungseg import segment_lungs_sequential
+from clara_rt.operators.postprocess.components import (
+    component_sizes,
+    keep_largest,
+    label_compact,
+    label_components,
+)
+from clara_rt.operators.segment import LungThresholdOp
+from clara_rt.operators.segment.lung_threshold import (
+    _air,
+    _fill_holes_in_plane,
+    segment_lungs,
+)
+from clara_rt.operators.segment.morphology import ball, ball_rows, close, dilate, erode, open_
+from clara_rt.operators.segment.slabs import SlabRunner
+from clara_rt.operators.volume import VolumeMeta
+from tests.data.phantom import ct_phantom
+from tests.unit.test_image_ops import host
+
+RNG = np.random.default_rng(19)
+
+
+@pytest.mark.parametrize("shape", [(7, 9, 11), (2, 3, 30), (1, 1, 1), (12, 6, 3)])
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_ball_morphology_matches_scipy(xp: ModuleType, shape: tuple[int, int, int],
+                                       radius: int) -> None:
+    for density in (0.15, 0.5, 0.85):
+        mask = RNG.random(shape) < density
+        structure = ball(radius)
+        d = xp.asarray(mask)
+        assert (host(dilate(d, radius)) == ndimage.binary_dilation(mask, structure)).all()
+        assert (host(erode(d, radius)) == ndimage.binary_erosion(mask, structure)).all()
+        assert (host(close(d, radius)) == ndimage.binary_closing(mask, structure)).all()
+        assert (host(open_(d, radius)) == ndimage.binary_opening(mask, structure)).all()
+
+
+def test_ball_rows_cover_the_ball() -> None:
+    for radius in range(5):
+        rebuilt = np.zeros((2 * radius + 1,) * 3, dtype=bool)
+        for dz, dy, w in ball_rows(radius):
+            rebuilt[dz + radius, dy + radius, radius - w:radius + w + 1] = True
+        assert (rebuilt == ball(radius)).all()
+    with pytest.raises(ValueError, match=r"needs a 3-D bool mask, got uint8 of rank 3"):
+        dilate(np.zeros((2, 2, 2), dtype=np.uint8), 1)
+
+
+def test_fill_holes_in_plane_matches_scipy(xp: ModuleType) -> None:
+    mask = RNG.random((6, 40, 50)) < 0.55
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
+    expected = ndimage.binary_fill_holes(mask, structure=in_plane)
+    filled = xp.asarray(mask.copy())  # filled in place
+    _fill_holes_in_plane(filled)
+    assert (host(filled) == expected).all() and expected.sum() > mask.sum()
+
+
+@pytest.mark.parametrize(("threads", "slab"), [(1, 16), (2, 3), (3, 1)])
+def test_air_slabs_with_halos_match_whole_volume_scipy(threads: int, slab: int) -> None:
+    volume = ct_phantom((20, 48, 48), seed=3)
+    body = ndimage.binary_fill_holes(volume > -500)
+    expected = ndimage.binary_closing((volume < -400) & body, structure=ball(2)) & body
+    expected = ndimage.binary_opening(expected, structure=ball(1))
+    with SlabRunner(threads, slab=slab) as slabs:
+        air = _air(slabs, volume, body, -400.0, 2, 1)
+    assert (air == expected).all() and expected.any()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_issue_19_masks_equal_the_sequential_implementation(xp: ModuleType, threads: int) -> None:
+    volume = ct_phantom((40, 96, 96), seed=1)
+    meta = VolumeMeta(spacing=(2.5, 0.7, 0.7), origin=(0.0, 0.0, 0.0))
+    body, labels, count = segment_lungs_sequential(volume, meta)
+    seg = segment_lungs(xp.asarray(volume), meta, threads=threads)
+    assert seg.count == count == 2
+    assert (host(seg.body) == body).all() and (host(seg.labels) == labels).all()
+    assert host(seg.labels).dtype == np.uint8 and set(np.unique(labels)) == {0, 1, 2}
+
+
+def test_one_lung_is_placed_against_the_body_centre(xp: ModuleType) -> None:
+    volume = ct_phantom((24, 64, 64), seed=2)
+    volume[:, :, 32:] = np.where(volume[:, :, 32:] < -400, 40, volume[:, :, 32:])  # no +i lung
+    for direction in (1.0, -1.0):
+        meta = VolumeMeta(spacing=(2.5, 0.7, 0.7), origin=(0.0, 0.0, 0.0),
+                          direction=((direction, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
+        body, labels, count = segment_lungs_sequential(volume, meta)
+        seg = segment_lungs(xp.asarray(volume), meta, threads=2)
+        assert seg.count == count == 1
+        assert (host(seg.labels) == labels).all() and (host(seg.body) == body).all()
+        side = int(labels.max())
+        assert side == (2 if direction > 0 else 1)  # the -i lung: right, or left when mirrored
+
+
+def test_no_lungs_in_a_solid_body(xp: ModuleType) -> None:
+    volume = np.full((8, 20, 20), -1000, dtype=np.int16)
+    volume[:, 4:16, 4:16] = 40
+    seg = segment_lungs(xp.asarray(volume), threads=2)
+    assert seg.count == 0 and not host(seg.labels).any()
+    assert int(host(seg.body).sum()) == 8 * 12 * 12
+
+
+def test_the_operator_takes_threads_and_refuses_zero() -> None:
+    assert LungThresholdOp(threads=2).threads == 2 and LungThresholdOp().threads is None
+    with pytest.raises(ValueError, match=r"^threads must be >= 1 or None, got 0$"):
+        LungThresholdOp(threads=0)
+    with pytest.raises(ValueError, match=r"threads and slab must be >= 1"):
+        SlabRunner(0)
+
+
+def test_compact_labels_fall_back_to_int32_past_65535_components() -> None:
+    dots = np.zeros((1, 512, 512), dtype=bool)
+    dots[:, ::2, ::2] = True  # 65,536 isolated voxels: one more than uint16 labels can hold
+    labels, count = label_compact(dots)
+    assert count == 65_536 and labels.dtype == np.int32 and int(labels.max()) == 65_536
+    few, n = label_compact(dots[:, :8])
+    assert n == 4 * 256 and few.dtype == np.uint16
+    assert label_components(dots[:, :8])[0].dtype == np.int32
+
+
+@pytest.mark.parametrize("components", [3, 200])
+def test_component_sizes_equal_bincount(components: int) -> None:
+    labels = RNG.integers(0, components + 1, (70, 30, 20)).astype(np.uint16)
+    expected = np.bincount(labels.ravel(), minlength=components + 1)
+    assert component_sizes(labels, components).tolist() == expected.tolist()
+
+
+def test_keep_largest_ties_go_to_the_lowest_label(xp: ModuleType) -> None:
+    mask = np.zeros((1, 3, 9), dtype=bool)
+    mask[0, 0, :3] = mask[0, 2, :3] = mask[0, 0, 5:9] = True  # sizes 3, 3, 4 in label order
+    two = host(keep_largest(xp.asarray(mask), 2))
+    assert two[0, 0, 5:9].all() and two[0, 0, :3].all() and not two[0, 2].any()
+    assert not host(keep_largest(xp.asarray(mask), 3, min_size=4))[0, :, :3].any()

@@ -47,6 +47,7 @@ __all__ = [
     "device_name",
     "device_of",
     "get_array_module",
+    "no_cuda_reason",
     "record_event",
     "resolve_device",
     "same_buffer",
@@ -126,7 +127,7 @@ def resolve_device(requested: str | None) -> str:
         return "cpu"
     from clara_rt.errors import DeviceUnavailableError
 
-    raise DeviceUnavailableError(f"device 'cuda' was asked for, but {_no_cuda_reason()}; ask "
+    raise DeviceUnavailableError(f"device 'cuda' was asked for, but {no_cuda_reason()}; ask "
                                  "for 'cpu', or 'auto' to use a GPU only where there is one")
 
 
@@ -141,7 +142,7 @@ def device_name(device: str) -> str:
     return f"cuda ({name}, CuPy {cupy.__version__})"
 
 
-def _no_cuda_reason() -> str:
+def no_cuda_reason() -> str:
     try:
         import cupy
     except ImportError:

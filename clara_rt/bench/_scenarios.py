@@ -11,6 +11,7 @@ from clara_rt.bench._construct import construct
 from clara_rt.bench._dicom import dicom
 from clara_rt.bench._dispatch import core
 from clara_rt.bench._e2e import e2e
+from clara_rt.bench._gpu import gpu
 from clara_rt.bench._hops import hops
 from clara_rt.bench._inference import inference
 from clara_rt.bench._kernels import kernels
@@ -37,11 +38,12 @@ SCENARIOS: dict[str, Callable[..., BenchRecord]] = {
     "e2e": e2e,
     "load": load,
     "cluster": cluster,
+    "gpu": gpu,
 }
 """Scenario name (as on the command line) -> function."""
 
 _JOBS_PARAM = {"hops": "jobs", "throughput": "jobs", "core": "jobs", "priority": "backlog",
-               "load": "jobs", "cluster": "jobs"}
+               "load": "jobs", "cluster": "jobs", "gpu": "hop_jobs"}
 """Which keyword ``--jobs`` sets, per scenario that takes it."""
 
 

@@ -49,7 +49,9 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "created on first use, ~1 GB); load: N jobs of mixed priority through "
                         "clara-rt serve vs an in-process Runtime (options below); cluster: "
                         "ct-lung-seg jobs/s on 1 vs 2 local Ray nodes and Ray's per-job "
-                        "overhead vs the in-process runtime (needs clara-rt[cluster]); all: every "
+                        "overhead vs the in-process runtime (needs clara-rt[cluster]); gpu: the "
+                        "CuPy path (hops CuPy vs NumPy, 4-op chain vs direct calls, 1 vs 4 "
+                        "workers, ct-lung-seg GPU vs CPU; exit 2 without a GPU); all: every "
                         "one (with --quick: the regression guard)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON record per scenario on stdout (tables go to stderr)")
@@ -135,7 +137,7 @@ def _load_options(args: argparse.Namespace) -> dict[str, Any] | str:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from clara_rt import bench
     from clara_rt.client import ClientError
-    from clara_rt.errors import ClaraRTError
+    from clara_rt.errors import ClaraRTError, DeviceUnavailableError
 
     options = _load_options(args)
     if isinstance(options, str):
@@ -151,6 +153,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             record = bench.run_scenario(name, jobs=args.jobs, repeat=args.repeat,
                                         quick=args.quick, progress=progress,
                                         options=options if name == "load" else None)
+        except DeviceUnavailableError as exc:  # bench gpu on a machine without one
+            if args.scenario == "all":
+                progress(f"bench {name}: skipped: {exc}")
+                continue
+            print(f"clara-rt: error: {exc}", file=sys.stderr)
+            return 2
         except ValueError as exc:
             if name != "load":
                 raise

@@ -231,3 +231,44 @@ def test_chestxray_preprocessing_stays_on_the_gpu() -> None:
         assert _copies(before, transfer_counters()) == (0, 0)
     assert isinstance(got, cupy.ndarray) and got.dtype == np.float32
     np.testing.assert_allclose(cupy.asnumpy(got), expected, rtol=0, atol=1e-5)
+
+
+# --- clara-rt bench gpu ----------------------------------------------------------------------
+
+
+def test_bench_gpu_without_a_gpu_says_so_and_exits_2() -> None:
+    if cuda_available():
+        pytest.skip("this machine has a GPU: make gpu-check runs clara-rt bench gpu")
+    proc = subprocess.run([sys.executable, "-m", "clara_rt.cli", "bench", "gpu", "--json"],
+                          cwd=ROOT, env=checkout_env(), capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "clara-rt: error: bench gpu needs a CUDA device, but " in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bench_gpu_measurements_run_on_numpy_arrays_too() -> None:
+    """The chain, concurrency and ct-lung-seg job helpers are array-agnostic: run them small."""
+    from clara_rt.bench import _gpu
+    from clara_rt.bench._chest import chest_series
+
+    volume = np.random.default_rng(6).integers(-1100, 500, (8, 32, 32)).astype(np.int16)
+    value = volume
+    for f in _gpu.chain_functions():
+        value = f(value)
+    with Runtime(workers=2) as rt:
+        got = rt.run(_gpu.chain_pipeline_of_functions(), {"f0.in": volume})["f3.out"]
+        assert int(got) == int(value) > 0
+        wall: dict[str, float] = {}
+        built = build_pipeline(parse_definition(CT_LUNG_SEG), device="cpu")
+        times = _gpu._lung_job(rt, built, chest_series((16, 48, 48)), wall)
+    assert wall["last"] > 0 and set(times) >= {"lung-seg_ms", "seg-writer_ms", "render_ms"}
+    figures: dict[str, dict[str, float]] = {}
+    ratios: dict[str, float] = {}
+    targets: list[Any] = []
+    _gpu._chain(figures, ratios, targets, volume, 3, 1)
+    _gpu._concurrency(figures, ratios, targets, volume, 4)
+    assert {"4-op chain, one job", "4-op chain, direct calls"} <= set(figures)
+    assert [t.name for t in targets] == ["chain overhead over direct calls",
+                                         "4 workers / 1 worker"]
+    assert all(v > 0 for v in ratios.values())

@@ -5,7 +5,8 @@
   DICOM results to the configured destinations, until SIGINT or SIGTERM (then it stops cleanly:
   series not yet complete stay on disk and are picked up by the next start). The token may also
   come from ``$CLARA_RT_TOKEN``.
-* ``clara-rt dicom --check --config ADAPTER.yaml`` only checks the configuration.
+* ``clara-rt dicom --check --config ADAPTER.yaml`` only checks the configuration and reports
+  every mistake it finds (each section, destination and AE title on its own), not only the first.
 
 Logs go to stderr: one line per association, completed series, job created and export.
 pynetdicom is imported only when the verb runs.
@@ -50,8 +51,16 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_dicom(args: argparse.Namespace) -> int:
-    from clara_rt.dicom.config import load_config
+    from clara_rt.dicom.config import config_problems, load_config
 
+    if args.check:
+        problems = config_problems(args.config)
+        for problem in problems:
+            print(f"clara-rt: error: {problem}", file=sys.stderr)
+        if len(problems) > 1:
+            print(f"clara-rt: {len(problems)} errors in {args.config}", file=sys.stderr)
+        if problems:
+            return EXIT_USAGE
     try:
         config = load_config(args.config)
     except ClaraRTError as exc:

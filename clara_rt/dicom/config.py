@@ -43,7 +43,7 @@ from clara_rt.errors import DefinitionError
 from clara_rt.job import PRIORITY_NAMES
 
 __all__ = ["PRIORITIES", "AdapterConfig", "AdapterConfigError", "CalledAe", "Destination",
-           "Listener", "load_config", "parse_config"]
+           "Listener", "config_problems", "load_config", "parse_config"]
 
 PRIORITIES = PRIORITY_NAMES  # the one list, from clara_rt.job (kept under this name for importers)
 GROUP_BY = ("series", "study")
@@ -158,19 +158,9 @@ def parse_config(text: str, path: str = "<config>", *, base: Path | None = None)
         base: Folder a relative ``storage`` is relative to (default: the current folder).
 
     Raises:
-        AdapterConfigError: On the first mistake, located.
+        AdapterConfigError: On the first mistake, located (:func:`config_problems` finds all).
     """
-    try:
-        root = load_yaml(text, path)
-    except DefinitionError as exc:
-        message = str(exc)
-        prefix = str(DefinitionError("", path=exc.path, line=exc.line, column=exc.column))
-        raise AdapterConfigError(message.removeprefix(prefix), path=exc.path, line=exc.line,
-                                 column=exc.column) from exc
-    if not isinstance(root, YMap):
-        raise AdapterConfigError(f"expected a mapping with 'dicom', 'ae-titles' and "
-                                 f"'destinations', got {describe(root)}", path=path, line=1,
-                                 column=1)
+    root = _root(text, path)
     _known(root, ("dicom", "ae-titles", "destinations"), "the configuration")
     listener = _listener(_section(root, "dicom", YMap, "a mapping"), base or Path.cwd())
     destinations = tuple(_destination(item, loc) for item, loc in
@@ -182,7 +172,62 @@ def parse_config(text: str, path: str = "<config>", *, base: Path | None = None)
     return AdapterConfig(listener, called, destinations, path)
 
 
+def config_problems(path: str | Path) -> list[AdapterConfigError]:
+    """Check the configuration file at ``path`` and return every mistake (empty: it is valid).
+
+    Each section, each destination and each AE title is checked on its own, so a mistake in one
+    does not hide those in the others (``clara-rt dicom --check``); within one entry the first
+    mistake is reported. The list is in file order.
+    """
+    path = Path(path)
+    try:
+        root = _root(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        return [AdapterConfigError(f"cannot read the DICOM adapter configuration: {exc}",
+                                   path=str(path))]
+    except AdapterConfigError as exc:
+        return [exc]
+    problems: list[AdapterConfigError] = []
+
+    def attempt(check: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return check(*args, **kwargs)
+        except AdapterConfigError as exc:
+            problems.append(exc)
+            return None
+
+    attempt(_known, root, ("dicom", "ae-titles", "destinations"), "the configuration")
+    section = attempt(_section, root, "dicom", YMap, "a mapping")
+    if section is not None:
+        attempt(_listener, section, path.resolve().parent)
+    items = attempt(_items, root, "destinations", required=False) or []
+    found = [attempt(_destination, item, loc) for item, loc in items]
+    attempt(_unique, [d.name for d in found if d is not None], root, "destinations",
+            "destination")
+    # An entry that failed still defines its name: AE titles naming it are not wrong too.
+    named = {str(item["name"]) for item, _ in items if isinstance(item, YMap) and item.get("name")}
+    called = [attempt(_called_ae, item, loc, named)
+              for item, loc in attempt(_items, root, "ae-titles", required=True) or []]
+    attempt(_unique, [ae.name for ae in called if ae is not None], root, "ae-titles", "AE title")
+    return sorted(problems, key=lambda e: (e.line or 0, e.column or 0))
+
+
 # --- sections ---------------------------------------------------------------------------------
+
+
+def _root(text: str, path: str) -> YMap:
+    try:
+        root = load_yaml(text, path)
+    except DefinitionError as exc:
+        message = str(exc)
+        prefix = str(DefinitionError("", path=exc.path, line=exc.line, column=exc.column))
+        raise AdapterConfigError(message.removeprefix(prefix), path=exc.path, line=exc.line,
+                                 column=exc.column) from exc
+    if not isinstance(root, YMap):
+        raise AdapterConfigError(f"expected a mapping with 'dicom', 'ae-titles' and "
+                                 f"'destinations', got {describe(root)}", path=path, line=1,
+                                 column=1)
+    return root
 
 
 def _listener(box: YMap, base: Path) -> Listener:

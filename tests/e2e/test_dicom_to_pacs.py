@@ -18,6 +18,7 @@ import contextlib
 import importlib.util
 import json
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -218,6 +219,18 @@ def test_check_only_checks_the_configuration(tmp_path: Path) -> None:
     assert failed.returncode == 2
     assert failed.stderr == (f"clara-rt: error: {bad}:9:15: priority of AE title 'LUNGSEG' must "
                              "be one of immediate, high, normal, low, got 'urgent'\n")
+    worse = tmp_path / "worse.yaml"  # issue 17.10: every mistake, not only the first
+    worse.write_text(bad.read_text().replace("port: 4242", "port: 70000"))
+    failed = _clara("dicom", "--check", "--config", str(worse))
+    assert failed.returncode == 2
+    lines = failed.stderr.splitlines()
+    assert lines[0] == (f"clara-rt: error: {worse}:9:15: priority of AE title 'LUNGSEG' must "
+                        "be one of immediate, high, normal, low, got 'urgent'")
+    assert re.fullmatch(rf"clara-rt: error: {re.escape(str(worse))}:\d+:\d+: 'port' in "
+                        r"destination 'PACS' must be an integer from 1 to 65535, got the number "
+                        r"70000",
+                        lines[1]), failed.stderr
+    assert lines[2:] == [f"clara-rt: 2 errors in {worse}"]
     no_server = _clara("dicom", "--config", str(good), env={"CLARA_RT_HOST": ""})
     assert no_server.returncode == 2
     assert "dicom needs --server URL" in no_server.stderr

@@ -168,3 +168,30 @@ def test_the_example_configuration_loads() -> None:
     assert config.ae_titles[0].pipelines == ("ct-lung-seg",)
     assert config.dicom.storage == example.parent / "dicom-adapter"
     assert [d.ae_title for d in config.destinations] == ["ORTHANC"]
+
+
+def test_issue_17_10_config_problems_lists_every_mistake(tmp_path: Path) -> None:
+    from clara_rt.dicom.config import config_problems
+
+    path = tmp_path / "a.yaml"
+    path.write_text(
+        "dicom: {ae-title: CLARA, port: 104, quiet-time: 0}\n"
+        "ae-titles:\n"
+        "  - {name: A, pipelines: [p], priority: urgent}\n"
+        "  - {name: B, pipelines: [q], destinations: [P]}\n"
+        "destinations:\n"
+        "  - {name: P, ae-title: X, port: 1}\n"
+        "prot: 1\n")
+    problems = [str(p) for p in config_problems(path)]
+    assert problems == [
+        f"{path}:1:49: 'quiet-time' in 'dicom' must be > 0, got 0",
+        f"{path}:3:41: priority of AE title 'A' must be one of immediate, high, normal, low, "
+        "got 'urgent'",
+        f"{path}:6:5: destination 'P' has no 'host'",  # B naming P is not a second mistake
+        f"{path}:7:1: unknown key 'prot' in the configuration (expected one of dicom, "
+        "ae-titles, destinations)",
+    ]
+    path.write_text(GOOD)
+    assert config_problems(path) == []
+    [missing] = config_problems(tmp_path / "nope.yaml")
+    assert str(missing).startswith(f"{tmp_path / 'nope.yaml'}: cannot read")

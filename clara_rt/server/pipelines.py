@@ -82,6 +82,7 @@ class PipelineRegistry:
             record_id = existing["id"]
             _write_atomic(self._path(record_id), text)
             self._store.replace_pipeline(record_id, record)
+            self._forget(record_id)  # its old builds: released once their jobs end
             return self.describe(record_id)
         record_id = new_id()
         record["id"] = record_id
@@ -120,9 +121,7 @@ class PipelineRegistry:
                            f"({', '.join(job['id'] for job in busy)}); cancel them first")
         self._store.delete_pipeline(record["id"])
         self._path(record["id"]).unlink(missing_ok=True)
-        with self._lock:
-            for key in [k for k in self._built if k[0] == record["id"]]:
-                del self._built[key]
+        self._forget(record["id"])
 
     def build(self, pipeline_id: str, variables: dict[str, str]) -> BuiltPipeline:
         """The runnable pipeline for a job with ``variables`` (cached)."""
@@ -168,6 +167,16 @@ class PipelineRegistry:
             with self._lock:
                 self._needs[key] = needs
         return needs
+
+    def _forget(self, pipeline_id: str) -> None:
+        """Drop the cached builds and needs of a replaced or deleted pipeline. Nothing else
+        holds a build, so the runtime releases it (operators stopped, graph removed) as soon as
+        its last job ends."""
+        with self._lock:
+            for key in [k for k in self._built if k[0] == pipeline_id]:
+                del self._built[key]
+            for key in [k for k in self._needs if k[0] == pipeline_id]:
+                del self._needs[key]
 
     def _path(self, pipeline_id: str) -> Path:
         return self._config.pipelines_dir / f"{pipeline_id}.yaml"

@@ -105,36 +105,16 @@ class Runtime:
         freeze_shared: Mark NumPy arrays read-only (``flags.writeable = False``) when they fan
             out to several consumers, so that an operator that writes into a shared input fails
             loudly instead of corrupting another branch.
-        cluster: A Ray cluster address: construct a cluster runtime instead (below).
-        **cluster_options: Keywords of :class:`~clara_rt.cluster.ClusterRuntime`, with
-            ``cluster`` only.
 
     Use as a context manager, or call :meth:`close`.
 
-    ``Runtime(cluster="ray://HOST:PORT", ...)`` returns a
-    :class:`~clara_rt.cluster.ClusterRuntime` instead (needs the ``cluster`` extra): jobs of
-    pipeline *definitions* on payload *folders*, run by clara-rt runtimes on the nodes of a Ray
-    cluster, results written to output folders (a node elsewhere can rebuild a pipeline from its
-    YAML, not from live operator objects). ``workers`` and the other keywords go to it; see
-    its docstring. Typed code should construct ``ClusterRuntime`` directly.
+    A runtime runs jobs in this process only. Jobs of pipeline *definitions* on the nodes of a
+    Ray cluster are run by :class:`clara_rt.cluster.ClusterRuntime` (another contract: YAML and
+    folders in, folders out), which the core never imports.
     """
 
-    def __new__(cls, workers: int | None = None, *, cluster: str | None = None,
-                **options: Any) -> Any:
-        if cluster is None:
-            return super().__new__(cls)
-        # The one way from the core to the cluster package, taken only when asked for; the
-        # cluster package never imports Ray into this process.
-        from clara_rt.cluster.runtime import ClusterRuntime
-
-        return ClusterRuntime(cluster, workers=workers, **options)
-
     def __init__(self, workers: int | None = None, *, weights: tuple[int, int, int] = (4, 2, 1),
-                 freeze_shared: bool = False, cluster: str | None = None,
-                 **cluster_options: Any) -> None:
-        if cluster_options:  # only ClusterRuntime takes them (__new__ returned one if asked)
-            raise TypeError(f"Runtime() got unexpected keyword argument(s) "
-                            f"{', '.join(sorted(cluster_options))} (these go with cluster=...)")
+                 freeze_shared: bool = False) -> None:
         if workers is None:
             workers = os.cpu_count() or 1
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:

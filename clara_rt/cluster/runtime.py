@@ -2,14 +2,15 @@
 
 ::
 
-    from clara_rt import Runtime
+    from clara_rt.cluster import ClusterRuntime
 
-    with Runtime(cluster="ray://head:10001") as rt:      # a ClusterRuntime
+    with ClusterRuntime("ray://head:10001") as rt:
         job = rt.submit("examples/ct-lung-seg/pipeline.yaml", "study/", output="out/")
         print(job.result(), job.placement)          # out/, e.g. "10.0.0.2/1a2b3c4d"
 
-``Runtime(cluster=...)`` returns this class rather than a :class:`~clara_rt.Runtime`, because
-the contract differs: :meth:`Runtime.submit <clara_rt.Runtime.submit>` takes a
+This is a class of its own rather than a :class:`~clara_rt.Runtime` (whose module never
+imports the cluster package), because the contract differs:
+:meth:`Runtime.submit <clara_rt.Runtime.submit>` takes a
 :class:`~clara_rt.Pipeline` of live operator objects and a payload of arrays and returns
 results in memory, while a node elsewhere can only rebuild a pipeline from its definition and
 read a folder. A cluster runtime therefore takes a definition and a payload folder and writes

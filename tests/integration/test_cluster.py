@@ -1,5 +1,5 @@
 """Scale-out on a real local Ray cluster: a head and a second node (``ray start`` processes of
-this test), ``clara-rt serve --cluster ray://...`` in a child process and ``Runtime(cluster=...)``
+this test), ``clara-rt serve --cluster ray://...`` in a child process and ``ClusterRuntime``
 in this one. Jobs spread over both nodes, a node killed mid-job, Ray going away and coming
 back.
 
@@ -53,7 +53,7 @@ operators:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
     """A head and one more node with two CPUs each: the server's node runtimes (one worker,
-    one CPU each) leave room for those of ``Runtime(cluster=...)``."""
+    one CPU each) leave room for those of ``ClusterRuntime``."""
     need_peer(importlib.util.find_spec("ray") is not None, "ray (pip install 'clara-rt[cluster]')")
     with LocalCluster(env=checkout_env()) as local:
         local.start_head(num_cpus=2)
@@ -152,7 +152,6 @@ def test_jobs_spread_over_both_nodes_by_object_store(server: ServerProcess, payl
 @pytest.mark.timeout(120)
 def test_runtime_cluster_keyword_runs_by_shared_path(cluster: LocalCluster, payload_dir: Path,
                                                      tmp_path: Path) -> None:
-    from clara_rt import Runtime
     from clara_rt.cluster import ClusterRuntime
 
     shared = tmp_path / "shared"
@@ -161,9 +160,8 @@ def test_runtime_cluster_keyword_runs_by_shared_path(cluster: LocalCluster, payl
         (shared / "payload" / rel).parent.mkdir(parents=True, exist_ok=True)
         (shared / "payload" / rel).write_bytes(data)
     assert cluster.client_address is not None
-    with Runtime(cluster=cluster.client_address, workers=1, shared_path=shared,
-                 scratch=shared / "scratch", env=cluster.env, connect_timeout=60) as rt:
-        assert isinstance(rt, ClusterRuntime)
+    with ClusterRuntime(cluster.client_address, workers=1, shared_path=shared,
+                        scratch=shared / "scratch", env=cluster.env, connect_timeout=60) as rt:
         rt.wait_for_slots(2, timeout=60)
         jobs = [rt.submit(work_pipeline("py", 0.5), shared / "payload", output=tmp_path / f"o{i}")
                 for i in range(2)]

@@ -1,4 +1,4 @@
-"""Scale-out pieces that need no Ray: addresses, the transport of folders, ``Runtime(cluster=)``
+"""Scale-out pieces that need no Ray: addresses, the transport of folders, ``ClusterRuntime``
 arguments, and that Ray is never imported into the server process (a child Python)."""
 
 from __future__ import annotations
@@ -34,18 +34,18 @@ def test_other_cluster_addresses_are_refused_with_the_forms(address: str) -> Non
         check_address(address)
 
 
-def test_runtime_with_a_bad_cluster_address_fails_before_starting_anything() -> None:
-    from clara_rt import Runtime
+def test_cluster_runtime_with_a_bad_address_fails_before_starting_anything() -> None:
+    from clara_rt.cluster import ClusterRuntime
 
     with pytest.raises(ValueError, match=r"cluster address 'nowhere'"):
-        Runtime(cluster="nowhere")
+        ClusterRuntime("nowhere")
 
 
-def test_runtime_refuses_cluster_keywords_without_a_cluster() -> None:
+def test_the_core_runtime_is_in_process_only() -> None:
     from clara_rt import Runtime
 
-    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) scratch"):
-        Runtime(1, scratch="/tmp")
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'cluster'"):
+        Runtime(1, cluster="ray://head:10001")  # type: ignore[call-arg]
 
 
 def test_pack_and_unpack_round_trip_a_folder(tmp_path: Path) -> None:

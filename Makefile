@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint format clean
+.PHONY: demo test bench lint format clean gpu-check gpu-wheels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,23 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# A GPU machine without network (benchmarks/README.md, "GPU check"): run `make gpu-wheels` here
+# (with network), bring the checkout and its .gpu/ folder there and run `make gpu-check` with the
+# Python that has CuPy. Results land in .gpu/out.
+GPU_PYTHON ?= python3
+GPU_PYTHON_VERSION ?= 3.12
+GPU_WHEELS := pydicom==3.0.2 nibabel==5.4.2 highdicom==0.28.2 pyjpegls
+
+gpu-check:
+	PYTHON=$(GPU_PYTHON) benchmarks/gpu_check.sh
+
+gpu-wheels:
+	mkdir -p .gpu/whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --implementation cp \
+	  --python-version $(GPU_PYTHON_VERSION) --platform manylinux_2_28_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu/whl $(GPU_WHEELS)
+	@ls .gpu/whl
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -193,9 +193,13 @@ def _to_float(volume: np.ndarray, raw: np.dtype[Any], overflow: Sequence[int],
 
 def _decode(header: SliceHeader, shape: tuple[int, ...]) -> np.ndarray:
     import pydicom
+    from pydicom.pixels import pixel_array
 
     try:
-        pixels = np.asarray(pydicom.dcmread(header.path).pixel_array)
+        if header.frame is None:
+            pixels = np.asarray(pydicom.dcmread(header.path).pixel_array)
+        else:  # one frame of a multi-frame file, decoded alone
+            pixels = np.asarray(pixel_array(header.path, index=header.frame))
     except Exception as exc:  # pydicom and its plugins raise many types on bad data
         raise DicomSeriesError(f"{header.path}: cannot decode its pixel data "
                                f"({type(exc).__name__}: {exc})") from exc

@@ -62,7 +62,8 @@ class DicomSeriesError(ClaraRTError):
     """A DICOM series cannot be loaded as a volume.
 
     Raised by :func:`~clara_rt.operators.io.dicom_series.load_series` when the selected series
-    cannot be stacked (multi-frame, colour, inconsistent pixel format), when its transfer syntax
+    cannot be stacked (colour, inconsistent pixel format, multi-frame files with mixed
+    orientations or several stacks), when its transfer syntax
     cannot be decoded (the message names the syntax and the package to install), or when a file
     cannot be decoded (the message names it). :class:`NoSeriesError` is the case of a folder
     with nothing to load.
@@ -91,6 +92,8 @@ class SliceHeader:
     pixel_offset: int | None
     """Absolute file offset of the Pixel Data value (``None``: decode through pydicom)."""
     pixel_length: int
+    frame: int | None = None
+    """Index of this frame in a multi-frame file (``None``: the file's only image)."""
 
     def get(self, keyword: str, default: Any = None) -> Any:
         """Return the value of ``keyword`` (``"Rows"``...) or ``default``."""

@@ -13,6 +13,9 @@ Steps, each over a thread pool:
    (ImagePositionPatient . (row cosine x column cosine)), never by InstanceNumber or file name.
    Duplicate positions keep one slice; irregular spacing uses the median; gaps wider than 1.5x
    the median are reported as missing slices. Each finding is a warning (see below).
+   Multi-frame files (Enhanced CT/MR...) become one slice per frame first, each with the
+   position, orientation, pixel spacing and rescale of its functional groups
+   (:mod:`._dicom_frames`), and are sorted the same way.
 4. **Pixels.** One ``(slices, rows, cols)`` array is allocated and every slice's pixel bytes are
    read straight into its place (``readinto``, GIL released), or decoded by pydicom's pixel
    handlers for compressed syntaxes; RescaleSlope/Intercept are applied per slice.
@@ -39,6 +42,7 @@ import numpy as np
 
 from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs
 from clara_rt.arrays import to_device
+from clara_rt.operators.io._dicom_frames import expand_frames, frame_count
 from clara_rt.operators.io._dicom_pixels import read_volume
 from clara_rt.operators.io._dicom_read import (
     DicomSeriesError,
@@ -204,8 +208,9 @@ def _rank(select: str, uid: str, hs: list[SliceHeader]) -> tuple[Any, ...]:
     if select == "first":
         number = hs[0].get("SeriesNumber")
         return (number is None, number or 0, uid)
-    voxels = len(hs) * hs[0].get("Rows", 0) * hs[0].get("Columns", 0)
-    return (-len(hs), -voxels, uid)
+    slices = sum(frame_count(h) for h in hs)
+    voxels = slices * hs[0].get("Rows", 0) * hs[0].get("Columns", 0)
+    return (-slices, -voxels, uid)
 
 
 def _describe(series: dict[str, list[SliceHeader]], limit: int = 20) -> str:
@@ -242,11 +247,9 @@ class _Stack:
 
 def _stack(headers: list[SliceHeader], warnings: list[str]) -> _Stack:
     """Keep one geometry, sort along the normal, drop duplicates, check the spacing."""
+    if any(frame_count(h) > 1 for h in headers):
+        headers = expand_frames(headers, warnings)  # one header per frame; one orientation
     headers = _one_geometry(headers, warnings)
-    frames = max(int(h.get("NumberOfFrames", 1) or 1) for h in headers)
-    if frames > 1:
-        raise DicomSeriesError(f"{headers[0].path}: multi-frame image ({frames} frames); only "
-                               "single-frame series can be stacked")
     iop = headers[0].get("ImageOrientationPatient")
     if iop is None or any(h.get("ImagePositionPatient") is None for h in headers):
         if len(headers) > 1:

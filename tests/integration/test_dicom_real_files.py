@@ -11,6 +11,11 @@ Part 2 loads single files in each compressed syntax (JPEG Baseline/Extended/Loss
 JPEG 2000, RLE) through the pylibjpeg plugins: the volume must equal pydicom's own
 ``pixel_array`` with the modality rescale, and dcm2niix's output wherever dcm2niix decodes the
 file (each exception is listed with the reason in :data:`SINGLE_FILES`).
+
+Part 3 loads the multi-frame files (Enhanced CT with functional groups, Enhanced MR without
+geometry in five encodings, RT Dose with GridFrameOffsetVector in three): voxels must equal
+pydicom's frames sorted along the normal with their rescale, and dcm2niix's output as
+:data:`MULTI_FRAME` says; the other encodings must equal their original.
 """
 
 from __future__ import annotations
@@ -246,6 +251,99 @@ def test_undecodable_file_fails_like_pydicom(tmp_path: Path) -> None:
         _ = pydicom.dcmread(folder / "JPEG-lossy.dcm").pixel_array
     with pytest.raises(DicomSeriesError, match=r"JPEG-lossy\.dcm: cannot decode its pixel data"):
         load_series(folder)
+
+
+# --- part 3: multi-frame files (issue 17.7) -----------------------------------------------------
+
+NO_FRAME_GEOMETRY = ("no position, orientation or pixel spacing at all: frames stacked in file "
+                     "order; dcm2niix writes the same array under a made-up affine")
+MULTI_FRAME: dict[str, str | None] = {
+    # name: None (voxels and affine equal dcm2niix's) or how the comparison differs, and why
+    "eCT_Supplemental.dcm": None,  # Enhanced CT: per-frame PlanePosition, shared groups
+    "emri_small.dcm": NO_FRAME_GEOMETRY,  # Enhanced MR stripped of its functional groups
+    "emri_small_big_endian.dcm": NO_FRAME_GEOMETRY,
+    "rtdose.dcm": "dcm2niix ignores GridFrameOffsetVector (1 mm steps); we place the frames at "
+                  "its 5 mm offsets",
+    "rtdose_expb.dcm": "dcm2niix ignores GridFrameOffsetVector (1 mm steps); we place the "
+                       "frames at its 5 mm offsets",
+}
+MULTI_FRAME_TWINS = [  # (encoding, original): the same volume and geometry
+    ("emri_small_big_endian.dcm", "emri_small.dcm"),
+    ("emri_small_RLE.dcm", "emri_small.dcm"),  # dcm2niix: 'stored as 11 fragments'
+    ("emri_small_jpeg_2k_lossless.dcm", "emri_small.dcm"),  # dcm2niix decodes frame 1 only
+    ("emri_small_jpeg_ls_lossless.dcm", "emri_small.dcm"),  # dcm2niix: no JPEG-LS decoder
+    ("rtdose_expb.dcm", "rtdose.dcm"),
+    ("rtdose_rle.dcm", "rtdose.dcm"),  # dcm2niix decodes 32-bit RLE wrongly
+]
+
+
+@pytest.mark.parametrize("name", list(MULTI_FRAME))
+def test_multi_frame_file_equals_pydicom_and_dcm2niix(tmp_path: Path, name: str) -> None:
+    import nibabel as nib
+
+    from clara_rt.operators.io import write_nifti
+    from tests.data.dicom_series import dcm2niix
+
+    folder = _single(tmp_path, name)
+    volume, meta = load_series(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ds = pydicom.dcmread(folder / name)
+        frames = np.asarray(ds.pixel_array, dtype=np.float64)
+    assert volume.shape == frames.shape and volume.shape[0] == int(ds.NumberOfFrames) > 1
+    order = _frame_order(ds)
+    expected = frames[order] * _per_frame(ds, "RescaleSlope", 1.0)[order, None, None] + (
+        _per_frame(ds, "RescaleIntercept", 0.0)[order, None, None])
+    np.testing.assert_array_equal(volume, expected)  # int16, or float32 holding exact integers
+    reason = MULTI_FRAME[name]
+    if reason is None:
+        ours_vs_dcm2niix(folder, tmp_path)
+    elif reason == NO_FRAME_GEOMETRY:
+        assert any("without position or orientation" in w for w in meta.warnings)
+        ours = nib.load(write_nifti(volume, meta, tmp_path / "ours.nii.gz"))
+        theirs = nib.load(dcm2niix(folder, tmp_path / "d2n")[0])
+        np.testing.assert_array_equal(np.asanyarray(ours.dataobj), np.asanyarray(theirs.dataobj))
+        assert meta.spacing == (1.2, 1.0, 1.0)  # SpacingBetweenSlices; no PixelSpacing
+    else:
+        ours_vs_dcm2niix(folder, tmp_path, free_slice_spacing=True)
+        assert meta.spacing == (5.0, 10.0, 10.0)
+
+
+@pytest.mark.parametrize(("encoded", "original"), MULTI_FRAME_TWINS,
+                         ids=[c.removesuffix(".dcm") for c, _ in MULTI_FRAME_TWINS])
+def test_multi_frame_encodings_equal_the_original(tmp_path: Path, encoded: str,
+                                                  original: str) -> None:
+    a, meta_a = load_series(_single(tmp_path, encoded))
+    b, meta_b = load_series(_single(tmp_path, original))
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == b.dtype
+    np.testing.assert_allclose(meta_a.affine_lps, meta_b.affine_lps, atol=1e-6)
+
+
+def _frame_order(ds: pydicom.Dataset) -> np.ndarray:
+    """Frames sorted along the slice normal, as the loader must sort them (file order if none)."""
+    groups = ds.get("PerFrameFunctionalGroupsSequence")
+    if groups:
+        positions = np.array([g.PlanePositionSequence[0].ImagePositionPatient for g in groups],
+                             float)
+        iop = ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0]
+        iop = np.asarray(iop.ImageOrientationPatient, float)
+        return np.argsort(positions @ np.cross(iop[:3], iop[3:]), kind="stable")
+    offsets = ds.get("GridFrameOffsetVector")
+    return np.argsort(np.asarray(offsets, float), kind="stable") if offsets else np.arange(
+        int(ds.NumberOfFrames))
+
+
+def _per_frame(ds: pydicom.Dataset, keyword: str, default: float) -> np.ndarray:
+    groups = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    count = int(ds.NumberOfFrames)
+    for source in ([g for g in groups] if groups else None, [shared[0]] * count if shared else
+                   None):
+        if source and all("PixelValueTransformationSequence" in g for g in source):
+            return np.array([float(g.PixelValueTransformationSequence[0].get(keyword, default))
+                             for g in source])
+    return np.full(count, float(ds.get(keyword, default)))
 
 
 # --- helpers --------------------------------------------------------------------------------

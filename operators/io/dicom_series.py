@@ -329,6 +329,8 @@ def _meta(stack: _Stack, warnings: list[str]) -> VolumeMeta:
         spacing_rc = [float(spacing_rc)] * 2
     source: dict[str, Any] = {k: first.get(k) for k in _SOURCE_TAGS}
     source["SOPInstanceUIDs"] = [h.get("SOPInstanceUID") for h in stack.headers]
+    if any(h.frame is not None for h in stack.headers):  # 1-based, as DICOM references frames
+        source["FrameNumbers"] = [None if h.frame is None else h.frame + 1 for h in stack.headers]
     source["TransferSyntaxUID"] = first.transfer_syntax
     direction = stack.cosines.T  # columns: i (row cosine), j (column cosine), k (normal)
     return VolumeMeta(

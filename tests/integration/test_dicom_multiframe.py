@@ -104,6 +104,10 @@ def test_enhanced_ct_equals_its_single_frame_series_and_dcm2niix(tmp_path: Path,
         assert multi.dtype == np.int16
         np.testing.assert_allclose(meta_multi.affine_lps, meta_single.affine_lps, atol=1e-6)
         assert meta_multi.warnings == ()
+        assert "FrameNumbers" not in meta_single.source
+        uids, numbers = meta_multi.source["SOPInstanceUIDs"], meta_multi.source["FrameNumbers"]
+        assert len(set(uids)) == 1 and sorted(numbers) == list(range(1, 13))
+        assert [_shuffled(12)[n - 1] for n in numbers] == list(range(12))  # slice k's frame
     # dcm2niix applies one frame's rescale (the last one's, here) to every frame: constant one
     ours_vs_dcm2niix(tmp_path / "multi", tmp_path)
 

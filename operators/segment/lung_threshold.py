@@ -196,7 +196,8 @@ def _fill_holes_in_plane(body: Any) -> None:
     xp = get_array_module(body)
     in_plane = np.zeros((3, 3, 3), dtype=bool)
     in_plane[1] = _cross_2d()
-    background, n = ndimage_of(body).label(~body, structure=xp.asarray(in_plane))
+    # a NumPy structure for both: cupyx copies a device one back to the host anyway
+    background, n = ndimage_of(body).label(~body, structure=in_plane)
     outside = xp.zeros(n + 1, dtype=bool)
     for edge in (background[:, 0, :], background[:, -1, :], background[:, :, 0],
                  background[:, :, -1]):

@@ -105,7 +105,7 @@ class OnnxClassifierOp(Operator):
         if self._session is None:
             raise BackendError(f"operator '{self.name}': the model is not loaded (start() was "
                                "not called)", model=self.model)
-        tensor = _tensor(_host(inputs[self.input]), self._layout)
+        tensor = _tensor(self._host_image(inputs[self.input]), self._layout)
         scores = np.asarray(self._session.run(None, {self._input_name: tensor})[0],
                             dtype=np.float32).reshape(-1)
         probs = _softmax(scores) if self.softmax else scores
@@ -121,6 +121,17 @@ class OnnxClassifierOp(Operator):
             "labels": {label: float(p) for label, p in zip(labels, probs, strict=True)},
             "model": self.model,
         })
+
+    def _host_image(self, image: Any) -> np.ndarray:
+        """The image on the host; a GPU image is resized there first, so only the model's
+        input crosses (one counted copy)."""
+        if isinstance(image, np.ndarray) or image.ndim != 2 or not hasattr(image, "get"):
+            return _host(image)
+        from clara_rt.arrays import to_host
+        from clara_rt.operators.preprocess.resize import resize
+
+        size = (self._layout[-2] or image.shape[0], self._layout[-1] or image.shape[1])
+        return to_host(resize(image, size))  # type: ignore[no-any-return]
 
     def stop(self) -> None:
         """Release the session."""

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs
+from clara_rt.arrays import to_device
 
 __all__ = ["Image2DReaderOp", "find_image", "read_image2d"]
 
@@ -37,22 +38,27 @@ class Image2DReaderOp(Operator):
         name: Operator name in its pipeline.
         pattern: Glob the file name must match (``"*.png"``, ``"*.dcm"``); default: any file
             that is a PNG or a DICOM file.
+        device: ``"cpu"`` or ``"cuda"`` (the image is copied to the GPU once, with CuPy); a
+            pipeline's ``device`` sets it.
     """
 
-    def __init__(self, name: str | None = None, /, *, pattern: str | None = None) -> None:
+    def __init__(self, name: str | None = None, /, *, pattern: str | None = None,
+                 device: str = "cpu") -> None:
         super().__init__(name)
-        self.pattern = pattern
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        self.pattern, self.device = pattern, device
 
     def setup(self, spec: OperatorSpec) -> None:
         """Declare ``folder`` in, ``image`` + ``meta`` out."""
         spec.input("folder", kind="path", description="folder holding one 2-D image")
-        spec.output("image", dtype="float32", shape=("Y", "X"))
+        spec.output("image", dtype="float32", shape=("Y", "X"), device=self.device)
         spec.output("meta", kind="object", description="source file and geometry")
 
     def compute(self, inputs: Inputs, outputs: Outputs, context: Context) -> None:
         """Find the image and read it; nothing in the folder is changed."""
         image, meta = read_image2d(find_image(inputs["folder"], self.pattern))
-        outputs.emit("image", image)
+        outputs.emit("image", to_device(image) if self.device == "cuda" else image)
         outputs.emit("meta", meta)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs
-from clara_rt.arrays import to_host
+from clara_rt.arrays import to_device, to_host
 from clara_rt.operators.volume import VolumeMeta
 
 __all__ = ["NiftiReaderOp", "NiftiWriterOp", "read_nifti", "write_nifti"]
@@ -148,18 +148,29 @@ class NiftiReaderOp(Operator):
         in ``path``: path -- a ``.nii``/``.nii.gz`` file or a folder holding exactly one.
         out ``volume``: array ``[k, j, i]`` (int16 / stored integer type, or float32).
         out ``meta``: object -- :class:`VolumeMeta` from the file's affine.
+
+    Args:
+        name: Operator name in its pipeline.
+        device: ``"cpu"`` or ``"cuda"`` (the volume is copied to the GPU once, with CuPy); a
+            pipeline's ``device`` sets it.
     """
+
+    def __init__(self, name: str | None = None, /, *, device: str = "cpu") -> None:
+        super().__init__(name)
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        self.device = device
 
     def setup(self, spec: OperatorSpec) -> None:
         """Declare ``path`` in, ``volume`` + ``meta`` out."""
         spec.input("path", kind="path", format="nifti")
-        spec.output("volume", shape=(-1, -1, -1), device="cpu")
+        spec.output("volume", shape=(-1, -1, -1), device=self.device)
         spec.output("meta", kind="object", description="VolumeMeta")
 
     def compute(self, inputs: Inputs, outputs: Outputs, context: Context) -> None:
         """Read the file."""
         volume, meta = read_nifti(inputs["path"])
-        outputs.emit("volume", volume)
+        outputs.emit("volume", to_device(volume) if self.device == "cuda" else volume)
         outputs.emit("meta", meta)
 
 

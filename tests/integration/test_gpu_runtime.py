@@ -272,3 +272,28 @@ def test_bench_gpu_measurements_run_on_numpy_arrays_too() -> None:
     assert [t.name for t in targets] == ["chain overhead over direct calls",
                                          "4 workers / 1 worker"]
     assert all(v > 0 for v in ratios.values())
+
+
+@pytest.mark.gpu
+def test_chestxray_classify_on_the_gpu_uploads_the_image_and_downloads_the_model_input(
+        tmp_path: Path) -> None:
+    import importlib.util
+
+    from clara_rt.arrays import transfer_counters
+    from tests.conftest import need_peer
+    from tests.data import onnx_models
+
+    for module in ("onnx", "onnxruntime"):
+        need_peer(importlib.util.find_spec(module) is not None, f"{module} (pip install {module})")
+    model = onnx_models.centre_classifier(tmp_path / "model.onnx")
+    folder = onnx_models.write_xray_png(tmp_path / "in", "bright").parent
+    definition = parse_definition(ROOT / "examples" / "chestxray-classify" / "pipeline.yaml",
+                                  variables={"MODEL": str(model)})
+    on_cpu = _run_built(build_pipeline(definition, device="cpu"), folder, tmp_path / "c")
+    built = build_pipeline(definition, device="cuda")
+    before = transfer_counters()
+    on_gpu = _run_built(built, folder, tmp_path / "g")
+    # in: the reader's upload; out: the resized model input (the classifier runs on the host)
+    assert _copies(before, transfer_counters()) == (1, 1)
+    key = next(k for k in on_cpu if k.endswith(".probs"))
+    np.testing.assert_allclose(on_gpu[key], on_cpu[key], rtol=0, atol=1e-5)

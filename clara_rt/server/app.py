@@ -329,7 +329,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                              "'payloads' (upload it first with POST /v1/payloads)")
         return srv().jobs.create(spec.pipeline, spec.payloads, name=spec.name,
                                  priority=spec.priority, variables=spec.variables,
-                                 timeout=spec.timeout, start=spec.start)
+                                 timeout=spec.timeout, start=spec.start, device=spec.device)
 
     @app.get("/v1/jobs", response_model=JobsOut, tags=["jobs"], responses=_ERRORS)
     def list_jobs(state: JobStateName | None = None, status: JobStatusName | None = None,

@@ -164,12 +164,14 @@ class JobManager:
 
     def create(self, pipeline: str, payloads: list[str], *, name: str | None = None,
                priority: str = "normal", variables: dict[str, str] | None = None,
-               timeout: float | None = None, start: bool = False) -> dict[str, Any]:
+               timeout: float | None = None, start: bool = False,
+               device: str | None = None) -> dict[str, Any]:
         """Record a new job (and queue it when ``start``); return its public record.
 
         Raises:
             NotFound: Unknown pipeline or payload.
             ValueError: Bad priority, timeout above the maximum, variables not strings.
+            DeviceUnavailableError: ``device`` is ``cuda`` and CuPy finds no GPU here.
         """
         record = self._pipelines.get(pipeline)
         prio = Priority.parse(priority).name.lower()
@@ -183,13 +185,17 @@ class JobManager:
         if bad:
             raise ValueError(f"variables must map names to strings: {bad}")
         timeout = self._timeout(timeout)
+        if device is not None:
+            from clara_rt.arrays import resolve_device
+
+            resolve_device(device)  # cuda without a GPU: refused now, not when the job runs
         reason = self.admission.never_fits(self._pipelines.needs(record["id"]))
         if reason is not None:
             raise ValueError(f"pipeline '{record['name']}' cannot run here: {reason}")
         job_id = new_id()
         job = {"id": job_id, "name": name or f"{record['name']}-{job_id[:8]}",
                "pipeline_id": record["id"], "pipeline": record["name"], "payloads": payloads,
-               "priority": prio, "variables": variables, "timeout": timeout,
+               "priority": prio, "variables": variables, "timeout": timeout, "device": device,
                "state": "pending", "status": "healthy", "queued": int(start), "error": None,
                "created": time.time()}
         with self._cond:
@@ -643,6 +649,7 @@ def public_job(job: dict[str, Any]) -> dict[str, Any]:
         "variables": job["variables"], "attempts": job["attempts"],
         "operators": job["operators"], "results_deleted": job["results_deleted"],
         "placement": job.get("placement"), "transport": job.get("transport"),
+        "device": job.get("device"),
     }
 
 

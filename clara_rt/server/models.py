@@ -83,6 +83,9 @@ class JobCreate(BaseModel):
     name: str | None = Field(None, max_length=255)
     priority: PriorityName = "normal"
     variables: dict[str, str] = Field(default_factory=dict)
+    device: Literal["cpu", "cuda", "auto"] | None = Field(
+        None, description="where the job's arrays live (auto: the GPU when there is one); "
+                          "default the pipeline's clara-rt: {device: ...}, else cpu")
     timeout: float | None = Field(None, gt=0, le=MAX_TIMEOUT, allow_inf_nan=False,
                                   description="seconds (at most 7 days); default: the "
                                               "server's")
@@ -122,6 +125,7 @@ class JobOut(BaseModel):
     attempts: int
     operators: list[OperatorOut]
     results_deleted: float | None
+    device: str | None = Field(None, description="the device asked for at creation, if any")
     placement: str | None = Field(None, description="where it ran: local or a cluster node")
     transport: str | None = Field(None, description="how payload and results travelled: "
                                                     "in-process, shared-path or object-store")

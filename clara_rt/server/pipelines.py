@@ -123,10 +123,11 @@ class PipelineRegistry:
         self._path(record["id"]).unlink(missing_ok=True)
         self._forget(record["id"])
 
-    def build(self, pipeline_id: str, variables: dict[str, str]) -> BuiltPipeline:
-        """The runnable pipeline for a job with ``variables`` (cached)."""
+    def build(self, pipeline_id: str, variables: dict[str, str],
+              device: str | None = None) -> BuiltPipeline:
+        """The runnable pipeline for a job with ``variables`` and ``device`` (cached)."""
         record = self.get(pipeline_id)
-        key = (record["id"], record["updated"], tuple(sorted(variables.items())))
+        key = (record["id"], record["updated"], tuple(sorted(variables.items())), device)
         with self._lock:
             built = self._built.get(key)
             if built is not None:
@@ -135,7 +136,7 @@ class PipelineRegistry:
         path = self._path(record["id"])
         definition: PipelineDefinition = parse_definition(
             f"{record['name']}.yaml", text=path.read_text(), variables=variables, environ={})
-        built = build_pipeline(definition, services=self._config.services)
+        built = build_pipeline(definition, services=self._config.services, device=device)
         if self._instrument is not None:
             for op in built.pipeline.operators:
                 self._instrument(op)

@@ -122,7 +122,7 @@ class LocalRunner:
         return True
 
     def prepare(self, job: dict[str, Any]) -> Callable[[Path, Path], RunHandle]:
-        built = self._pipelines.build(job["pipeline_id"], job["variables"])
+        built = self._pipelines.build(job["pipeline_id"], job["variables"], job.get("device"))
 
         def start(input_dir: Path, workspace: Path) -> RunHandle:
             return LocalRun(self._runtime.submit(

@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL, status TEXT NOT NULL, queued INTEGER NOT NULL, error TEXT,
     created REAL NOT NULL, started REAL, stopped REAL, attempts INTEGER NOT NULL DEFAULT 0,
     operators TEXT NOT NULL DEFAULT '[]', results_deleted REAL, placement TEXT,
-    transport TEXT);
+    transport TEXT, device TEXT);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created);
 CREATE INDEX IF NOT EXISTS jobs_pipeline ON jobs(pipeline_id, created);
 CREATE TABLE IF NOT EXISTS job_history (
@@ -54,7 +54,8 @@ _JOB_UPDATABLE = frozenset({"state", "status", "queued", "error", "started", "st
                             "attempts", "operators", "results_deleted", "timeout", "placement",
                             "transport"})
 # Columns added after the first release: (table, column, declaration), added when missing.
-_MIGRATIONS = (("jobs", "placement", "TEXT"), ("jobs", "transport", "TEXT"))
+_MIGRATIONS = (("jobs", "placement", "TEXT"), ("jobs", "transport", "TEXT"),
+               ("jobs", "device", "TEXT"))
 
 
 def new_id() -> str:
@@ -163,9 +164,10 @@ class Store:
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO jobs (id, name, pipeline_id, pipeline, payloads, priority, "
-                "variables, timeout, state, status, queued, error, created) VALUES (:id, :name, "
-                ":pipeline_id, :pipeline, :payloads, :priority, :variables, :timeout, :state, "
-                ":status, :queued, :error, :created)", _encode(record))
+                "variables, timeout, state, status, queued, error, created, device) VALUES (:id, "
+                ":name, :pipeline_id, :pipeline, :payloads, :priority, :variables, :timeout, "
+                ":state, :status, :queued, :error, :created, :device)",
+                _encode({"device": None, **record}))
             db.execute("INSERT INTO job_history VALUES (?, ?, ?, ?, ?)",
                        (record["id"], record["created"], record["state"], record["status"],
                         note))

@@ -297,3 +297,28 @@ def test_chestxray_classify_on_the_gpu_uploads_the_image_and_downloads_the_model
     assert _copies(before, transfer_counters()) == (1, 1)
     key = next(k for k in on_cpu if k.endswith(".probs"))
     np.testing.assert_allclose(on_gpu[key], on_cpu[key], rtol=0, atol=1e-5)
+
+
+def test_server_jobs_choose_their_device(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    from clara_rt.client import ClientError
+    from tests.data.chest_dicom import write_chest_series
+    from tests.server_process import ServerProcess
+
+    write_chest_series(tmp_path / "in", shape=(16, 48, 48))
+    with ServerProcess(tmp_path / "data", "--workers", "2") as server:
+        client = server.client()
+        client.create_pipeline(CT_LUNG_SEG)
+        payload = client.create_payload(tmp_path / "in")["id"]
+        body = {"pipeline": "ct-lung-seg", "payloads": [payload], "start": True}
+        job = client._json("POST", "/v1/jobs", {**body, "device": "auto"})
+        assert job["device"] == "auto"
+        done = client.wait_job(job["id"], timeout=120)
+        assert (done["status"], done["error"], done["device"]) == ("healthy", None, "auto")
+        with pytest.raises(ClientError, match=r"device must be|Input should be") as bad:
+            client._json("POST", "/v1/jobs", {**body, "device": "gpu"})
+        assert bad.value.status == 422
+        if not cuda_available():
+            with pytest.raises(ClientError, match=r"device 'cuda' was asked for, but ") as no:
+                client._json("POST", "/v1/jobs", {**body, "device": "cuda"})
+            assert no.value.status == 422

@@ -195,3 +195,17 @@ def test_cupy_goes_through_torch_on_the_worker_stream_without_a_copy(tmp_path: P
     assert isinstance(got, cupy.ndarray)
     np.testing.assert_allclose(cupy.asnumpy(got), _direct(cupy.asnumpy(x)[None, None])[0],
                                rtol=1e-3, atol=1e-4)
+
+
+def test_bench_inference_compares_torch_and_onnxruntime_on_one_net() -> None:
+    pytest.importorskip("onnxruntime")
+    from clara_rt.bench._inference import inference
+
+    record = inference(size=16, repeat=1, triton=False)
+    assert set(record.figures) == {"torch (direct)", "clara-rt InferenceOp (torch)",
+                                   "onnxruntime (direct)", "clara-rt InferenceOp (onnx)"}
+    assert all(v > 0 for fig in record.figures.values() for v in fig.values())
+    assert "InferenceOp: onnxruntime / torch (same net)" in record.ratios
+    assert [t.name for t in record.targets] == [
+        "InferenceOp(torch) overhead over the direct call (wall)",
+        "InferenceOp(torch) overhead over the direct call (CPU)"]

@@ -286,7 +286,7 @@ def test_sliding_window_2d_batches_windows(triton: PeerServer) -> None:
 def test_bench_scenario(triton: PeerServer) -> None:
     from clara_rt.bench._inference import inference
 
-    record = inference(url=triton.http_url, sizes_mb=(1,), repeat=3)
+    record = inference(url=triton.http_url, sizes_mb=(1,), repeat=3, in_process=False)
     assert set(record.figures) == {"tritonclient (http binary)", "clara-rt (http binary)",
                                    "clara-rt (system shm)"}
     assert all(v > 0 for fig in record.figures.values() for v in fig.values())
@@ -297,5 +297,5 @@ def test_bench_scenario(triton: PeerServer) -> None:
 def test_bench_scenario_without_server() -> None:
     from clara_rt.bench._inference import inference
 
-    record = inference(url="http://127.0.0.1:1", repeat=1)
-    assert record.figures == {} and record.notes.startswith("not measured: model 'double'")
+    record = inference(url="http://127.0.0.1:1", repeat=1, in_process=False)
+    assert record.figures == {} and record.notes.startswith("Triton not measured: model 'double'")

@@ -10,21 +10,28 @@ A value given when a job is made (``--var``, the job's ``variables``, the enviro
   reference to the environment variable ``CLARA_VAR_<NAME>`` that holds the value
   (``sleep "${CLARA_VAR_SECS}"``): the shell expands it as one word and never parses it as code.
 
+A job value inside the code of another interpreter (``python -c``, ``perl -e``, ``node -e``,
+``ruby -e``) cannot be quoted safely, so :func:`code_problem` refuses it: pass it as an argument
+(``sys.argv``) or read ``CLARA_VAR_<NAME>`` from the environment instead.
+
 Values written in the definition itself (its ``variables:``) are the pipeline author's text and
 are pasted where they are used, as Clara Deploy did.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["VAR_PREFIX", "fill_argument", "fill_script", "script_index"]
+__all__ = ["VAR_PREFIX", "code_problem", "fill_argument", "fill_script", "script_index"]
 
 VAR_PREFIX = "CLARA_VAR_"
 _TOKEN = re.compile(r"\$\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh"})
+_INTERPRETERS = re.compile(r"(python[\d.]*|perl[\d.]*|ruby[\d.]*|node|nodejs|Rscript|php[\d.]*)")
+_CODE_FLAGS = frozenset({"-c", "-e", "-E", "--eval", "-r"})
 
 
 def script_index(command: Sequence[str]) -> int | None:
@@ -34,6 +41,23 @@ def script_index(command: Sequence[str]) -> int | None:
     for i, arg in enumerate(command[1:-1], 1):
         if arg.startswith("-") and not arg.startswith("--") and "c" in arg:
             return i + 1
+    return None
+
+
+def code_problem(command: Sequence[str], values: Mapping[str, str]) -> str | None:
+    """Say why ``command`` pastes a job value into interpreter code, or ``None`` if it does not.
+    """
+    if not command or not _INTERPRETERS.fullmatch(Path(command[0]).name):
+        return None
+    for flag, code in itertools.pairwise(command[1:]):
+        if flag not in _CODE_FLAGS:
+            continue
+        used = sorted({m[1] for m in _TOKEN.finditer(code) if m[1] in values})
+        if used:
+            return (f"the job value(s) {', '.join(used)} would be pasted into the code of "
+                    f"`{Path(command[0]).name} {flag}`, where no quoting is safe; pass "
+                    f"{'them' if len(used) > 1 else 'it'} as an argument after the code, or read "
+                    f"{', '.join(VAR_PREFIX + n for n in used)} from the environment")
     return None
 
 

@@ -37,7 +37,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from clara_rt.definition._argv import VAR_PREFIX, fill_argument, fill_script, script_index
+from clara_rt.definition._argv import (
+    VAR_PREFIX,
+    code_problem,
+    fill_argument,
+    fill_script,
+    script_index,
+)
 from clara_rt.definition.logtail import TailLog, log_limit
 from clara_rt.definition.process_group import kill_group, start_group, terminate
 from clara_rt.errors import JobCancelledError, PipelineError
@@ -96,8 +102,8 @@ class CommandOperator(Operator):
             ``CLARA_RT_LOG_LIMIT`` or 4 MiB.
 
     Raises:
-        PipelineError: an empty command, or a container path that is not absolute or is
-            declared twice.
+        PipelineError: an empty command, a container path that is not absolute or is
+            declared twice, or a job value in interpreter code (``python -c "...${{V}}"``).
     """
 
     def __init__(self, name: str, /, *, command: Sequence[str],
@@ -123,6 +129,9 @@ class CommandOperator(Operator):
         self.timeout = timeout
         self.source = source
         self.values = {str(k): str(v) for k, v in (values or {}).items()}
+        problem = code_problem(self.command, self.values)
+        if problem is not None:
+            raise PipelineError(f"operator '{name}': {problem}{_where(source)}")
         self.log_limit = log_limit
         declared = [path for _, path in (*self.input_paths, *self.output_paths)]
         twice = sorted({path for path in declared if declared.count(path) > 1})

@@ -424,3 +424,23 @@ def test_issue_16_17_stdout_far_over_the_limit_keeps_its_tail(tmp_path: Path) ->
     assert log.startswith(b"[clara-rt: ") and b"earlier bytes of this log were cut" in log
     assert log.endswith(b"\nEND\n")
 
+
+
+def test_issue_16_3_job_values_in_interpreter_code_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(PipelineError, match=r"pasted into the code of `python3 -c`.*CLARA_VAR_S"):
+        CommandOperator("py", command=["python3", "-c", "import time; time.sleep(${{S}})"],
+                        inputs=[], outputs=[("out", "/out")], values={"S": "0)#"})
+    pipeline = yaml_command(tmp_path, "unused")
+    pipeline.write_text(pipeline.read_text().replace(
+        '["/bin/sh", "-c", "unused"]', '["python3", "-c", "print(${{S}})"]'))
+    proc = run_cli("run", pipeline, "--input", GENOMICS_INPUT, "--output", tmp_path / "o",
+                   "--var", "S=__import__('os').system('id')")
+    assert proc.returncode == 2 and "pasted into the code of `python3 -c`" in proc.stderr, (
+        proc.stderr)
+    # As an argument after the code it is plain data.
+    op = CommandOperator("py", command=["python3", "-c", "import sys; open('/out/v', 'w')"
+                                        ".write(sys.argv[1])", "${{S}}"],
+                         inputs=[], outputs=[("out", "/out")], values={"S": "0)#; id"})
+    with Runtime(workers=0) as rt:
+        rt.submit(one_op(op), {}, workspace=tmp_path / "ws").result(timeout=30)
+    assert (tmp_path / "ws" / "py" / "out" / "v").read_text() == "0)#; id"

@@ -48,7 +48,13 @@ from typing import Any
 
 import numpy as np
 
-from clara_rt.arrays import count_transfer, to_host
+from clara_rt.backends._torch_tensors import (
+    InputCheck,
+    external_stream,
+    from_tensor,
+    is_cuda,
+    tensor_for,
+)
 from clara_rt.backends.base import ModelSpec, TensorSpec
 from clara_rt.backends.monai_bundle import bundle_root, load_bundle, parse_network_data_format
 from clara_rt.errors import BackendError, BackendUnavailableError
@@ -120,7 +126,7 @@ class TorchBackend:
         self._lock = threading.Lock()
         self._entry: _Entry | None = None
         self._spec: ModelSpec | None = None
-        self._checks: tuple[_Check, ...] = ()
+        self._checks: tuple[InputCheck, ...] = ()
 
     # --- InferenceBackend ---------------------------------------------------------------------
 
@@ -153,7 +159,7 @@ class TorchBackend:
         names = self._output_names(outputs)
         torch = entry.torch
         if entry.device.type == "cuda" and on_gpu:
-            with torch.cuda.stream(_external_stream(torch, entry.device)):
+            with torch.cuda.stream(external_stream(torch, entry.device)):
                 return self._run(entry, inputs, names, on_gpu)
         return self._run(entry, inputs, names, on_gpu)
 
@@ -234,7 +240,7 @@ class TorchBackend:
                               f"{len(entry.arguments)} ({', '.join(entry.arguments)})")
         self._spec = ModelSpec(self.model, self._version, ins_t, outs_t,
                                max_batch_size=self._max_batch, platform="pytorch")
-        self._checks = tuple(_Check(t) for t in ins_t)
+        self._checks = tuple(InputCheck(t) for t in ins_t)
 
     def _check_inputs(self, inputs: Mapping[str, Any]) -> bool:
         """Check names, dtypes, ranks and fixed sizes; return whether any input is on a GPU."""
@@ -248,7 +254,7 @@ class TorchBackend:
             if problem is not None:
                 raise self._error(f"input '{check.tensor.name}' expects {check.describe()}, "
                                   f"got {problem}")
-            on_gpu = on_gpu or (type(value) is not np.ndarray and _is_cuda(value))
+            on_gpu = on_gpu or (type(value) is not np.ndarray and is_cuda(value))
         if len(inputs) != len(self._checks):
             known = {c.tensor.name for c in self._checks}
             unknown = [n for n in inputs if n not in known]
@@ -270,7 +276,7 @@ class TorchBackend:
     def _run(self, entry: _Entry, inputs: Mapping[str, Any], names: tuple[str, ...],
              on_gpu: bool) -> dict[str, Any]:
         torch, device = entry.torch, entry.device
-        args = [_tensor_for(torch, inputs[c.tensor.name], device) for c in self._checks]
+        args = [tensor_for(torch, inputs[c.tensor.name], device) for c in self._checks]
         try:
             with torch.inference_mode():
                 if self.amp:
@@ -284,7 +290,7 @@ class TorchBackend:
         assert self._spec is not None
         by_name = self._outputs_by_name(result)
         dtypes = {t.name: t.dtype for t in self._spec.outputs}
-        return {n: _from_tensor(torch, by_name[n], dtypes[n], on_gpu, self.amp) for n in names}
+        return {n: from_tensor(torch, by_name[n], dtypes[n], on_gpu, self.amp) for n in names}
 
     def _outputs_by_name(self, result: Any) -> dict[str, Any]:
         assert self._spec is not None
@@ -302,95 +308,6 @@ class TorchBackend:
     def _error(self, message: str) -> BackendError:
         return BackendError(f"model '{self.model}' ({self.url}): {message}", model=self.model,
                             url=self.url)
-
-
-# --- tensors --------------------------------------------------------------------------------
-
-
-class _Check:
-    """What one input must look like, precomputed for a cheap per-call check."""
-
-    def __init__(self, tensor: TensorSpec) -> None:
-        self.tensor, self.dtype, self.rank = tensor, np.dtype(tensor.dtype), len(tensor.shape)
-        self.fixed = tuple((axis, size) for axis, size in enumerate(tensor.shape) if size >= 0)
-
-    def problem(self, value: Any) -> str | None:
-        shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
-        if shape is None or dtype is None:
-            return f"a {type(value).__name__} (not an array)"
-        if dtype == self.dtype and len(shape) == self.rank and all(
-                shape[axis] == size for axis, size in self.fixed):
-            return None
-        got = f"{dtype}{list(shape)}"
-        if dtype != self.dtype:
-            return f"{got} (dtype {dtype}, not {self.dtype})"
-        if len(shape) != self.rank:
-            return f"{got} (rank {len(shape)}, not {self.rank})"
-        axis, size = next((a, n) for a, n in self.fixed if shape[a] != n)
-        return f"{got} (axis {axis} is {shape[axis]}, not {size})"
-
-    def describe(self) -> str:
-        return f"{self.tensor.dtype}{list(self.tensor.shape)}"
-
-
-def _tensor_for(torch: Any, value: Any, device: Any) -> Any:
-    """The array as a tensor on ``device``: the same memory when it is already there."""
-    if device.type == "cpu" and type(value) is not np.ndarray and _is_cuda(value):
-        value = to_host(value)  # a CPU model given CuPy arrays: through the host (counted)
-    tensor = _as_tensor(torch, value)
-    if tensor.device == device:
-        return tensor
-    count_transfer("host_to_device", tensor.numel() * tensor.element_size())
-    return tensor.to(device)
-
-
-def _as_tensor(torch: Any, value: Any) -> Any:
-    """The array as a tensor over the same memory (NumPy or CuPy; never a copy)."""
-    if type(value) is np.ndarray:
-        if value.flags.writeable:
-            return torch.from_numpy(value)
-        return torch.from_dlpack(value)  # from_numpy warns on read-only arrays; DLPack does not
-    return torch.from_dlpack(value)
-
-
-def _from_tensor(torch: Any, tensor: Any, dtype: str, on_gpu: bool, amp: bool) -> Any:
-    """An output tensor as NumPy (host inputs) or CuPy (GPU inputs), sharing its memory."""
-    if amp and str(tensor.dtype).removeprefix("torch.") != dtype:
-        tensor = tensor.to(getattr(torch, dtype))
-    if on_gpu:
-        import cupy
-
-        if tensor.device.type != "cuda":
-            count_transfer("host_to_device", tensor.numel() * tensor.element_size())
-            return cupy.asarray(tensor.numpy())
-        return cupy.from_dlpack(tensor)
-    if tensor.device.type != "cpu":
-        count_transfer("device_to_host", tensor.numel() * tensor.element_size())
-        tensor = tensor.cpu()
-    return tensor.numpy()
-
-
-_streams = threading.local()
-
-
-def _external_stream(torch: Any, device: Any) -> Any:
-    """This thread's current CuPy stream as a torch stream (cached per thread and pointer)."""
-    import cupy
-
-    ptr = int(cupy.cuda.get_current_stream().ptr)
-    cached = getattr(_streams, "map", None)
-    if cached is None:
-        cached = _streams.map = {}
-    stream = cached.get((ptr, device.index))
-    if stream is None:
-        stream = (torch.cuda.default_stream(device) if ptr == 0
-                  else torch.cuda.ExternalStream(ptr, device=device))
-        cached[(ptr, device.index)] = stream
-    return stream
-
-
-def _is_cuda(value: Any) -> bool:
-    return hasattr(value, "__cuda_array_interface__")
 
 
 def _first_lines(exc: BaseException, lines: int = 6) -> str:

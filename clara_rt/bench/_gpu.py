@@ -285,7 +285,8 @@ def _lung_op(figures: dict[str, dict[str, float]], ratios: dict[str, float],
 
     host, meta = load_series(folder)
     device = cupy.asarray(host)
-    segment_lungs(device[:16], meta)  # warm the CuPy kernels
+    middle = device.shape[0] // 2
+    segment_lungs(device[max(0, middle - 8):middle + 8], meta)  # warm the CuPy kernels
     cupy.cuda.get_current_stream().synchronize()
     t0 = time.perf_counter()
     on_gpu = segment_lungs(device, meta)

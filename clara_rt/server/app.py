@@ -8,15 +8,10 @@ size are checked by :class:`~clara_rt.server.guard.RequestGuard` before any rout
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import errno
-import json
-import math
 import secrets
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,20 +21,19 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
-    JSONResponse,
     PlainTextResponse,
     StreamingResponse,
 )
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from clara_rt import __version__
-from clara_rt.errors import ClaraRTError, DefinitionError
-from clara_rt.server import metrics_routes
+from clara_rt.server import metrics_routes, payload_routes
 from clara_rt.server.apidocs import render_api_docs
 from clara_rt.server.config import ServerConfig
 from clara_rt.server.datalock import DataLock
 from clara_rt.server.events import EventHub
 from clara_rt.server.guard import TOKEN_HINT, RequestGuard
+from clara_rt.server.http_errors import ERRORS, add_error_handlers
 from clara_rt.server.jobs import JobManager, OperatorLogs
 from clara_rt.server.models import (
     ExportCreate,
@@ -52,44 +46,26 @@ from clara_rt.server.models import (
     JobsOut,
     JobStateName,
     JobStatusName,
-    PayloadOut,
     PipelineCreate,
     PipelineOut,
     PriorityName,
 )
-from clara_rt.server.multipart import receive_multipart
+from clara_rt.server.payload_routes import archive_response, content_type, file_response
 from clara_rt.server.payloads import (
-    InsufficientStorage,
-    PayloadError,
     PayloadTooLarge,
-    StagedPayload,
-    iter_files,
     safe_relative,
-    storage_error,
 )
-from clara_rt.server.pipelines import Conflict, NotFound, PipelineRegistry
-from clara_rt.server.results import result_file, tar_stream
+from clara_rt.server.pipelines import NotFound, PipelineRegistry
 from clara_rt.server.retention import Retention
 from clara_rt.server.runners import LocalRunner, Runner
+from clara_rt.server.sse import sse_response
 from clara_rt.server.store import Store, new_id
 
 __all__ = ["Server", "create_app"]
 
-_TAR_TYPES = {"application/x-tar", "application/tar", "application/gzip", "application/x-gzip",
-              "application/x-compressed-tar", "application/octet-stream"}
 _YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml",
                "text/plain"}
 _BEARER = HTTPBearer(auto_error=False)
-_ERROR_BODY = {"application/json": {"schema": {
-    "type": "object", "required": ["detail"],
-    "properties": {"detail": {"anyOf": [{"type": "string"}, {"type": "array"}],
-                              "description": "what went wrong (a list for malformed requests)"}},
-}}}
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": what, "content": _ERROR_BODY} for code, what in (
-        (400, "bad upload"), (401, "missing or wrong bearer token"), (404, "unknown id"),
-        (409, "conflicts with the current state"), (413, "upload too large"),
-        (422, "invalid definition or request"), (507, "data disk full"))}
 
 
 class Server:
@@ -105,9 +81,9 @@ class Server:
         self.store = Store(config.db_path)
         self.events = EventHub()
         self.operator_logs = OperatorLogs()
-        self.pipelines = PipelineRegistry(config, self.store, self.operator_logs.instrument)
+        self.pipelines = PipelineRegistry(config, self.store)
         self.monitor = metrics_routes.start_monitor(self)  # before jobs: it counts every end
-        self.runner = _runner(config, self.pipelines)
+        self.runner = _runner(config, self.pipelines, self.operator_logs)
         self.jobs = JobManager(_job_limits(config), self.store, self.pipelines, self.events,
                                self.runner)
         self.monitor.runtime.running = self.jobs.running_operator_starts
@@ -122,10 +98,10 @@ class Server:
         self.lock.release()
 
 
-def _runner(config: ServerConfig, pipelines: PipelineRegistry) -> Runner:
+def _runner(config: ServerConfig, pipelines: PipelineRegistry, logs: OperatorLogs) -> Runner:
     """This process's runtime, or a Ray cluster's node runtimes with ``--cluster``."""
     if config.cluster is None:
-        return LocalRunner(config, pipelines)
+        return LocalRunner(config, pipelines, logs)  # logs observe this process's runtime
     from clara_rt.cluster.ray_runner import RayRunner  # imports no Ray: its driver is a child
 
     return RayRunner.for_server(config, pipelines)
@@ -179,7 +155,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise HTTPException(401, TOKEN_HINT, headers={"WWW-Authenticate": "Bearer"})
 
     write = [Depends(authorised)]
-    _add_error_handlers(app)
+    add_error_handlers(app)
     app.add_middleware(RequestGuard, token=config.token, max_payload=config.max_payload_bytes)
 
     @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
@@ -196,12 +172,12 @@ def create_app(config: ServerConfig) -> FastAPI:
     # --- pipelines ----------------------------------------------------------------------
 
     @app.post("/v1/pipelines", status_code=201, response_model=PipelineOut, tags=["pipelines"],
-              dependencies=write, responses=_ERRORS, openapi_extra=_yaml_or_json_body())
+              dependencies=write, responses=ERRORS, openapi_extra=_yaml_or_json_body())
     async def create_pipeline(request: Request, replace: bool = False,
                               filename: str = "pipeline.yaml") -> dict[str, Any]:
         """Register a Clara pipeline definition (JSON ``{definition}`` or a raw YAML body)."""
         body = await _read_limited(request, 1 << 20)
-        ctype = _content_type(request)
+        ctype = content_type(request)
         if ctype == "application/json":
             try:
                 spec = PipelineCreate.model_validate_json(body)
@@ -224,104 +200,28 @@ def create_app(config: ServerConfig) -> FastAPI:
         return srv().pipelines.all()
 
     @app.get("/v1/pipelines/{ref}", response_model=PipelineOut, tags=["pipelines"],
-             responses=_ERRORS)
+             responses=ERRORS)
     def describe_pipeline(ref: str) -> dict[str, Any]:
         """The pipeline (by id or name) with its jobs per state."""
         return srv().pipelines.describe(ref)
 
     @app.get("/v1/pipelines/{ref}/definition", response_class=PlainTextResponse,
-             tags=["pipelines"], responses=_ERRORS)
+             tags=["pipelines"], responses=ERRORS)
     def pipeline_definition(ref: str) -> str:
         return srv().pipelines.definition_text(ref)
 
     @app.delete("/v1/pipelines/{ref}", status_code=204, tags=["pipelines"],
-                dependencies=write, responses=_ERRORS)
+                dependencies=write, responses=ERRORS)
     def delete_pipeline(ref: str) -> Response:
         srv().pipelines.delete(ref)
         return Response(status_code=204)
 
-    # --- payloads -----------------------------------------------------------------------
-
-    @app.post("/v1/payloads", status_code=201, response_model=PayloadOut, tags=["payloads"],
-              dependencies=write, responses=_ERRORS, openapi_extra=_upload_body())
-    async def create_payload(request: Request, name: str | None = None) -> dict[str, Any]:
-        """Upload a payload: a tar stream (plain or gzip) or multipart ``files``."""
-        s = srv()
-        limit = s.config.max_payload_bytes
-        length = request.headers.get("content-length")
-        ctype = _content_type(request)
-        if limit is not None and length and length.isdigit() and int(length) > limit + (1 << 20):
-            raise PayloadTooLarge(f"the upload ({length} bytes) is larger than the server's "
-                                  f"payload limit of {limit} bytes")
-        payload_id = new_id()
-        staged = await anyio.to_thread.run_sync(
-            lambda: StagedPayload(s.config.tmp_dir, payload_id, max_bytes=limit,
-                                  min_free_bytes=s.config.min_free_bytes,
-                                  max_files=s.config.max_files))
-        try:
-            if ctype == "multipart/form-data":
-                await receive_multipart(request, staged)
-            elif ctype in _TAR_TYPES or not ctype:
-                archive = s.config.tmp_dir / f"upload-{payload_id}.tar"
-                try:
-                    await _receive_stream(request, archive, limit)
-                    await anyio.to_thread.run_sync(staged.extract_tar, archive)
-                finally:
-                    archive.unlink(missing_ok=True)
-            else:
-                raise PayloadError(f"send a tar archive (Content-Type: application/x-tar or "
-                                   f"application/gzip) or multipart/form-data files, not {ctype}")
-            final = s.config.payloads_dir / payload_id
-            files, size = await anyio.to_thread.run_sync(staged.commit, final)
-        except BaseException:
-            staged.discard()
-            raise
-        record = {"id": payload_id, "name": name or payload_id, "files": files, "size": size,
-                  "created": time.time()}
-        s.store.add_payload(record)
-        return record
-
-    @app.get("/v1/payloads", response_model=list[PayloadOut], tags=["payloads"])
-    def list_payloads() -> list[dict[str, Any]]:
-        return srv().store.payloads()
-
-    @app.get("/v1/payloads/{payload_id}", response_model=PayloadOut, tags=["payloads"],
-             responses=_ERRORS)
-    def describe_payload(payload_id: str) -> dict[str, Any]:
-        record = _payload(srv(), payload_id)
-        folder = srv().config.payloads_dir / payload_id
-        return {**record, "file_list": [{"path": p, "size": n} for p, n in iter_files(folder)]}
-
-    @app.get("/v1/payloads/{payload_id}/files/{path:path}", response_class=FileResponse,
-             tags=["payloads"], responses=_ERRORS)
-    def payload_file(payload_id: str, path: str) -> FileResponse:
-        _payload(srv(), payload_id)
-        return _file(srv().config.payloads_dir / payload_id, path)
-
-    @app.get("/v1/payloads/{payload_id}/archive", tags=["payloads"], responses=_ERRORS,
-             response_class=StreamingResponse)
-    def payload_archive(payload_id: str, compress: bool = False) -> StreamingResponse:
-        _payload(srv(), payload_id)
-        return _archive(srv().config.payloads_dir / payload_id, f"payload-{payload_id}",
-                        compress)
-
-    @app.delete("/v1/payloads/{payload_id}", status_code=204, tags=["payloads"],
-                dependencies=write, responses=_ERRORS)
-    def delete_payload(payload_id: str) -> Response:
-        s = srv()
-        _payload(s, payload_id)
-        users = s.store.payload_in_use(payload_id)
-        if users:
-            raise Conflict(f"payload {payload_id} is the input of unfinished jobs "
-                           f"({', '.join(users[:5])}); cancel them first")
-        s.store.mark_payload_deleted(payload_id)
-        _remove_tree(s.config.payloads_dir / payload_id, s.config.tmp_dir)
-        return Response(status_code=204)
+    payload_routes.add(app, srv, write)
 
     # --- jobs ---------------------------------------------------------------------------
 
     @app.post("/v1/jobs", status_code=201, response_model=JobOut, tags=["jobs"],
-              dependencies=write, responses=_ERRORS)
+              dependencies=write, responses=ERRORS)
     def create_job(spec: JobCreate) -> dict[str, Any]:
         """Create a job of a pipeline on payloads; ``start: true`` queues it at once."""
         if not spec.payloads and srv().pipelines.needs_payload(spec.pipeline):
@@ -331,7 +231,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                                  priority=spec.priority, variables=spec.variables,
                                  timeout=spec.timeout, start=spec.start, device=spec.device)
 
-    @app.get("/v1/jobs", response_model=JobsOut, tags=["jobs"], responses=_ERRORS)
+    @app.get("/v1/jobs", response_model=JobsOut, tags=["jobs"], responses=ERRORS)
     def list_jobs(state: JobStateName | None = None, status: JobStatusName | None = None,
                   pipeline: str | None = None, priority: PriorityName | None = None,
                   since: float | None = None, until: float | None = None,
@@ -342,29 +242,29 @@ def create_app(config: ServerConfig) -> FastAPI:
                                         priority=priority, since=since, until=until,
                                         limit=limit)}
 
-    @app.get("/v1/jobs/{job_id}", response_model=JobOut, tags=["jobs"], responses=_ERRORS)
+    @app.get("/v1/jobs/{job_id}", response_model=JobOut, tags=["jobs"], responses=ERRORS)
     def job_status(job_id: str) -> dict[str, Any]:
         """State, status, per-operator state and timings, history."""
         return srv().jobs.status(job_id)
 
     @app.post("/v1/jobs/{job_id}/start", response_model=JobOut, tags=["jobs"],
-              dependencies=write, responses=_ERRORS)
+              dependencies=write, responses=ERRORS)
     def start_job(job_id: str) -> dict[str, Any]:
         return srv().jobs.start(job_id)
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"],
-              dependencies=write, responses=_ERRORS)
+              dependencies=write, responses=ERRORS)
     def cancel_job(job_id: str) -> dict[str, Any]:
         return srv().jobs.cancel(job_id)
 
     @app.delete("/v1/jobs/{job_id}", status_code=204, tags=["jobs"], dependencies=write,
-                responses=_ERRORS)
+                responses=ERRORS)
     def delete_job(job_id: str) -> Response:
         srv().jobs.delete(job_id)
         return Response(status_code=204)
 
     @app.get("/v1/jobs/{job_id}/logs/{operator}", response_class=PlainTextResponse,
-             tags=["jobs"], responses=_ERRORS)
+             tags=["jobs"], responses=ERRORS)
     def job_logs(job_id: str, operator: str) -> Response:
         """What the operator logged in this job (empty until it runs)."""
         path = srv().jobs.log_path(job_id, operator)
@@ -373,45 +273,45 @@ def create_app(config: ServerConfig) -> FastAPI:
         # Streamed from disk in chunks; the file is capped (CLARA_RT_LOG_LIMIT, logtail.py).
         return FileResponse(path, media_type="text/plain; charset=utf-8")
 
-    @app.get("/v1/jobs/{job_id}/events", tags=["jobs"], responses=_ERRORS,
+    @app.get("/v1/jobs/{job_id}/events", tags=["jobs"], responses=ERRORS,
              response_class=StreamingResponse)
     async def job_events(job_id: str, request: Request) -> StreamingResponse:
         """Server-Sent Events: the job's record now and at every change, until it stops."""
         first = await anyio.to_thread.run_sync(srv().jobs.status, job_id)
-        return _sse(request, first, job_id)
+        return sse_response(request, first, job_id)
 
     @app.get("/v1/events", tags=["jobs"], response_class=StreamingResponse)
     async def all_events(request: Request) -> StreamingResponse:
         """Server-Sent Events: every job's record at every change."""
-        return _sse(request, None, None)
+        return sse_response(request, None, None)
 
     # --- results ------------------------------------------------------------------------
 
     @app.get("/v1/jobs/{job_id}/results", response_model=FilesOut, tags=["results"],
-             responses=_ERRORS)
+             responses=ERRORS)
     def job_results(job_id: str) -> dict[str, Any]:
         _, files = srv().jobs.results(job_id)
         return {"files": [{"path": p, "size": n} for p, n in files]}
 
-    @app.get("/v1/jobs/{job_id}/results/archive", tags=["results"], responses=_ERRORS,
+    @app.get("/v1/jobs/{job_id}/results/archive", tags=["results"], responses=ERRORS,
              response_class=StreamingResponse)
     def job_results_archive(job_id: str, compress: bool = False) -> StreamingResponse:
         """The job's output folder as a tar stream (gzip with ``compress=true``)."""
         output, files = srv().jobs.results(job_id)
         if not files:
             raise NotFound(f"job {job_id} has no results (yet)")
-        return _archive(output, f"job-{job_id}", compress)
+        return archive_response(output, f"job-{job_id}", compress)
 
     @app.get("/v1/jobs/{job_id}/results/files/{path:path}", response_class=FileResponse,
-             tags=["results"], responses=_ERRORS)
+             tags=["results"], responses=ERRORS)
     def job_result_file(job_id: str, path: str) -> FileResponse:
         output, _ = srv().jobs.results(job_id)
-        return _file(output, path)
+        return file_response(output, path)
 
     # --- exports: the results service ---------------------------------------------------
 
     @app.post("/v1/jobs/{job_id}/exports", status_code=201, response_model=ExportOut,
-              tags=["results"], dependencies=write, responses=_ERRORS)
+              tags=["results"], dependencies=write, responses=ERRORS)
     def create_export(job_id: str, spec: ExportCreate) -> dict[str, Any]:
         """Record a result file to be sent to a destination (state ``pending``)."""
         s = srv()
@@ -427,7 +327,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         return _export(record)
 
     @app.get("/v1/jobs/{job_id}/exports", response_model=ExportsOut, tags=["results"],
-             responses=_ERRORS)
+             responses=ERRORS)
     def job_exports(job_id: str) -> dict[str, Any]:
         srv().jobs.status(job_id)
         return {"exports": [_export(e) for e in srv().store.exports(job_id=job_id)]}
@@ -437,7 +337,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         return {"exports": [_export(e) for e in srv().store.exports(job_id=job, state=state)]}
 
     @app.patch("/v1/exports/{export_id}", response_model=ExportOut, tags=["results"],
-               dependencies=write, responses=_ERRORS)
+               dependencies=write, responses=ERRORS)
     def update_export(export_id: str, spec: ExportUpdate) -> dict[str, Any]:
         """Report progress of an export (pending, in-progress, succeeded, failed)."""
         s = srv()
@@ -462,45 +362,6 @@ def create_app(config: ServerConfig) -> FastAPI:
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    def handler(code: int) -> Any:
-        async def handle(_: Request, exc: Exception) -> JSONResponse:
-            return JSONResponse({"detail": str(exc)}, status_code=code)
-        return handle
-
-    app.add_exception_handler(NotFound, handler(404))
-    app.add_exception_handler(Conflict, handler(409))
-    app.add_exception_handler(PayloadTooLarge, handler(413))
-    app.add_exception_handler(PayloadError, handler(400))
-    app.add_exception_handler(InsufficientStorage, handler(507))
-    app.add_exception_handler(DefinitionError, handler(422))
-    app.add_exception_handler(ClaraRTError, handler(422))
-    app.add_exception_handler(ValueError, handler(422))
-    app.add_exception_handler(sqlite3.Error, _database_error)
-    app.add_exception_handler(OSError, _os_error)
-
-
-async def _database_error(_: Request, exc: Exception) -> JSONResponse:
-    """SQLite's "database or disk is full" is the data disk: 507, like a full upload."""
-    if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
-        return JSONResponse({"detail": f"the data disk is full: the database cannot grow "
-                                       f"({exc}); free space under the data directory"},
-                            status_code=507)
-    return JSONResponse({"detail": f"the server's database failed: {exc}"}, status_code=503)
-
-
-async def _os_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, OSError)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return JSONResponse({"detail": f"the data disk is full: {exc.strerror}"},
-                            status_code=507)
-    raise exc
-
-
-def _content_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
 async def _read_limited(request: Request, limit: int) -> bytes:
     body = bytearray()
     async for chunk in request.stream():
@@ -510,111 +371,11 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _receive_stream(request: Request, target: Path, limit: int | None) -> None:
-    """Write the request body to ``target`` (a compressed archive may be 100x smaller than
-    what it unpacks to; its unpacked size is checked while extracting)."""
-    received = 0
-    out = await anyio.to_thread.run_sync(lambda: open(target, "xb"))  # noqa: SIM115
-    try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if limit is not None and received > limit:
-                raise PayloadTooLarge(f"the upload is larger than the server's payload limit "
-                                      f"of {limit} bytes")
-            try:
-                await anyio.to_thread.run_sync(out.write, chunk)
-            except OSError as exc:
-                raise storage_error(exc) from exc
-    finally:
-        await anyio.to_thread.run_sync(out.close)
-
-
-def _payload(server: Server, payload_id: str) -> dict[str, Any]:
-    record = server.store.payload(payload_id)
-    if record is None:
-        raise NotFound(f"no payload with id '{payload_id}'")
-    return record
-
-
-def _file(folder: Path, path: str) -> FileResponse:
-    target = result_file(folder, path)  # a regular file inside folder, never through a link
-    return FileResponse(target, filename=target.name)
-
-
-def _archive(folder: Path, name: str, compress: bool) -> StreamingResponse:
-    suffix = ".tar.gz" if compress else ".tar"
-    return StreamingResponse(
-        _tar_stream(folder, compress), media_type="application/gzip" if compress
-        else "application/x-tar",
-        headers={"Content-Disposition": f'attachment; filename="{name}{suffix}"'})
-
-
-def _tar_stream(folder: Path, compress: bool) -> Iterator[bytes]:
-    """Tar the regular files of ``folder`` on the fly (links are never followed)."""
-    return tar_stream(folder, compress)
-
-
-def _sse(request: Request, first: dict[str, Any] | None, job_id: str | None
-         ) -> StreamingResponse:
-    hub: EventHub = request.app.state.server.events
-
-    async def stream() -> AsyncIterator[bytes]:
-        async with hub.subscribe() as queue:
-            if first is not None:
-                yield _event(first)
-                if first["state"] == "stopped":
-                    return
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), timeout=15.0)
-                except TimeoutError:
-                    if await request.is_disconnected():
-                        return
-                    yield b": keep-alive\n\n"
-                    continue
-                job = event["job"]
-                if job_id is not None and job["id"] != job_id:
-                    continue
-                yield _event(job)
-                if job_id is not None and job["state"] == "stopped":
-                    return
-
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-def _event(job: dict[str, Any]) -> bytes:
-    data = json.dumps(_finite(job), allow_nan=False)
-    return f"event: job\nid: {job['id']}\ndata: {data}\n\n".encode()
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float as ``None`` (JSON has no Infinity or NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
-
-
 def _export(record: dict[str, Any]) -> dict[str, Any]:
     return {"id": record["id"], "job": record["job_id"], "file": record["file"],
             "destination": record["destination"], "state": record["state"],
             "retries": record["retries"], "error": record["error"],
             "created": record["created"], "updated": record["updated"]}
-
-
-def _remove_tree(folder: Path, tmp: Path) -> None:
-    """Rename then delete, so a crash never leaves a half-deleted payload under its id."""
-    import shutil
-
-    if not folder.exists():
-        return
-    doomed = tmp / f"deleting-{folder.name}-{new_id()[:8]}"
-    folder.rename(doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _clear_tmp(tmp: Path) -> None:
@@ -631,15 +392,4 @@ def _yaml_or_json_body() -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {
         "application/yaml": {"schema": {"type": "string"}},
         "application/json": {"schema": PipelineCreate.model_json_schema()},
-    }}}
-
-
-def _upload_body() -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {
-        "application/x-tar": {"schema": {"type": "string", "format": "binary"}},
-        "application/gzip": {"schema": {"type": "string", "format": "binary"}},
-        "multipart/form-data": {"schema": {
-            "type": "object", "required": ["files"],
-            "properties": {"files": {"type": "array",
-                                     "items": {"type": "string", "format": "binary"}}}}},
     }}}

@@ -16,6 +16,7 @@ from clara_rt.bench._hops import hops
 from clara_rt.bench._inference import inference
 from clara_rt.bench._kernels import kernels
 from clara_rt.bench._load import load
+from clara_rt.bench._lungseg import lungseg
 from clara_rt.bench._priority import priority
 from clara_rt.bench._quick import QUICK
 from clara_rt.bench._record import BenchRecord, Progress
@@ -38,6 +39,7 @@ SCENARIOS: dict[str, Callable[..., BenchRecord]] = {
     "e2e": e2e,
     "load": load,
     "cluster": cluster,
+    "lungseg": lungseg,
     "gpu": gpu,
 }
 """Scenario name (as on the command line) -> function."""

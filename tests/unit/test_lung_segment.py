@@ -143,3 +143,14 @@ def test_keep_largest_ties_go_to_the_lowest_label(xp: ModuleType) -> None:
     two = host(keep_largest(xp.asarray(mask), 2))
     assert two[0, 0, 5:9].all() and two[0, 0, :3].all() and not two[0, 2].any()
     assert not host(keep_largest(xp.asarray(mask), 3, min_size=4))[0, :, :3].any()
+
+
+def test_bench_lungseg_reports_ratios_and_equal_masks() -> None:
+    from clara_rt.bench._lungseg import lungseg
+
+    record = lungseg((16, 48, 48), repeat=1, threads=(1, 2), rss=False)
+    assert set(record.ratios) == {"sequential / slabs(1)", "sequential / slabs(2)",
+                                  "masks equal (1 = yes, 0 = a mismatch)"}
+    assert record.ratios["masks equal (1 = yes, 0 = a mismatch)"] == 1.0
+    assert all(fig["seconds"] > 0 for fig in record.figures.values())
+    assert all(t.passed for t in record.targets if t.name.startswith("masks"))

@@ -36,6 +36,7 @@ FULL: dict[str, dict[str, Any]] = {
     "startup": {"repeat": 5},
     "priority": {},
     "load": {"jobs": 40},
+    "lungseg": {"repeat": 2},  # ~2 min: the sequential baseline alone takes 20-40 s
 }
 QUICK: dict[str, dict[str, Any]] = {
     "hops": {"jobs": 300, "repeat": 1},

@@ -1,4 +1,4 @@
-"""NIfTI-1 in and out with nibabel: :func:`write_nifti`, :func:`read_nifti` and their operators.
+"""NIfTI-1 in and out: :func:`write_nifti`, :func:`read_nifti` (nibabel) and their operators.
 
 Arrays are ``[k, j, i]`` (:mod:`clara_rt.operators.volume`); NIfTI stores ``[i, j, k]`` with a RAS
 affine, so writing transposes (a view, no copy: the C-ordered array is written as the Fortran
@@ -22,6 +22,7 @@ import numpy as np
 
 from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs
 from clara_rt.arrays import to_device, to_host
+from clara_rt.operators.io._nifti1 import write_nifti1
 from clara_rt.operators.volume import VolumeMeta
 
 __all__ = ["NiftiReaderOp", "NiftiWriterOp", "read_nifti", "write_nifti"]
@@ -44,8 +45,6 @@ def write_nifti(volume: Any, meta: VolumeMeta | None, path: str | os.PathLike[st
     Raises:
         ValueError: Not a 3-D volume, or a suffix other than ``.nii`` / ``.nii.gz``.
     """
-    import nibabel
-
     target = Path(path)
     suffix = _suffix(target)
     data = _host(volume)
@@ -54,14 +53,10 @@ def write_nifti(volume: Any, meta: VolumeMeta | None, path: str | os.PathLike[st
     if data.dtype == np.bool_:
         data = data.view(np.uint8)
     affine = (meta or VolumeMeta(spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))).affine_ras
-    image: Any = nibabel.Nifti1Image(data.transpose(2, 1, 0), affine)
-    image.header.set_qform(affine, code=1)
-    image.header.set_sform(affine, code=1)
-    image.header.set_xyzt_units("mm")
     stem = target.name[: -len(suffix)]
     temp = target.with_name(f".{stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{suffix}")
     try:
-        nibabel.save(image, temp)
+        write_nifti1(data, affine, temp)  # what nibabel writes, without importing it (0.3 s)
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)

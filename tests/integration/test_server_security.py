@@ -342,3 +342,21 @@ def test_issue_16_13_lock_is_released_when_the_server_stops(tmp_path: Path) -> N
     with proc:  # the same folder again, at once
         assert proc.client().health()["status"] == "ok"
     assert time.monotonic() - t0 < 30
+
+
+def test_issue_16_8_events_are_json_even_for_a_non_finite_number() -> None:
+    from clara_rt.server.sse import _event
+
+    frame = _event({"id": "j", "state": "running", "timeout": float("inf"),
+                    "operators": [{"duration_ms": float("nan")}]}).decode()
+    data = json.loads(frame.split("data: ", 1)[1], parse_constant=pytest.fail)
+    assert data["timeout"] is None and data["operators"][0]["duration_ms"] is None
+
+
+def test_issue_16_7_an_unreadable_token_file_is_a_clear_error(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "clara_rt.cli", "serve", "--data",
+                           str(tmp_path / "data"), "--token-file", str(tmp_path / "missing")],
+                          capture_output=True, text=True, env=checkout_env(), timeout=60,
+                          check=False)
+    assert done.returncode == 2, done.stderr
+    assert "cannot read --token-file" in done.stderr and "Traceback" not in done.stderr

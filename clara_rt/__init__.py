@@ -31,6 +31,7 @@ from clara_rt.job import Job as Job
 from clara_rt.job import JobState as JobState
 from clara_rt.job import JobStats as JobStats
 from clara_rt.job import Priority as Priority
+from clara_rt.observer import RuntimeObserver as RuntimeObserver
 from clara_rt.operator import Inputs as Inputs
 from clara_rt.operator import Operator as Operator
 from clara_rt.operator import OperatorSpec as OperatorSpec
@@ -67,6 +68,7 @@ __all__ = [
     "PriorityError",
     "Runtime",
     "RuntimeClosedError",
+    "RuntimeObserver",
     "RuntimeStats",
     "SchedulerError",
     "__version__",

@@ -67,7 +67,8 @@ from clara_rt.errors import (
     RuntimeClosedError,
     SchedulerError,
 )
-from clara_rt.job import Job, JobState, Priority
+from clara_rt.job import Job, JobState, Priority, call_done_callback
+from clara_rt.observer import RuntimeObserver
 from clara_rt.operator import Inputs, Operator, Outputs
 from clara_rt.pipeline import Pipeline
 from clara_rt.plan import Plan, PlanNode
@@ -137,6 +138,7 @@ class Runtime:
         self._free_resources: list[int] = []  # resource ids of released operators, for reuse
         self._released: deque[tuple[int, tuple[Operator, ...]]] = deque()  # dead plans
         self._release_lock = threading.Lock()  # guards _started, _resources, the release
+        self._observers: tuple[RuntimeObserver, ...] = ()  # replaced whole: read without a lock
         self._closed = False
         self._stopping = False
         self._deadlines: list[tuple[float, int, weakref.ref[Job]]] = []
@@ -223,7 +225,7 @@ class Runtime:
         for job in jobs:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if cancel or not job.wait(left):
-                self._stop_job(job, JobState.CANCELLED)
+                self.stop_job(job, JobState.CANCELLED)
         for job in jobs:
             job.wait()
         self._stopping = True
@@ -242,6 +244,19 @@ class Runtime:
             started, self._started = self._started, {}
         for op, _ in started.values():
             _stop_operator(op)
+
+    def add_observer(self, observer: RuntimeObserver) -> None:
+        """Call ``observer``'s hooks (task start and end, job end) from now on; see
+        :mod:`clara_rt.observer`."""
+        with self._lock:
+            self._observers = (*self._observers, observer)
+
+    def remove_observer(self, observer: RuntimeObserver) -> None:
+        """Stop calling ``observer`` (ValueError if it was not added)."""
+        with self._lock:
+            observers = list(self._observers)
+            observers.remove(observer)
+            self._observers = tuple(observers)
 
     def stats(self) -> RuntimeStats:
         """Return a frozen snapshot of threads, jobs and scheduler counters."""
@@ -427,14 +442,21 @@ class Runtime:
             job.started_ns = t0
         times = job._times
         times[2 * pn.index] = t0  # visible while it runs (Job.operator_states)
+        observers = self._observers
+        if observers:
+            _notify(observers, "task_started", job, pn.operator)
         try:
             pn.compute(inputs, outputs, job.context)
         except BaseException as exc:  # SystemExit from operator code must not kill the worker
             times[2 * pn.index + 1] = _perf_ns()
             job._op_states[pn.index] = _outcome(job, "failed")
+            if observers:
+                _notify(observers, "task_ended", job, pn.operator, exc)
             self._operator_failed(job, pn, exc)
             return
         times[2 * pn.index + 1] = _perf_ns()
+        if observers:
+            _notify(observers, "task_ended", job, pn.operator, None)
         if len(outputs) != len(pn.outputs):
             self._task_failed(job, pn, _outputs_error(job, pn, outputs))
             return
@@ -493,26 +515,20 @@ class Runtime:
         self._record_failure(job, error)
 
     def _record_failure(self, job: Job, error: ClaraRTError) -> None:
-        with job._lock:
-            first = job._stop_reason is None and not job._done.is_set()
-            if first:
-                job._stop_reason = JobState.FAILED
-                job.context._stopped = True
-                job._error = error
-                self._sched.fail(job._key)  # the failing task is still running: never quiescent
-        if not first:
+        # The failing task is still running, so the scheduler never reports the job quiescent.
+        if job._stop(JobState.FAILED, self._sched.fail, error) is None:
             # An operator that stops because its job was cancelled or timed out raises as a
             # matter of course; a second real failure in a failed job is worth a warning.
             level = logging.WARNING if job._stop_reason is JobState.FAILED else logging.DEBUG
             log.log(level, "job %s: further failure after the job stopped: %s", job.id, error)
 
-    def _stop_job(self, job: Job, state: JobState) -> bool:
-        with job._lock:
-            if job._stop_reason is not None or job._done.is_set():
-                return False
-            job._stop_reason = state
-            job.context._stopped = True
-            quiescent = self._sched.cancel(job._key)
+    def stop_job(self, job: Job, state: JobState) -> bool:
+        """Stop ``job`` as ``state`` (CANCELLED or TIMED_OUT): nothing more of it is
+        dispatched; running operators see ``context.cancelled``. Returns whether this call
+        stopped it (``job.cancel()`` calls this)."""
+        quiescent = job._stop(state, self._sched.cancel)
+        if quiescent is None:
+            return False
         if quiescent:
             self._finalize(job)
         return True
@@ -522,34 +538,14 @@ class Runtime:
             # Results must be complete when job.result() hands them to any stream, and no
             # kernel may still read the intermediate arrays this job is about to drop.
             synchronize(list(job._events.values()))
-        with job._lock:
-            if job._done.is_set():
-                return
-            # A stop request wins even when the operators it interrupted went on to finish.
-            if job._error is not None:
-                state = JobState.FAILED
-            else:
-                state = job._stop_reason or JobState.SUCCEEDED
-            job._state = state
-            job.finished_ns = _perf_ns()
-            job._error = job._final_error(state)
-            values = job._values
-            job._values = [None] * len(values)
-            if state is JobState.SUCCEEDED:
-                for slot in job._plan.results.values():
-                    job._values[slot] = values[slot]
-            job._events.clear()
-            self._jobs.pop(job._key, None)
-            callbacks, job._callbacks = job._callbacks, []
-            job._done.set()
+        callbacks = job._settle(_perf_ns())
+        if callbacks is None:
+            return
+        self._jobs.pop(job._key, None)
         for fn in callbacks:
-            self._call_back(job, fn)
-
-    def _call_back(self, job: Job, fn: Any) -> None:
-        try:
-            fn(job)
-        except Exception:
-            log.exception("done-callback of job %s raised", job.id)
+            call_done_callback(job, fn)
+        if self._observers:
+            _notify(self._observers, "job_ended", job)
 
     # --- timeouts -------------------------------------------------------------------------
 
@@ -580,7 +576,7 @@ class Runtime:
                         break
                     wait = self._deadlines[0][0] - now if self._deadlines else None
                     self._deadline_cv.wait(wait)
-            self._stop_job(job, JobState.TIMED_OUT)
+            self.stop_job(job, JobState.TIMED_OUT)
 
 
 def run(pipeline: Pipeline, payload: Mapping[str, Any] | None = None, *,
@@ -601,6 +597,14 @@ def _outcome(job: Job, ended: str) -> str:
     if reason is JobState.CANCELLED or reason is JobState.TIMED_OUT:
         return str(reason.value)
     return ended
+
+
+def _notify(observers: tuple[RuntimeObserver, ...], hook: str, *args: Any) -> None:
+    for observer in observers:
+        try:
+            getattr(observer, hook)(*args)
+        except Exception:
+            log.exception("runtime observer %r raised in %s", observer, hook)
 
 
 def _finished(job: Job | None) -> bool:

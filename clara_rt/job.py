@@ -23,6 +23,10 @@ failure of a job stops the rest of that job (no further operator of it is dispat
 raised from :meth:`Job.result`; later failures of the same job go to the log. Other jobs never
 notice.
 
+Transitions are the job's own (``_stop``, ``_settle``): data in, data out under the job's lock,
+so they are tested without threads; the runtime adds only the scheduler's side (a callable
+``_stop`` runs under that lock when the stop is the first) and the threads.
+
 Thread-safety: a job is written by the runtime's worker threads and read by anyone. ``result``,
 ``wait``, ``cancel`` and the properties may be called from any thread.
 """
@@ -30,6 +34,7 @@ Thread-safety: a job is written by the runtime's worker threads and read by anyo
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -46,10 +51,13 @@ from clara_rt.errors import (
 
 if TYPE_CHECKING:
     from clara_rt.executor import Runtime
+    from clara_rt.operator import Operator
     from clara_rt.plan import Plan
 
 __all__ = ["OPERATOR_STATES", "PRIORITY_NAMES", "Context", "Job", "JobState", "JobStats",
            "Priority", "PriorityName", "new_job_id"]
+
+log = logging.getLogger("clara_rt")
 
 #: Final states of an operator in a finished job (see the module docstring).
 OPERATOR_STATES = ("succeeded", "failed", "cancelled", "timed_out", "not_run")
@@ -208,8 +216,8 @@ class _Latch:
 class Job:
     """A submitted run of a pipeline. Made by :meth:`Runtime.submit`, not by users."""
 
-    def __init__(self, runtime: Runtime, plan: Plan, priority: Priority, values: list[Any],
-                 submitted_ns: int, *, job_id: str | None = None,
+    def __init__(self, runtime: Runtime | None, plan: Plan, priority: Priority,
+                 values: list[Any], submitted_ns: int, *, job_id: str | None = None,
                  name: str | None = None) -> None:
         self.id: str = new_job_id() if job_id is None else str(job_id)
         self.name: str = name or f"{plan.name}-{self.id}"
@@ -251,6 +259,11 @@ class Job:
         return self._error
 
     @property
+    def operators(self) -> tuple[Operator, ...]:
+        """The pipeline's operators in run (topological) order."""
+        return tuple(node.operator for node in self._plan.nodes)
+
+    @property
     def timings(self) -> dict[str, tuple[int, int]]:
         """``{operator: (start_ns, end_ns)}`` for each operator that ran (perf_counter_ns)."""
         times = self._times
@@ -287,7 +300,9 @@ class Job:
 
         Returns whether this call cancelled it (``False`` if it was already finished).
         """
-        return self._runtime._stop_job(self, JobState.CANCELLED)
+        if self._runtime is None:  # a job outside a runtime (tests of its transitions)
+            return self._stop(JobState.CANCELLED, lambda key: True) is not None
+        return self._runtime.stop_job(self, JobState.CANCELLED)
 
     def add_done_callback(self, fn: Callable[[Job], None]) -> None:
         """Call ``fn(job)`` once the job is finished (at once if it already is).
@@ -298,7 +313,7 @@ class Job:
             if not self._done.is_set():
                 self._callbacks.append(fn)
                 return
-        self._runtime._call_back(self, fn)
+        call_done_callback(self, fn)
 
     def operator_states(self) -> list[dict[str, Any]]:
         """Each operator in run order: name, state and times (ns from submit and durations).
@@ -336,7 +351,51 @@ class Job:
         return (f"<Job {self.id} '{self.pipeline}' {self.priority.label} "
                 f"{self._state.value}>")
 
-    # --- for the runtime ------------------------------------------------------------------
+    # --- transitions (for the runtime) -----------------------------------------------------
+
+    def _stop(self, reason: JobState, scheduler_stop: Callable[[int], bool],
+              error: ClaraRTError | None = None) -> bool | None:
+        """Stop the job early: ``reason`` is CANCELLED, TIMED_OUT or FAILED (with ``error``).
+
+        The first stop wins: it records the reason (and error), tells operators through
+        ``context.cancelled`` and calls ``scheduler_stop(scheduler number)`` under the job's
+        lock, returning what it returns (whether no operator of the job is running). A later
+        stop, or one after the job finished, changes nothing and returns None.
+        """
+        with self._lock:
+            if self._stop_reason is not None or self._done.is_set():
+                return None
+            self._stop_reason = reason
+            if reason is JobState.FAILED:
+                self._error = error
+            self.context._stopped = True
+            return scheduler_stop(self._key)
+
+    def _settle(self, now_ns: int) -> list[Callable[[Job], None]] | None:
+        """Make the job final: its state (a failure wins, then a stop request, else success),
+        error, end time; drop every value but the results of a success; wake waiters.
+
+        Returns the done-callbacks to call (outside the lock), or None if it was final already.
+        """
+        with self._lock:
+            if self._done.is_set():
+                return None
+            # A stop request wins even when the operators it interrupted went on to finish.
+            if self._error is not None:
+                state = JobState.FAILED
+            else:
+                state = self._stop_reason or JobState.SUCCEEDED
+            self._state = state
+            self.finished_ns = now_ns
+            self._error = self._final_error(state)
+            values, self._values = self._values, [None] * len(self._values)
+            if state is JobState.SUCCEEDED:
+                for slot in self._plan.results.values():
+                    self._values[slot] = values[slot]
+            self._events.clear()
+            callbacks, self._callbacks = self._callbacks, []
+            self._done.set()
+            return callbacks
 
     def _final_error(self, state: JobState) -> ClaraRTError | None:
         if state is JobState.CANCELLED:
@@ -345,3 +404,10 @@ class Job:
             return JobTimeoutError(f"job {self.id} ('{self.pipeline}') ran past its timeout "
                                    "and was stopped")
         return self._error
+
+
+def call_done_callback(job: Job, fn: Callable[[Job], None]) -> None:
+    try:
+        fn(job)
+    except Exception:
+        log.exception("done-callback of job %s raised", job.id)

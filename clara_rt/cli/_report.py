@@ -63,18 +63,15 @@ def watch(job: Job, *, enabled: bool) -> None:
     if not enabled:
         return
     seen: dict[str, int] = {}
-    t0 = job.submitted_ns
     while True:
         finished = job.wait(0.05)
-        times = job._times
-        for i, node in enumerate(job._plan.nodes):
-            start, end = times[2 * i], times[2 * i + 1]
-            name = node.operator.name
-            if start and name not in seen:  # a fast operator may start and end in one poll
-                print(f"  running  {name:<32} +{(start - t0) / 1e6:8.1f} ms", file=sys.stderr)
+        for row in job.operator_states():
+            name, start_ms, duration_ms = row["name"], row["start_ms"], row["duration_ms"]
+            if start_ms is not None and name not in seen:  # may start and end in one poll
+                print(f"  running  {name:<32} +{start_ms:8.1f} ms", file=sys.stderr)
                 seen[name] = 1
-            if end and seen.get(name) == 1:
-                print(f"  done     {name:<32} {(end - start) / 1e6:9.1f} ms", file=sys.stderr)
+            if duration_ms is not None and seen.get(name) == 1:
+                print(f"  done     {name:<32} {duration_ms:9.1f} ms", file=sys.stderr)
                 seen[name] = 2
         if finished:
             return
@@ -224,8 +221,7 @@ def _print_failure(failed: Failure, log: Path | None, verbose: bool) -> None:
 def _operator_file(job: Job, error: BaseException) -> str | None:
     """Return the source file of the failed operator's class, unless it runs a command."""
     name = getattr(error, "operator", None)
-    for node in job._plan.nodes:
-        op = node.operator
+    for op in job.operators:
         if op.name == name:
             if getattr(op, "runs_command", False) or type(op).__name__ == "CommandOperator":
                 return None  # its own stderr tail says what went wrong

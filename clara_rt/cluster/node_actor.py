@@ -10,7 +10,7 @@ actor lives as long as the server's connection to the cluster and keeps warm bet
 * the built pipelines, per (pipeline key, variables), from the YAML text the server sends
   (like :meth:`PipelineRegistry.build <clara_rt.server.pipelines.PipelineRegistry.build>`), so
   operators keep their loaded models and CUDA context from one job to the next;
-* per-operator logs: operators are wrapped by :class:`~clara_rt.server.jobs.OperatorLogs`, which
+* per-operator logs: :class:`~clara_rt.server.jobs.OperatorLogs` observes the runtime, which
   writes ``<job folder>/logs/<operator>.log`` as on the server.
 
 The actor is asynchronous: :meth:`NodeRuntime.run` awaits its job's end without holding a
@@ -66,6 +66,7 @@ class NodeRuntime:
         self._cancelled: set[str] = set()
         self._scratch = Path(tempfile.mkdtemp(prefix="clara-rt-node-"))
         self._logs = OperatorLogs()
+        self._runtime.add_observer(self._logs)
         root = logging.getLogger()
         root.addHandler(self._logs)
         if root.level == logging.NOTSET or root.level > logging.INFO:
@@ -177,8 +178,6 @@ class NodeRuntime:
             definition = parse_definition(f"{spec['name']}.yaml", text=spec["text"],
                                           variables=variables, environ={})
             built = build_pipeline(definition, services=self._services)
-            for op in built.pipeline.operators:
-                self._logs.instrument(op)
             self._built[key] = built
             while len(self._built) > _BUILT_CACHE:
                 self._built.popitem(last=False)

@@ -19,9 +19,10 @@ Life of a job (Clara's states and statuses)::
 * A job's files live in ``<data>/jobs/<id>/``: ``input/`` (links to its payloads' files),
   ``work/`` (the runtime workspace, removed after success), ``output/`` (results, written through
   a temporary name by :func:`collect_outputs`), ``logs/<operator>.log``.
-* Per-operator logs: every operator of a server-built pipeline is wrapped so that records logged
-  on its thread while it computes (any logger), its start and end, and its traceback on failure go
-  to its log file; a command operator's stdout/stderr are appended when the job ends.
+* Per-operator logs: :class:`OperatorLogs` observes the runtime (task start and end hooks, no
+  wrapping of operators) so that records logged on an operator's thread while it computes (any
+  logger), its start and end, and its traceback on failure go to its log file; a command
+  operator's stdout/stderr are appended when the job ends.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from clara_rt.definition.logtail import append_capped, log_limit
 from clara_rt.definition.process_group import reap_stale_groups
 from clara_rt.errors import ClaraRTError
 from clara_rt.fair_queue import FairQueue
-from clara_rt.job import PRIORITY_NAMES, JobState, Priority
+from clara_rt.job import PRIORITY_NAMES, Job, JobState, Priority
+from clara_rt.observer import RuntimeObserver
 from clara_rt.operator import Operator
 from clara_rt.server.admission import (
     Admission,
@@ -70,44 +72,41 @@ _INTERRUPTED = "interrupted: the server stopped while the job was running"
 _RETRY_S = 2.0  # how often an end the database could not take (disk full) is tried again
 
 
-class OperatorLogs(logging.Handler):
-    """Routes log records made while an operator computes to that job's operator log file."""
+class OperatorLogs(logging.Handler, RuntimeObserver):
+    """Routes log records made while an operator computes to that job's operator log file.
+
+    A logging handler (add it to the root logger) and a runtime observer (add it to the
+    runtime): ``task_started`` points this worker thread at ``<job folder>/logs/<op>.log``
+    (the job folder is its workspace's parent) and ``task_ended`` writes the end or the
+    traceback and clears it. Jobs submitted without a workspace are not logged.
+    """
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self._where = threading.local()
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
 
-    def instrument(self, op: Operator) -> None:
-        """Wrap ``op.compute`` so its thread's records, start, end and failure are logged."""
-        if getattr(op, "_clara_rt_logged", False):
+    def task_started(self, job: Job, operator: Operator) -> None:
+        workspace = job.context.workspace
+        if workspace is None:
             return
-        compute = op.compute
-        name = op.name
-        where = self._where
+        target = Path(workspace).parent / "logs" / f"{operator.name}.log"
+        self._where.target, self._where.t0 = target, time.perf_counter()
+        _append(target, f"{_now()} INFO clara-rt: operator '{operator.name}' started\n")
 
-        def logged(inputs: Any, outputs: Any, context: Any) -> None:
-            folder = None if context.workspace is None else Path(context.workspace).parent
-            if folder is None:
-                compute(inputs, outputs, context)
-                return
-            target = folder / "logs" / f"{name}.log"
-            where.target = target
-            _append(target, f"{_now()} INFO clara-rt: operator '{name}' started\n")
-            t0 = time.perf_counter()
-            try:
-                compute(inputs, outputs, context)
-            except BaseException:
-                _append(target, f"{_now()} ERROR clara-rt: operator '{name}' failed after "
-                                f"{time.perf_counter() - t0:.3f} s\n{traceback.format_exc()}")
-                raise
-            finally:
-                where.target = None
-            _append(target, f"{_now()} INFO clara-rt: operator '{name}' finished in "
-                            f"{time.perf_counter() - t0:.3f} s\n")
-
-        op.compute = logged  # type: ignore[method-assign]
-        op._clara_rt_logged = True  # type: ignore[attr-defined]
+    def task_ended(self, job: Job, operator: Operator, error: BaseException | None) -> None:
+        target = getattr(self._where, "target", None)
+        if target is None:
+            return
+        self._where.target = None
+        seconds = time.perf_counter() - self._where.t0
+        if error is None:
+            _append(target, f"{_now()} INFO clara-rt: operator '{operator.name}' finished in "
+                            f"{seconds:.3f} s\n")
+        else:
+            trace = "".join(traceback.format_exception(error))
+            _append(target, f"{_now()} ERROR clara-rt: operator '{operator.name}' failed after "
+                            f"{seconds:.3f} s\n{trace}")
 
     def emit(self, record: logging.LogRecord) -> None:
         target = getattr(self._where, "target", None)

@@ -40,11 +40,9 @@ class Conflict(RuntimeError):
 class PipelineRegistry:
     """Create, list, describe, delete and build pipelines."""
 
-    def __init__(self, config: ServerConfig, store: Store,
-                 instrument: Any = None) -> None:
+    def __init__(self, config: ServerConfig, store: Store) -> None:
         self._config = config
         self._store = store
-        self._instrument = instrument
         self._lock = threading.Lock()
         self._built: OrderedDict[tuple[Any, ...], BuiltPipeline] = OrderedDict()
         self._needs: dict[tuple[str, float], JobNeeds] = {}
@@ -137,9 +135,6 @@ class PipelineRegistry:
         definition: PipelineDefinition = parse_definition(
             f"{record['name']}.yaml", text=path.read_text(), variables=variables, environ={})
         built = build_pipeline(definition, services=self._config.services, device=device)
-        if self._instrument is not None:
-            for op in built.pipeline.operators:
-                self._instrument(op)
         with self._lock:
             self._built[key] = built
             while len(self._built) > _BUILT_CACHE:

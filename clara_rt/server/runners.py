@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from clara_rt.cli._report import collect_outputs
 from clara_rt.executor import Runtime
 from clara_rt.job import Job, JobState
+from clara_rt.observer import RuntimeObserver
 from clara_rt.server.admission import JobNeeds
 from clara_rt.server.config import ServerConfig
 from clara_rt.server.pipelines import PipelineRegistry
@@ -113,9 +114,12 @@ class LocalRun:
 class LocalRunner:
     """Runs every job on one in-process :class:`Runtime`."""
 
-    def __init__(self, config: ServerConfig, pipelines: PipelineRegistry) -> None:
+    def __init__(self, config: ServerConfig, pipelines: PipelineRegistry,
+                 observer: RuntimeObserver | None = None) -> None:
         self._pipelines = pipelines
         self._runtime = Runtime(workers=config.workers)
+        if observer is not None:  # e.g. the server's operator logs
+            self._runtime.add_observer(observer)
 
     def has_capacity(self, needs: JobNeeds) -> bool:
         """Always: the runtime queues what its workers cannot run yet."""

@@ -643,3 +643,46 @@ def test_job_identity_is_public_and_settable() -> None:
         a, b = rt.submit(p, {"who.in": vec()}), rt.submit(p, {"who.in": vec()})
         assert a.id != b.id and len(a.id) == 32 and int(a.id, 16) >= 0
         assert a.result()["who.out"] == (a.id, f"ident-{a.id}")
+
+
+# --- observers -----------------------------------------------------------------------------------
+
+
+def test_observers_see_tasks_and_job_ends_and_cannot_break_a_job() -> None:
+    from clara_rt import RuntimeObserver
+
+    events: list[tuple[str, ...]] = []
+
+    class Watch(RuntimeObserver):
+        def task_started(self, job: Any, operator: Any) -> None:
+            events.append(("start", job.id, operator.name, threading.current_thread().name))
+
+        def task_ended(self, job: Any, operator: Any, error: BaseException | None) -> None:
+            events.append(("end", job.id, operator.name, type(error).__name__))
+
+        def job_ended(self, job: Any) -> None:
+            events.append(("job", job.id, job.state.value,
+                           ",".join(r["state"] for r in job.operator_states())))
+
+    class Broken(RuntimeObserver):
+        def task_started(self, job: Any, operator: Any) -> None:
+            raise RuntimeError("observer bug")
+
+    watch = Watch()
+    with Runtime(workers=1) as rt:
+        rt.add_observer(Broken())
+        rt.add_observer(watch)
+        ok = rt.submit(chain(Scale("a"), Scale("b")), {"a.in": vec()}, job_id="ok")
+        assert ok.result()
+        bad = rt.submit(chain(Fail("f"), Scale("g"), name="bad"), {"f.in": vec()}, job_id="bad")
+        assert bad.wait(5) and bad.state is JobState.FAILED
+        rt.remove_observer(watch)
+        rt.run(chain(Scale("quiet")), {"quiet.in": vec()})
+    worker = "clara-rt-worker-0"
+    assert events == [
+        ("start", "ok", "a", worker), ("end", "ok", "a", "NoneType"),
+        ("start", "ok", "b", worker), ("end", "ok", "b", "NoneType"),
+        ("job", "ok", "succeeded", "succeeded,succeeded"),
+        ("start", "bad", "f", worker), ("end", "bad", "f", "ValueError"),
+        ("job", "bad", "failed", "failed,not_run"),
+    ]

@@ -1,6 +1,6 @@
 """A long-lived server releases pipelines it no longer uses (issue 18.1): builds evicted from
 the registry's cache, replaced and deleted pipelines leave the runtime (operators stopped, C++
-graph removed) once their jobs end. The registry, its instrumented operators and the runtime are
+graph removed) once their jobs end. The registry, the operator logs observer and the runtime are
 the server's own, run in process so their objects can be counted."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ operators:
 
 def test_evicted_replaced_and_deleted_pipelines_are_released(tmp_path: Path) -> None:
     config = ServerConfig(data=tmp_path / "data")
-    registry = PipelineRegistry(config, Store(config.db_path), OperatorLogs().instrument)
+    registry = PipelineRegistry(config, Store(config.db_path))
     inputs = tmp_path / "in"
     inputs.mkdir()
     (inputs / "a.txt").write_text("a")
@@ -59,6 +59,7 @@ def test_evicted_replaced_and_deleted_pipelines_are_released(tmp_path: Path) -> 
         job.result(timeout=30)
 
     with Runtime(workers=2) as rt:
+        rt.add_observer(OperatorLogs())  # as the server's runtime has
         registry.create(_yaml("kept"))
         for i in range(60):  # distinct variables: 60 builds through a 32-entry cache
             run_once(rt, "kept", i)

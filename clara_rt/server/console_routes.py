@@ -32,6 +32,8 @@ from clara_rt.server.config import ServerConfig
 from clara_rt.server.console import job_page, pages
 from clara_rt.server.console.markup import static_file
 from clara_rt.server.console.render import ViewError, plane_length, render_png, resolve_window
+from clara_rt.server.console.segments import segment_names
+from clara_rt.server.console.viewer import viewer_info
 from clara_rt.server.console.volumes import JobVolumes, NoVolume, VolumeCache, load_job_volumes
 from clara_rt.server.metrics_routes import cluster_snapshot
 from clara_rt.server.pipelines import NotFound
@@ -114,7 +116,8 @@ def add(app: FastAPI, server: Callable[[], Any], config: ServerConfig) -> None:
         def render() -> str:
             job = server().jobs.status(job_id)
             found = _job_volumes(server(), volumes, job)
-            return job_page.viewer_page(job, _viewer_info(found), token_required=token)
+            return job_page.viewer_page(job, viewer_info(found, job["pipeline"]),
+                                        token_required=token)
         return html(render)
 
     @app.get("/console/jobs/{job_id}/view.png", include_in_schema=False)
@@ -213,23 +216,24 @@ def _job_volumes(s: Any, cache: VolumeCache, job: dict[str, Any]) -> JobVolumes:
         output = s.jobs.folder(job["id"]) / "output"
         results = [] if job["results_deleted"] else s.jobs.results(job["id"])[1]
         folders = [s.config.payloads_dir / p for p in job["payloads"]]
-        return load_job_volumes(folders, output, results)
+        found = load_job_volumes(folders, output, results)
+        found.names = segment_names(_definition(s, job), output, results, found.labels)
+        return found
 
     return cache.get((job["id"], version), load)
 
 
-def _viewer_info(found: JobVolumes) -> dict[str, Any]:
-    import importlib
+def _definition(s: Any, job: dict[str, Any]) -> Any:
+    """The job's pipeline definition (``None`` when the pipeline is gone or unreadable)."""
+    from clara_rt.definition import parse_definition
+    from clara_rt.errors import ClaraRTError
 
-    label_color = importlib.import_module("clara_rt.operators.output.render").label_color
-    labels = []
-    for rel in found.labels:
-        values = found.label_values(rel)[:32]
-        labels.append((rel, values, [label_color(v) for v in values]))
-    hounsfield = found.modality == "CT"
-    return {"shape": tuple(int(n) for n in found.image.shape), "spacing": found.spacing,
-            "source": found.source, "modality": found.modality, "labels": labels,
-            "window": "soft" if hounsfield else "auto", "auto": found.auto}
+    try:
+        text = s.pipelines.definition_text(job["pipeline_id"])
+        return parse_definition(f"{job['pipeline']}.yaml", text=text, environ={},
+                                allow_undefined=True)
+    except (NotFound, OSError, ClaraRTError):
+        return None
 
 
 def _png(found: JobVolumes, plane: str, index: str | None, window: str, wl: str | None,

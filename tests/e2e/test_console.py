@@ -13,6 +13,7 @@ import http.client
 import importlib.util
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,8 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     with ServerProcess(root / "data", "--workers", "2", token=TOKEN) as server:
         client = server.client()
         client.create_pipeline(ROOT / "examples" / "ct-lung-seg" / "pipeline.yaml")
+        time.sleep(1.1)  # the replacement's time differs from the registration's in seconds
+        client.create_pipeline(ROOT / "examples" / "ct-lung-seg" / "pipeline.yaml", replace=True)
         client.create_pipeline(folder_pipeline("slow-console", seconds=30))
         chest = client.create_payload(root / "chest", name="chest")
         lungs = client.create_job("ct-lung-seg", [chest["id"]], name="lungs", priority="high",
@@ -143,6 +146,18 @@ def test_pipelines_page_and_the_pipeline_graph(page: Any, console: Console) -> N
     lung_row = page.locator("table.pipelines tr", has_text="ct-lung-seg")
     assert lung_row.locator("td.num").all_inner_texts() == ["7", "0", "0", "1"]
     assert "lungs" in lung_row.inner_text()
+    # Issue 17.8: "Registered" is the first registration, "Replaced" the last replacement.
+    records = {p["name"]: p for p in console.server.client().list_pipelines()}
+    lung = records["ct-lung-seg"]
+    assert lung["updated"] >= lung["created"] + 1
+    registered = lung_row.locator("td.registered time").get_attribute("data-ts")
+    replaced = lung_row.locator("td.replaced time").get_attribute("data-ts")
+    assert registered is not None and abs(float(registered) - lung["created"]) < 1e-3
+    assert replaced is not None and abs(float(replaced) - lung["updated"]) < 1e-3
+    slow_row = page.locator("table.pipelines tr", has_text="slow-console")
+    assert slow_row.locator("td.replaced").inner_text() == "never"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "pipelines.png"), full_page=True)
     page.get_by_role("link", name="ct-lung-seg").click()
     page.wait_for_selector("svg.graph")
     boxes = page.locator("svg.graph g.op")
@@ -193,6 +208,7 @@ def test_job_page_shows_the_timeline_logs_and_results(page: Any, console: Consol
     assert page.inner_text("#job-facts dd.status") == "healthy"
     assert page.inner_text("#job-facts dd.priority") == "high"
     assert page.locator("#cancel").is_hidden()
+    assert page.locator("#open-viewer").is_visible()
     bars = page.locator(".timeline rect.tl-bar")
     assert bars.count() == 7
     assert {r.get_attribute("data-state") for r in page.locator(".tl-row[data-op]").all()} == {
@@ -273,6 +289,11 @@ def test_cancel_updates_the_job_page_and_the_jobs_list_live(browser: Any,
             assert tab.evaluate("window.stillTheSamePage") is True  # updated, not reloaded
         detail.wait_for_function("() => document.querySelector('#live-parts section')"
                                  ".dataset.state === 'stopped'")
+        assert detail.locator("#open-viewer").is_hidden()  # cancelled, no results: no viewer
+        visit(detail, f"/console/jobs/{job}")
+        assert detail.locator("#open-viewer").is_hidden()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        detail.screenshot(path=str(ARTIFACTS / "job-cancelled.png"), full_page=True)
     finally:
         context.close()
     assert console.server.client().get_job(job)["status"] == "canceled"
@@ -329,6 +350,51 @@ def test_viewer_draws_every_plane_and_follows_its_controls(page: Any, console: C
     page.select_option("select[name=window]", "lung")
     pixels("mip", "window=lung")
     page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
+
+
+def test_issue_17_8_viewer_marks_segment_names_lung_window_and_patient_line(
+        page: Any, console: Console) -> None:
+    visit(page, f"/console/jobs/{console.lungs['id']}/viewer")
+    # Orientation from the series' direction cosines (axial slices, head first, supine).
+    marks = {plane: {m.get_attribute("data-side"): m.inner_text()
+                     for m in page.locator(f"figure[data-plane={plane}] .mark").all()}
+             for plane in ("axial", "coronal", "sagittal", "mip")}
+    assert marks["axial"] == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
+    assert marks["coronal"] == {"top": "S", "bottom": "I", "left": "R", "right": "L"}
+    assert marks["sagittal"] == {"top": "S", "bottom": "I", "left": "A", "right": "P"}
+    assert marks["mip"] == marks["coronal"]
+    img = page.locator("figure[data-plane=axial] img").bounding_box()
+    left = page.locator("figure[data-plane=axial] .mark.left").bounding_box()
+    assert img and left and img["x"] <= left["x"] < img["x"] + img["width"] / 4  # on the image
+    # The legend names the segment as the SEG written from the same mask does.
+    legend = page.locator(".legend[data-labels='nifti-writer/path.nii.gz']")
+    assert legend.locator(".swatch").all_inner_texts() == ["Lung"]
+    assert legend.locator(".swatch").get_attribute("title") == "label 1"
+    page.select_option("select[name=labels]", "lung-seg/body.npy")
+    body = page.locator(".legend[data-labels='lung-seg/body.npy'] .swatch")
+    assert body.all_inner_texts() == ["1"]  # no SEG was written from the body mask
+    # A lung segmentation of a CT opens in the lung window.
+    assert page.input_value("select[name=window]") == "lung"
+    assert (page.input_value("input[name=ww]"), page.input_value("input[name=wl]")) == (
+        "1500", "-600")
+    assert "window=lung" in (page.locator("figure[data-plane=axial] img").get_attribute("src")
+                             or "")
+    # Patient and study, with a switch that hides the identifiers (remembered).
+    line = page.locator("#patient")
+    assert "Patient Phantom Chest" in line.inner_text()
+    assert "ID PHANTOM01" in line.inner_text() and "Study date 2024-01-02" in line.inner_text()
+    color = "el => getComputedStyle(el).color"
+    assert page.locator("#patient .phi").first.evaluate(color) != "rgba(0, 0, 0, 0)"
+    page.check("#hide-ids")
+    assert {p.evaluate(color) for p in page.locator("#patient .phi").all()} == {
+        "rgba(0, 0, 0, 0)"}
+    assert page.locator("#patient .fact").first.evaluate(color) != "rgba(0, 0, 0, 0)"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-hidden-ids.png"), full_page=True)
+    visit(page, f"/console/jobs/{console.lungs['id']}/viewer")
+    assert page.is_checked("#hide-ids")
+    page.uncheck("#hide-ids")
+    page.screenshot(path=str(ARTIFACTS / "viewer-marks.png"), full_page=True)
 
 
 def test_bad_views_answer_404_or_422_never_500(console: Console) -> None:

@@ -110,7 +110,7 @@ def test_pages_escape_every_record_value() -> None:
     markup = [
         job_page(job, ops, [(EVIL, 3)], token_required=True),
         jobs_page([job], {"limit": 50, "state": EVIL}, [EVIL], older=None, token_required=False),
-        pipelines_page([{"id": EVIL, "name": EVIL, "operators": ops, "updated": 0.0,
+        pipelines_page([{"id": EVIL, "name": EVIL, "operators": ops, "created": 0.0, "updated": 0.0,
                          "jobs": {"pending": 0, "running": 0, "stopped": 1},
                          "last_job": job}], token_required=False),
         page(EVIL, jobs_table([job])),

@@ -188,6 +188,8 @@
           const details = $("details.graph-details", target);
           if (details && open !== undefined) details.open = open;
           localTimes(target);
+          const viewerLink = $("#open-viewer");
+          if (viewerLink) viewerLink.hidden = !$("table.results", target);
         } catch (err) { /* the next event retries */ }
       })();
       await refreshing;
@@ -511,6 +513,15 @@
       img.addEventListener("error", () => { figure.classList.add("failed"); done(); });
       const slider = $("input[type=range]", figure);
       if (slider) slider.addEventListener("input", () => update(figure));
+    }
+
+    // "Hide identifiers" is remembered in this browser (the CSS does the hiding).
+    const hideIds = $("#hide-ids");
+    if (hideIds) {
+      hideIds.checked = localStorage.getItem("clara-rt-hide-ids") === "1";
+      hideIds.addEventListener("change", () => {
+        localStorage.setItem("clara-rt-hide-ids", hideIds.checked ? "1" : "0");
+      });
     }
 
     form.addEventListener("submit", (event) => event.preventDefault());

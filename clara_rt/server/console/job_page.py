@@ -63,9 +63,13 @@ def job_page(job: dict[str, Any], operators: Sequence[dict[str, Any]],
         f'<div class="log" data-op="{e(op["name"])}"><button type="button" class="show-log" '
         f'data-op="{e(op["name"])}" aria-expanded="false">{e(op["name"])}</button>'
         f'<pre class="log-text" hidden></pre></div>' for op in operators)
+    # Nothing to open for a job without results (cancelled, failed early, results deleted);
+    # the script shows the link once the live part lists results.
+    view = (f'<a class="button" id="open-viewer" href="/console/jobs/{jid}/viewer"'
+            f'{"" if results else " hidden"}>Open in viewer</a>')
     main = (f'<h1>Job <span class="name">{e(job["name"])}</span></h1>'
-            f'<div class="actions">{cancel}<a class="button" href="/console/jobs/{jid}/viewer">'
-            f'Open in viewer</a><span id="action-message" role="status"></span></div>{info}'
+            f'<div class="actions">{cancel}{view}'
+            f'<span id="action-message" role="status"></span></div>{info}'
             f'<div id="live-parts">{live_parts(job, operators, results)}</div>'
             '<section><h2>Operator logs</h2><p class="hint">Select an operator to load what '
             f'it logged in this job.</p><div class="logs">{logs}</div></section>')
@@ -93,16 +97,20 @@ def viewer_page(job: dict[str, Any], info: dict[str, Any], *, token_required: bo
 
     Args:
         job: The job's record.
-        info: ``shape`` ``(k, j, i)``, ``spacing``, ``source``, ``modality``, ``labels``
-            (``[(path, [label values], [(r, g, b)...])]``), ``window`` (the initial preset).
+        info: :func:`clara_rt.server.console.viewer.viewer_info`: ``shape`` ``(k, j, i)``,
+            ``spacing``, ``source``, ``modality``, ``labels`` (``[(path, [label values],
+            [(r, g, b)...], [segment names])]``), ``window`` (the initial preset), ``marks``
+            (plane -> orientation letters) and ``patient`` (``[(label, text, identifying)]``).
         token_required: Whether the server needs a token for writes.
     """
     jid = path_url(job["id"])
     shape, spacing = info["shape"], info["spacing"]
     first_labels = info["labels"][0][0] if info["labels"] else ""
     params = {"window": info["window"], "labels": first_labels}
-    views = "".join(_view(jid, plane, shape, params) for plane in PLANES)
+    marks = info.get("marks") or {}
+    views = "".join(_view(jid, plane, shape, params, marks.get(plane)) for plane in PLANES)
     main = (f'<h1>Viewer <a class="name" href="/console/jobs/{jid}">{e(job["name"])}</a></h1>'
+            f'{_patient(info.get("patient") or [])}'
             f'<p class="muted">Image: {e(info["source"])} &middot; '
             f'{" &times; ".join(str(n) for n in shape)} voxels (slices &times; rows &times; '
             f'columns) &middot; spacing {" &times; ".join(f"{s:g}" for s in spacing)} mm'
@@ -195,9 +203,10 @@ def _viewer_controls(info: dict[str, Any]) -> str:
     level, width = WINDOWS.get(info["window"], info["auto"])
     labels = "".join(
         f'<option value="{e(rel)}"{" selected" if i == 0 else ""}>{e(rel)}</option>'
-        for i, (rel, _, _) in enumerate(info["labels"]))
-    legend = "".join(_legend(rel, values, colors, hidden=i > 0)
-                     for i, (rel, values, colors) in enumerate(info["labels"]))
+        for i, (rel, *_) in enumerate(info["labels"]))
+    legend = "".join(_legend(rel, values, colors, names[0] if names else [""] * len(values),
+                             hidden=i > 0)
+                     for i, (rel, values, colors, *names) in enumerate(info["labels"]))
     presets_attr = e(";".join(f"{k}:{w:g},{lv:g}" for k, (lv, w) in
                               [*WINDOWS.items(), ("auto", info["auto"])]))
     return ('<form class="viewer-controls" id="viewer-controls" data-presets="'
@@ -209,17 +218,38 @@ def _viewer_controls(info: dict[str, Any]) -> str:
             f"{legend}</form>")
 
 
-def _legend(rel: str, values: Sequence[int], colors: Sequence[tuple[int, int, int]], *,
-            hidden: bool) -> str:
+def _legend(rel: str, values: Sequence[int], colors: Sequence[tuple[int, int, int]],
+            names: Sequence[str], *, hidden: bool) -> str:
     swatches = "".join(
-        f'<span class="swatch"><svg width="12" height="12" aria-hidden="true"><rect width="12" '
-        f'height="12" fill="rgb({r},{g},{b})"/></svg> {value}</span>'
-        for value, (r, g, b) in zip(values, colors, strict=True))
+        f'<span class="swatch" data-label="{value}" title="label {value}"><svg width="12" '
+        f'height="12" aria-hidden="true"><rect width="12" height="12" fill="rgb({r},{g},{b})"/>'
+        f"</svg> {e(name) if name else value}</span>"
+        for value, (r, g, b), name in zip(values, colors, names, strict=True))
     return (f'<span class="legend" data-labels="{e(rel)}"{" hidden" if hidden else ""}>'
             f"labels {swatches or 'none in this volume'}</span>")
 
 
-def _view(jid: str, plane: str, shape: Sequence[int], params: dict[str, str]) -> str:
+def _patient(items: Sequence[tuple[str, str, bool]]) -> str:
+    """The patient/study line; identifying values carry ``phi`` (hidden by the switch)."""
+    if not items:
+        return ""
+    parts = " &middot; ".join(
+        f'{e(label)} <span class="{"phi" if identifying else "fact"}">{e(value)}</span>'
+        for label, value, identifying in items)
+    switch = ('<label class="hide-ids"><input type="checkbox" id="hide-ids"> Hide identifiers'
+              "</label>" if any(identifying for *_, identifying in items) else "")
+    return f'<p class="patient" id="patient">{parts} {switch}</p>'
+
+
+def _marks(marks: dict[str, str] | None) -> str:
+    if not marks:
+        return ""
+    return "".join(f'<span class="mark {side}" data-side="{side}">{e(letter)}</span>'
+                   for side, letter in marks.items() if letter)
+
+
+def _view(jid: str, plane: str, shape: Sequence[int], params: dict[str, str],
+          marks: dict[str, str] | None = None) -> str:
     count = 1 if plane == "mip" else int(shape[{"axial": 0, "coronal": 1, "sagittal": 2}[plane]])
     middle = count // 2
     src = _view_url(jid, plane, middle, params)
@@ -230,7 +260,8 @@ def _view(jid: str, plane: str, shape: Sequence[int], params: dict[str, str]) ->
              f"<output>{middle + 1} / {count}</output>")
     return (f'<figure class="view" data-plane="{plane}" data-count="{count}">'
             f"<figcaption>{plane.title() if plane != 'mip' else 'MIP'} {where}</figcaption>"
-            f'<img src="{e(src)}" alt="{plane} view">{slider}</figure>')
+            f'<div class="frame"><img src="{e(src)}" alt="{plane} view">{_marks(marks)}</div>'
+            f"{slider}</figure>")
 
 
 def _view_url(jid: str, plane: str, index: int, params: dict[str, str]) -> str:

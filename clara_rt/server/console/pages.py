@@ -64,14 +64,22 @@ def pipelines_page(pipelines: Sequence[dict[str, Any]], *, token_required: bool,
             f'{path_url(p["id"])}">{e(p["name"])}</a></td>'
             f'<td class="num">{len(p["operators"])}</td><td class="num">{counts["pending"]}</td>'
             f'<td class="num">{counts["running"]}</td><td class="num">{counts["stopped"]}</td>'
-            f"<td>{last_cell}</td><td>{when(p['updated'])}</td></tr>")
+            f"<td>{last_cell}</td><td class=\"registered\">{when(p['created'])}</td>"
+            f'<td class="replaced">{_replaced(p)}</td></tr>')
     main = ("<h1>Pipelines</h1>" + cluster_line(cluster)
             + table(["Pipeline", "Operators", "Queued", "Running", "Finished", "Last job",
-                     "Registered"], rows, cls="pipelines",
+                     "Registered", "Replaced"], rows, cls="pipelines",
                     empty="No pipelines yet: register one with `clara-rt create pipeline "
                           "FILE.yaml` or POST /v1/pipelines.")
             + '<p class="hint">Queued counts jobs created or waiting for a worker.</p>')
     return page("Pipelines", main, active="pipelines", token_required=token_required)
+
+
+def _replaced(record: dict[str, Any]) -> str:
+    """When the definition was last replaced (``never`` when it is the first one)."""
+    if record["updated"] <= record["created"]:
+        return '<span class="muted">never</span>'
+    return when(record["updated"])
 
 
 def pipeline_page(record: dict[str, Any], jobs: Sequence[dict[str, Any]], *,
@@ -85,7 +93,7 @@ def pipeline_page(record: dict[str, Any], jobs: Sequence[dict[str, Any]], *,
         ("Operators", str(len(record["operators"]))),
         ("Jobs", f"{counts.get('pending', 0)} queued, {counts.get('running', 0)} running, "
                  f"{counts.get('stopped', 0)} finished"),
-        ("Registered", when(record["created"])), ("Updated", when(record["updated"])),
+        ("Registered", when(record["created"])), ("Replaced", _replaced(record)),
         ("Definition", f'<a href="/v1/pipelines/{ref}/definition">YAML</a>'),
     ])
     ops = [f'<tr data-op="{e(op["name"])}"><td><code>{e(op["name"])}</code></td>'

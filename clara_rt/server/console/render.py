@@ -7,7 +7,9 @@ and ``mip`` is the maximum along ``j`` (front to back), laid out like ``coronal`
 ``k`` are flipped so that the head is at the top when ``k`` runs towards the head, and every
 view is resampled to square pixels of its finer spacing, so a 2.5 mm x 0.7 mm coronal view
 keeps its true proportions. The label overlay uses the colours of the pipeline's own PNG
-renderer (:func:`clara_rt.operators.output.render.overlay`).
+renderer (:func:`clara_rt.operators.output.render.overlay`). :func:`orientation_marks` names
+the patient direction at each edge of a view (R/L, A/P, S/I) from the volume's direction
+cosines, so the viewer can print them beside the image.
 
 Pure functions of arrays in and bytes out: no server, no files (see :mod:`.volumes`).
 """
@@ -20,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PLANES", "WINDOWS", "ViewError", "auto_window", "plane_length", "render_png",
-           "render_view", "resolve_window", "to_grey"]
+__all__ = ["PLANES", "WINDOWS", "ViewError", "auto_window", "orientation_marks", "plane_length",
+           "render_png", "render_view", "resolve_window", "to_grey"]
 
 PLANES = ("axial", "coronal", "sagittal", "mip")
 WINDOWS: dict[str, tuple[float, float]] = {
@@ -30,6 +32,10 @@ WINDOWS: dict[str, tuple[float, float]] = {
 """Window presets in Hounsfield units: name -> ``(level, width)``."""
 # plane -> (axis cut across, axis of the view's rows, axis of its columns)
 _AXES = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1), "mip": (1, 0, 2)}
+
+
+# LPS (DICOM patient axes): the letter of each axis's positive and negative direction.
+_LPS_LETTERS = (("L", "R"), ("P", "A"), ("S", "I"))
 
 
 class ViewError(ValueError):
@@ -63,6 +69,35 @@ def resolve_window(window: str, wl: str | None, auto: tuple[float, float]
     if window not in WINDOWS:
         raise ViewError(f"unknown window {window!r}; windows are: {', '.join(WINDOWS)}, auto")
     return WINDOWS[window]
+
+
+def orientation_marks(direction: np.ndarray | None, plane: str, *, head_up: bool = True
+                      ) -> dict[str, str] | None:
+    """The patient direction at the ``top``, ``bottom``, ``left`` and ``right`` of a view.
+
+    Args:
+        direction: 3x3 matrix whose columns are the LPS unit vectors of the ``i``, ``j`` and
+            ``k`` axes (:class:`~clara_rt.operators.volume.VolumeMeta`), or ``None`` (unknown:
+            no marks).
+        plane: One of :data:`PLANES`.
+        head_up: Whether views along ``k`` are flipped (as :func:`render_view` does).
+
+    Returns:
+        e.g. ``{"top": "A", "bottom": "P", "left": "R", "right": "L"}`` for an axial view of a
+        head-first supine series; an oblique axis gets two letters, the larger part first
+        (``"LP"``). ``None`` without a direction.
+    """
+    _check_plane(plane)
+    if direction is None:
+        return None
+    cosines = np.asarray(direction, dtype=float)
+    _, rows, cols = _AXES[plane]
+    # Array axis 0/1/2 is k/j/i, whose direction is column 2/1/0 of the matrix.
+    row_dir, col_dir = cosines[:, 2 - rows], cosines[:, 2 - cols]
+    if rows == 0 and head_up:
+        row_dir = -row_dir  # the view is flipped: rows run against k
+    return {"top": _letters(-row_dir), "bottom": _letters(row_dir),
+            "left": _letters(-col_dir), "right": _letters(col_dir)}
 
 
 def auto_window(image: np.ndarray) -> tuple[float, float]:
@@ -146,6 +181,13 @@ def render_png(image: np.ndarray, labels: np.ndarray | None,
 def _check_plane(plane: str) -> None:
     if plane not in _AXES:
         raise ViewError(f"unknown plane {plane!r}; planes are: {', '.join(PLANES)}")
+
+
+def _letters(vector: np.ndarray) -> str:
+    """``"L"``, ``"A"``..., or two letters for an oblique vector (parts above 0.3)."""
+    order = np.argsort(-np.abs(vector))
+    parts = [_LPS_LETTERS[a][0 if vector[a] > 0 else 1] for a in order if abs(vector[a]) > 0.3]
+    return "".join(parts[:2])
 
 
 def _square_pixels(grey: np.ndarray, labels: np.ndarray | None, spacing: tuple[float, float]

@@ -7,6 +7,9 @@
   are whole, non-negative and take at most 256 values) of the image's shape, NIfTI first
   (``nifti-writer/path.nii.gz``) then ``.npy`` (``lung-seg/body.npy``), each in path order.
 
+The image's direction cosines (for orientation marks) and its patient and study tags come with
+it; segment names are filled in by the caller (:mod:`.segments`).
+
 Loaded volumes are kept in a small LRU cache (:class:`VolumeCache`), so moving the viewer's
 slider only cuts a slice. The cache key holds when the job stopped, so a job that finishes after
 its input was first viewed is loaded again with its results. Thread-safe: several requests for
@@ -29,13 +32,15 @@ import numpy as np
 from clara_rt.errors import ClaraRTError
 from clara_rt.server.console.render import auto_window
 
-__all__ = ["JobVolumes", "NoVolume", "VolumeCache", "load_job_volumes"]
+__all__ = ["PATIENT_TAGS", "JobVolumes", "NoVolume", "VolumeCache", "load_job_volumes"]
 
 log = logging.getLogger("clara_rt.server")
 
 _NIFTI = (".nii", ".nii.gz")
 _MAX_LABELS = 8
 _MAX_FILE = 2 << 30  # results larger than this are not read for the viewer
+PATIENT_TAGS = ("PatientName", "PatientID", "StudyDate", "StudyDescription", "SeriesDescription")
+"""Tags of the image's source shown on the viewer's patient line (when the image has them)."""
 
 
 class NoVolume(LookupError):
@@ -44,7 +49,12 @@ class NoVolume(LookupError):
 
 @dataclass
 class JobVolumes:
-    """A job's image (``[k, j, i]``), its geometry and the label volumes found for it."""
+    """A job's image (``[k, j, i]``), its geometry and the label volumes found for it.
+
+    ``direction`` holds the LPS unit vectors of ``i``, ``j``, ``k`` as columns (``None``: not
+    known, e.g. a ``.npy`` image); ``patient`` the :data:`PATIENT_TAGS` the source has; ``names``
+    maps a label volume to ``{label value: segment name}`` where known.
+    """
 
     image: np.ndarray
     spacing: tuple[float, float, float]
@@ -53,6 +63,9 @@ class JobVolumes:
     modality: str | None
     auto: tuple[float, float]
     labels: dict[str, np.ndarray] = field(default_factory=dict)
+    direction: np.ndarray | None = None
+    patient: dict[str, str] = field(default_factory=dict)
+    names: dict[str, dict[int, str]] = field(default_factory=dict)
     _values: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     @property
@@ -206,14 +219,19 @@ def _volumes(image: np.ndarray, meta: Any, source: str) -> JobVolumes:
     if image.ndim != 3:
         raise NoVolume(f"the {source} is not a 3-D volume (shape {image.shape})")
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    head_up, modality = True, None
+    head_up, modality, direction = True, None, None
+    patient: dict[str, str] = {}
     if meta is not None:
         dk, dj, di = (float(s) for s in meta.spacing)
         spacing = (dk, dj, di)
-        head_up = float(np.asarray(meta.direction, dtype=float)[2, 2]) >= 0.0
+        direction = np.asarray(meta.direction, dtype=float)
+        head_up = float(direction[2, 2]) >= 0.0
         modality = meta.source.get("Modality")
+        patient = {tag: str(meta.source[tag]) for tag in PATIENT_TAGS
+                   if meta.source.get(tag) not in (None, "")}
     return JobVolumes(image, spacing, head_up, source,
-                      None if modality is None else str(modality), auto_window(image))
+                      None if modality is None else str(modality), auto_window(image),
+                      direction=direction, patient=patient)
 
 
 # --- labels -----------------------------------------------------------------------------------

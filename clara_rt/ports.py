@@ -143,27 +143,32 @@ class PortSpec:
         full = self._full_problem
         if self.kind != "array":
             return full
-        host_ok, cuda_ok = self.device != "cuda", self.device != "cpu"
-        ndarray, np_dtype, fixed = np.ndarray, self._np_dtype, self._fixed
+        host_type = np.ndarray if self.device != "cuda" else None  # None: no type is it
+        cuda_types = _CUDA_ARRAY_TYPES if self.device != "cpu" else frozenset()
+        np_dtype, fixed = self._np_dtype, self._fixed
         ndim = None if self.shape is None else len(self.shape)
-        cuda_types = _CUDA_ARRAY_TYPES
 
         def check(value: Any) -> str | None:
             t = type(value)
-            if not ((host_ok and t is ndarray) or (cuda_ok and t in cuda_types)):
-                return full(value)
-            if np_dtype is not None and value.dtype is not np_dtype:
-                return full(value)
-            if ndim is not None:
+            if ((t is host_type or t in cuda_types)
+                    and (np_dtype is None or value.dtype is np_dtype)
+                    and (ndim is None or value.ndim == ndim)):
+                return None
+            return full(value)
+
+        def check_fixed(value: Any) -> str | None:
+            t = type(value)
+            if ((t is host_type or t in cuda_types)
+                    and (np_dtype is None or value.dtype is np_dtype)
+                    and value.ndim == ndim):
                 shape = value.shape
-                if len(shape) != ndim:
-                    return full(value)
                 for axis, size in fixed:
                     if shape[axis] != size:
                         return full(value)
-            return None
+                return None
+            return full(value)
 
-        return check
+        return check_fixed if fixed else check
 
     def _full_problem(self, value: Any) -> str | None:
         kind = self.kind

@@ -32,7 +32,8 @@ class UNet3d(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         skip = self.enc(image)
-        return self.head(torch.cat([skip, self.up(self.down(skip))], dim=1))
+        out: torch.Tensor = self.head(torch.cat([skip, self.up(self.down(skip))], dim=1))
+        return out
 
 
 def write_models(folder: Path, size: int) -> tuple[Path, Path | None]:

@@ -8,6 +8,7 @@ environment and before the top-level ``variables:``.
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -211,13 +212,13 @@ class Parser(Reader):
             values[name] = given
             return "${{" + name + "}}"
 
-        command = []
+        command: list[str] = []
         for i, (value, raw) in enumerate(zip(items, items.raw, strict=True)):
             loc = items.item_locs[i]
             if value is None or raw is None:
                 raise loc.error(f"expected text for item {i + 1} of {what}, got "
                                 f"{describe(value)}")
-            command.append(substitute(raw, lambda name, at=loc: lookup(name, at), loc))
+            command.append(substitute(raw, functools.partial(lookup, loc=loc), loc))
         return tuple(command), tuple(sorted(values.items()))
 
     def requests(self, parent: YMap, owner: str) -> dict[str, Any]:

@@ -47,7 +47,7 @@ JOB_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.
 HOP_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                0.1, 0.25, 0.5, 1.0, 2.5)
 
-_SEEN_LIMIT = 100_000  # job ids remembered for de-duplication
+_SEEN_LIMIT = 4096  # job ids remembered for de-duplication (a repeat follows its stop closely)
 _INTERVAL_LIMIT = 100_000  # operator intervals kept for the busy fraction
 
 
@@ -179,6 +179,8 @@ class RuntimeMetrics:
                 if started is not None:
                     begin = float(started) + float(row["start_ms"]) / 1000.0
                     self._intervals.append((begin, begin + seconds))
+            if stopped is not None:  # also when nobody reads busy_fraction
+                self._prune(float(stopped))
             for name, gap in hops:
                 _get(self._hops, (pipeline, name), HOP_BUCKETS).observe(gap)
         return True
@@ -188,10 +190,7 @@ class RuntimeMetrics:
         now = self._clock() if now is None else now
         lo = now - self.window
         with self._lock:
-            # Ended a window before this one: no later window needs it (the deque is in order
-            # of job end, roughly that of operator end, so stragglers are only skipped below).
-            while self._intervals and self._intervals[0][1] < lo - self.window:
-                self._intervals.popleft()
+            self._prune(now)
             busy = sum(max(0.0, min(end, now) - max(begin, lo))
                        for begin, end in self._intervals if end > lo and begin < now)
         running = self.running
@@ -222,6 +221,13 @@ class RuntimeMetrics:
     def hop_histograms(self) -> dict[tuple[str, str], HistogramSnapshot]:
         """``(pipeline, operator)`` -> gaps between the last producer's end and its start."""
         return self._snapshots(self._hops)
+
+    def _prune(self, now: float) -> None:
+        """Drop intervals that ended a window before the current one (caller holds the lock):
+        no later window needs them (the deque is in order of job end, roughly that of operator
+        end, so stragglers are only skipped by busy_fraction)."""
+        while self._intervals and self._intervals[0][1] < now - 2 * self.window:
+            self._intervals.popleft()
 
     def _snapshots(self, table: dict[tuple[str, str], Histogram]
                    ) -> dict[tuple[str, str], HistogramSnapshot]:

@@ -249,7 +249,9 @@ class JobManager:
         return record
 
     def find(self, **filters: Any) -> list[dict[str, Any]]:
-        return [public_job(job) for job in self._store.jobs(**filters)]
+        jobs = self._store.jobs(**filters)
+        return [public_job({**job, **self._unrecorded[job["id"]][1]}
+                           if job["id"] in self._unrecorded else job) for job in jobs]
 
     def folder(self, job_id: str) -> Path:
         return Path(self._config.jobs_dir / job_id)

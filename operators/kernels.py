@@ -15,10 +15,11 @@ Backends, picked per call from the input's array module:
   the GIL, so worker threads of a runtime run it side by side. numba is imported on first use
   (``import clara_rt.operators`` stays light); without numba a NumPy fallback runs and one
   warning is logged.
-* NumPy input, label statistics: with up to :data:`NUMPY_STATS_LABELS` labels, NumPy itself
-  (one comparison per label, then counts and sums inside the label's bounding box only): as fast
-  as the numba kernel on a CT mask of two lungs, and it spares a small job the 0.8 s import of
-  numba. More labels take the numba kernel (one pass whatever the number of labels).
+* NumPy input, label statistics: the numba kernel when numba is already imported (by
+  :func:`window`, say) or for more than :data:`NUMPY_STATS_LABELS` labels; otherwise NumPy
+  itself (one comparison per label, then counts and sums inside the label's bounding box only):
+  about as fast as the numba kernel on a CT mask of two lungs, and it spares a pipeline that
+  needs no other numba kernel (ct-lung-seg) the 0.4-0.8 s import of numba.
 * CuPy input: CuPy kernels (:mod:`clara_rt.operators._gpu_kernels`: an ``ElementwiseKernel``, a
   ``RawKernel`` with per-block shared-memory tables, ``ReductionKernel``) on CuPy's current
   stream. numba.cuda is never used. A kernel that cannot be built or launched is logged once
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import threading
 from dataclasses import dataclass
 from types import ModuleType
@@ -57,7 +59,7 @@ _CALL_LOCK = threading.Lock()
 _layer_is_safe: bool | None = None  # None until the first parallel call has picked a layer
 _GPU_FAILED: set[str] = set()  # kernels that failed to build or launch on this process
 NUMPY_STATS_LABELS = 16
-"""Most labels :func:`label_stats` counts with NumPy on the host (more take numba)."""
+"""Most labels :func:`label_stats` counts with NumPy on the host while numba is not loaded."""
 
 
 @dataclass(frozen=True)
@@ -124,9 +126,10 @@ def label_stats(labels: Any, image: Any = None, num_labels: int | None = None, *
             ``1..num_labels`` (0, negatives, larger labels) are ignored.
         image: Optional array of the same shape whose sum over each label is wanted.
         num_labels: Highest label of interest; default ``labels.max()``.
-        backend: ``"auto"`` (on the host NumPy per label up to :data:`NUMPY_STATS_LABELS`
-            labels, numba beyond; the CuPy kernel on the GPU) or ``"numpy"`` (``bincount`` +
-            ``find_objects`` on the host, ``bincount`` and a loop over labels on CuPy).
+        backend: ``"auto"`` (on the host numba once imported, else NumPy per label up to
+            :data:`NUMPY_STATS_LABELS` labels; the CuPy kernel on the GPU) or ``"numpy"``
+            (``bincount`` + ``find_objects`` on the host, ``bincount`` and a loop over labels on
+            CuPy).
 
     Returns:
         A :class:`LabelTable` of host arrays (the only device -> host copy: ``n + 1`` rows).
@@ -144,8 +147,8 @@ def label_stats(labels: Any, image: Any = None, num_labels: int | None = None, *
     if xp is np:
         if backend == "numpy":
             return _stats_numpy(labels, image, n)
-        if n <= NUMPY_STATS_LABELS:
-            return _stats_per_label(labels, image, n)
+        if n <= NUMPY_STATS_LABELS and sys.modules.get("numba") is None:
+            return _stats_per_label(labels, image, n)  # numba's import would cost more
         usable = image is None or image.dtype.name in _NUMBA_DTYPES
         if usable and (kernels := _cpu_kernels()) is not None:
             return _stats_cpu(kernels, labels, image, n)

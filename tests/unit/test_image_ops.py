@@ -124,6 +124,23 @@ def test_label_stats_with_many_labels_matches_bincount(xp: ModuleType, num_label
     assert fast.start.tolist() == slow.start.tolist() and fast.stop.tolist() == slow.stop.tolist()
 
 
+@pytest.mark.parametrize("shape", [(9, 20, 31), (20, 31), (57,)])
+def test_label_stats_per_label_numpy_path_matches_bincount(shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(7)
+    labels = rng.choice([-2, 0, 0, 1, 2, 4, 9], size=shape).astype(np.int32)  # 3 is absent
+    for image in (rng.integers(-1000, 1000, shape).astype(np.int16),
+                  rng.normal(0, 50, shape).astype(np.float32), None):
+        fast = kernels._stats_per_label(labels, image, 5)
+        slow = kernels.label_stats(labels, image, 5, backend="numpy")
+        assert fast.counts.tolist() == slow.counts.tolist()
+        assert fast.start.tolist() == slow.start.tolist()
+        assert fast.stop.tolist() == slow.stop.tolist()
+        if image is None:
+            assert fast.sums is None and slow.sums is None
+        else:
+            np.testing.assert_allclose(fast.sums, slow.sums, rtol=1e-9, atol=1e-6)
+
+
 def test_label_stats_of_a_few_labels_needs_no_numba() -> None:
     code = ("import sys, numpy as np; from clara_rt.operators.postprocess.label_stats import "
             "compute_label_stats; lab = np.zeros((8, 32, 32), np.uint8); lab[1:3, 2:9, 4:7] = 1; "

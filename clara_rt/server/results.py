@@ -82,6 +82,8 @@ def result_file(folder: Path, path: str) -> Path:
     except PayloadError:
         raise NotFound(f"no file '{path}'") from None
     target = folder
+    if folder.is_symlink():
+        raise NotFound(f"no file '{path}' (links are never served)")
     try:
         for part in rel.parts:
             target = target / part

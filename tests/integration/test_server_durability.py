@@ -293,6 +293,8 @@ def test_issue_16_9_full_disk_at_a_jobs_end_keeps_every_thread_serving(tmp_path:
             _fill(disk / "filler")
             ended = client.wait_job(job["id"], 30)  # known even while the database is full
             assert (ended["state"], ended["status"]) == ("stopped", "faulted"), ended
+            listed = {j["id"]: j["state"] for j in client.list_jobs(pipeline="short")}
+            assert listed[job["id"]] == "stopped"
             for create in (lambda: client.create_pipeline(folder_pipeline("later")),
                            lambda: client.create_job("short", [payload["id"]])):
                 with pytest.raises(ClientError) as err:

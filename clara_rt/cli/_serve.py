@@ -36,7 +36,8 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="what jobs left running by a crash become (default: fail)")
     p.add_argument("--default-timeout", type=float, metavar="S",
                    help="job timeout when a job names none")
-    p.add_argument("--max-timeout", type=float, metavar="S", help="largest job timeout allowed")
+    p.add_argument("--max-timeout", type=float, metavar="S",
+                   help="largest job timeout allowed (at most and by default 7 days)")
     p.add_argument("--max-payload", type=parse_size, default="20G", metavar="SIZE",
                    help="largest upload, e.g. 500M, 20G (default 20G)")
     p.add_argument("--max-files", type=positive_int, default=10_000, metavar="N",

@@ -19,6 +19,7 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ def lungseg(shape: tuple[int, int, int] = SHAPE, *, repeat: int = 2,
     equal = True
     for n in counts:
         say(f"lungseg: slab-parallel, {n} thread(s)")
-        secs, mem, out = _timed(lambda n=n: seg.segment_lungs(volume, threads=n), repeat,
+        secs, mem, out = _timed(partial(seg.segment_lungs, volume, threads=n), repeat,
                                 volume.nbytes)
         same = bool(np.array_equal(out.body, body) and np.array_equal(out.labels, labels))
         equal &= same

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs, get_array_module
-from clara_rt.arrays import to_host
 from clara_rt.operators.kernels import ndimage_of
 from clara_rt.operators.postprocess.components import (
     component_sizes,
@@ -222,8 +221,8 @@ def _lung_table(slabs: SlabRunner, labels: Any, n: int, body: Any, meta: VolumeM
                 min_fraction: float) -> tuple[Any, int]:
     """Pick the <= 2 largest air components off the in-plane edge; return id -> side and count.
 
-    The table stays on the labels' device; the sizes and centres of the two candidates (a dozen
-    numbers) are the only values copied to the host.
+    Everything is decided on the labels' device, so CuPy input copies no array to the host: the
+    only value read back is the count of lungs kept (one scalar, as ``label`` reads its count).
     """
     xp = get_array_module(labels)
     lut = xp.zeros(n + 1, dtype=np.uint8)
@@ -233,22 +232,17 @@ def _lung_table(slabs: SlabRunner, labels: Any, n: int, body: Any, meta: VolumeM
     for edge in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
         sizes[edge.ravel()] = 0  # touches the image edge: outside air, not lung
     sizes[0] = 0
-    ids = largest_ids(sizes, 2)
-    lungs = _moments(slabs, labels, ids)
-    numbers = to_host(xp.concatenate([sizes[ids].astype(np.float64), lungs.ravel()]))
-    kept = _kept(numbers[:len(ids)], min_fraction)
+    ids = largest_ids(sizes, 2)  # two ids: n >= 1, so sizes has >= 2 entries
+    top = sizes[ids].astype(np.float64)
+    kept = top > 0
+    kept[1:] &= top[1:] >= min_fraction * top[0]  # the second only if big enough
     affine = meta.affine_lps if meta is not None else np.eye(4)
-    xs = [_lps_x(affine, _centre(m)) for m in numbers[len(ids):].reshape(-1, 4)]
-    if kept == 2:
-        sides = [LEFT, RIGHT] if xs[0] > xs[1] else [RIGHT, LEFT]
-    elif kept == 1:  # one lung: placed against the body's centre
-        body_x = _lps_x(affine, _centre(to_host(_moments(slabs, body, None))[0]))
-        sides = [LEFT if xs[0] > body_x else RIGHT]
-    else:
-        sides = []
-    for k, side in enumerate(sides):
-        lut[ids[k:k + 1]] = side
-    return lut, kept
+    xs = _lps_x(affine, _moments(slabs, labels, ids))
+    body_x = _lps_x(affine, _moments(slabs, body, None))[0]
+    first_left = xp.where(kept[1], xs[0] > xs[1], xs[0] > body_x)  # one lung: vs the body
+    sides = xp.where(xp.stack([first_left, ~first_left]), LEFT, RIGHT).astype(np.uint8)
+    lut[ids] = sides * kept
+    return lut, int(kept.sum())
 
 
 def _moments(slabs: SlabRunner, labels: Any, ids: Any) -> Any:
@@ -274,20 +268,12 @@ def _moments(slabs: SlabRunner, labels: Any, ids: Any) -> Any:
     return sum(slabs.map(slab, labels))
 
 
-def _kept(sizes: np.ndarray, min_fraction: float) -> int:
-    """How many of the two largest candidates (sizes, largest first) are lungs."""
-    kept = int((sizes > 0).sum())
-    if kept == 2 and sizes[1] < min_fraction * sizes[0]:
-        return 1
-    return kept
+def _lps_x(affine: np.ndarray, moments: Any) -> Any:
+    """LPS x of the centres of ``[count, sum z, sum y, sum x]`` rows (on their device).
 
-
-def _centre(moments: np.ndarray) -> tuple[float, float, float]:
-    """Centre ``(k, j, i)`` from ``[count, sum z, sum y, sum x]`` (the origin when empty)."""
-    count = float(moments[0]) or 1.0
-    return (float(moments[1]) / count, float(moments[2]) / count, float(moments[3]) / count)
-
-
-def _lps_x(affine: np.ndarray, centre: Any) -> float:
-    k, j, i = (float(c) for c in centre)
-    return float((affine @ np.array([i, j, k, 1.0]))[0])
+    An empty row (count 0) is placed at voxel (0, 0, 0); its side is never used.
+    """
+    xp = get_array_module(moments)
+    centre = moments[:, 1:] / xp.maximum(moments[:, :1], 1.0)  # (k, j, i) per row
+    a = [float(v) for v in affine[0]]  # x = a . (i, j, k, 1), Python floats: nothing uploaded
+    return centre[:, 2] * a[0] + centre[:, 1] * a[1] + centre[:, 0] * a[2] + a[3]

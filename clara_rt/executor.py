@@ -177,8 +177,8 @@ class Runtime:
             RuntimeClosedError: the runtime is closed.
         """
         prio = Priority.parse(priority)
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        if timeout is not None and not 0 < timeout < float("inf"):
+            raise ValueError(f"timeout must be finite seconds > 0 or None, got {timeout!r}")
         plan = pipeline.validate()
         values = _payload_values(plan, payload or {})
         graph = self._graph_for(plan)
@@ -575,7 +575,9 @@ class Runtime:
                             continue
                         break
                     wait = self._deadlines[0][0] - now if self._deadlines else None
-                    self._deadline_cv.wait(wait)
+                    # A far deadline (timeout=1e12) is waited for in steps: Condition.wait
+                    # overflows past threading.TIMEOUT_MAX and would end this thread.
+                    self._deadline_cv.wait(None if wait is None else min(wait, 3600.0))
             self.stop_job(job, JobState.TIMED_OUT)
 
 

@@ -360,3 +360,23 @@ def test_issue_16_7_an_unreadable_token_file_is_a_clear_error(tmp_path: Path) ->
                           check=False)
     assert done.returncode == 2, done.stderr
     assert "cannot read --token-file" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_issue_16_8_a_far_deadline_does_not_end_the_runtimes_deadline_thread() -> None:
+    import numpy as np
+
+    from clara_rt import Pipeline, Runtime
+    from clara_rt.errors import JobTimeoutError
+    from tests.ops import Sleep
+
+    pipeline = Pipeline("sleepy")
+    pipeline.add(Sleep("nap", seconds=5.0))
+    payload = {"nap.in": np.zeros(3, dtype="float32")}
+    with Runtime(workers=2) as rt:
+        with pytest.raises(ValueError, match="finite"):
+            rt.submit(pipeline, payload, timeout=float("inf"))
+        far = rt.submit(pipeline, payload, timeout=1e12)  # past threading.TIMEOUT_MAX
+        near = rt.submit(pipeline, payload, timeout=0.3)
+        with pytest.raises(JobTimeoutError):
+            near.result()
+        far.cancel()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import shutil
 import signal
 import socket
 import struct
@@ -50,10 +51,11 @@ def listen(tmp_path: Path) -> Iterator[Callable[..., tuple[StorageScp, list[Any]
     started: list[StorageScp] = []
 
     def start(**keys: Any) -> tuple[StorageScp, list[Any]]:
+        keys = {"quiet-time": QUIET, **keys}
         extra = "".join(f", {k}: {v}" for k, v in keys.items())
         config = parse_config(
-            f"dicom: {{ae-title: CLARA, port: {free_port()}, storage: {tmp_path / 'store'}, "
-            f"quiet-time: {QUIET}{extra}}}\nae-titles: [{{name: LUNGSEG, pipelines: [p]}}]\n")
+            f"dicom: {{ae-title: CLARA, port: {free_port()}, storage: {tmp_path / 'store'}"
+            f"{extra}}}\nae-titles: [{{name: LUNGSEG, pipelines: [p]}}]\n")
         completed: list[Any] = []
         scp = StorageScp(config, lambda *args: completed.append(args), tracker_interval=0.05)
         scp.start()
@@ -99,6 +101,21 @@ def test_unusable_uids_are_refused_and_patients_never_merged(
     assert "cannot move" not in caplog.text and "disappeared" not in caplog.text
     with pytest.raises(ValueError, match=r"^UID '\.\.\.' cannot name a folder$"):
         safe_part("...")
+
+
+def test_a_vanished_arrival_folder_is_dropped_not_retried_forever(
+        listen: Callable[..., tuple[StorageScp, list[Any]]], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="clara_rt.dicom")
+    scp, completed = listen(**{"quiet-time": 1.5})
+    [path] = make_series(tmp_path / "ct", slices=1, rows=16, cols=16)
+    assert storescu(scp.address[1], path).returncode == 0
+    [arrived] = list(scp.layout.root.glob("LUNGSEG/*/*"))
+    shutil.rmtree(arrived)  # removed by hand before the series was complete
+    time.sleep(4.0)  # the old code logged "cannot move" again after every quiet time
+    assert caplog.text.count("disappeared before it was complete") == 1
+    assert "cannot move" not in caplog.text and completed == []
+    assert scp.tracker.open_groups() == 0
 
 
 # --- 16.14: malformed data sets ---------------------------------------------------------------

@@ -178,7 +178,7 @@ class Runtime:
         """
         prio = Priority.parse(priority)
         if timeout is not None and not 0 < timeout < float("inf"):
-            raise ValueError(f"timeout must be finite seconds > 0 or None, got {timeout!r}")
+            raise ValueError(f"timeout must be > 0 and finite seconds, or None, got {timeout!r}")
         plan = pipeline.validate()
         values = _payload_values(plan, payload or {})
         graph = self._graph_for(plan)

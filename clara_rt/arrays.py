@@ -10,9 +10,10 @@ works (and is tested) on a machine without a GPU. :func:`default_xp` picks CuPy 
 device is really usable.
 
 CUDA streams: each worker thread gets its own non-blocking stream (CuPy's current stream is
-thread-local). When an operator emits GPU arrays, the runtime records an event on the producer's
-stream; a consumer running on another worker waits on that event (``stream.wait_event``), so it
-waits for its producer only, never for the whole device. On NumPy these helpers are no-ops.
+thread-local). When an operator emits GPU arrays, the runtime marks the producer's stream; a
+consumer on the same stream needs nothing more, one running on another worker records a pooled
+event on the producer's stream and waits on it (``stream.wait_event``), so it waits for its
+producer only, never for the whole device. On NumPy these helpers are no-ops.
 
 Host <-> device copies go through :func:`to_host` and :func:`to_device`, which count the bytes
 they move (:func:`transfer_counters`, shown by the server's monitoring). Counting is a locked
@@ -306,52 +307,56 @@ def worker_stream() -> Any:
 
 
 def record_event(values: Any) -> Any:
-    """Mark the current stream's position if any of ``values`` is a CuPy array.
+    """Mark where a producer's GPU work ends, if any of ``values`` is a CuPy array.
 
     Producers call it after ``compute`` (on a worker, the current stream is the worker's own);
     ``submit`` calls it for the payload on the caller's stream. Returns a mark for
-    :func:`wait_event` and :func:`synchronize`, or ``None`` when nothing is on the GPU.
+    :func:`wait_event` and :func:`synchronize` (the producer's stream), or ``None`` when nothing
+    is on the GPU.
 
-    The event comes from a small ring per thread and stream (:data:`EVENT_RING` events, created
-    once with timing disabled) instead of a new ``cupy.cuda.Event`` per hop. An event is
-    re-recorded only after ``EVENT_RING`` later records on the same stream; a consumer that
-    waits on it after that waits for that later point of the same stream, which includes the
-    producer's work: never too early, at worst a little late.
+    No CUDA event is recorded here: a consumer on the same stream needs none (stream order),
+    and one on another stream records it when it gets there (:func:`wait_event`). Recorded then,
+    on the producer's stream, the event lies after everything the producer enqueued (its
+    ``compute`` had returned before the mark was made), so the consumer never starts too early;
+    at worst it also waits for work enqueued on that stream since.
     """
     for v in values:
         if type(v).__module__.startswith("cupy"):
-            break
-    else:
-        return None
-    stream = _current_stream()
-    event = _next_event(stream)
-    event.record(stream)
-    return (event, stream)
+            return _current_stream()
+    return None
 
 
 def wait_event(event: Any) -> None:
     """Make the current stream wait for a producer's mark; no-op for ``None``.
 
     Only this stream waits, on the device: the host thread and other streams go on. When the
-    producer ran on this very stream, stream order already serialises them and nothing is done.
+    producer ran on this very stream, stream order already serialises them and nothing is done;
+    otherwise one pooled event is recorded on the producer's stream and waited on.
     """
     if event is None:
         return
-    recorded, stream = event
     current = _current_stream()
-    if current.ptr != stream.ptr:
-        current.wait_event(recorded)
+    if current.ptr != event.ptr:
+        current.wait_event(_record_on(event))
 
 
 def synchronize(events: Any) -> None:
-    """Block the calling thread until every (non-``None``) mark has completed."""
-    for event in events:
-        if event is not None:
-            event[0].synchronize()
+    """Block the calling thread until the work behind every (non-``None``) mark has completed.
+
+    One event is recorded and waited for per distinct stream among the marks.
+    """
+    streams = {mark.ptr: mark for mark in events if mark is not None}
+    for stream in streams.values():
+        _record_on(stream).synchronize()
 
 
 EVENT_RING = 64
-"""Events per thread and stream that :func:`record_event` cycles through."""
+"""Events per thread and stream that :func:`wait_event` and :func:`synchronize` cycle through.
+
+They are created once (timing disabled) instead of a ``cupy.cuda.Event`` per hop. An event is
+re-recorded only after ``EVENT_RING`` later records on the same stream by the same thread; a
+stream that waits on it after that waits for a later point of the same stream, which includes
+what it was recorded for: never too early, at worst a little late."""
 _MAX_RINGS = 16  # streams remembered per thread; a thread switching among more starts anew
 
 
@@ -366,6 +371,13 @@ def _current_stream() -> Any:
 
 
 _get_current_stream: Any = None
+
+
+def _record_on(stream: Any) -> Any:
+    """Record this thread's next pooled event for ``stream`` on it and return the event."""
+    event = _next_event(stream)
+    event.record(stream)
+    return event
 
 
 def _next_event(stream: Any) -> Any:

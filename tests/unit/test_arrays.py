@@ -100,14 +100,14 @@ def test_worker_streams_are_per_thread_and_non_blocking() -> None:
 def test_events_come_from_a_ring_and_order_kernels_across_streams() -> None:
     import cupy
 
-    from clara_rt.arrays import EVENT_RING
+    from clara_rt import arrays
 
     x = cupy.arange(4)
     with cupy.cuda.Stream(non_blocking=True) as producer:
-        marks = [record_event([x]) for _ in range(EVENT_RING + 1)]
-        assert marks[0][0] is marks[EVENT_RING][0]  # reused, not a new Event per hop
-        assert len({id(m[0]) for m in marks}) == EVENT_RING
-        assert all(m[1].ptr == producer.ptr for m in marks)
+        assert record_event([x]).ptr == producer.ptr and record_event([np.ones(2)]) is None
+        events = [arrays._next_event(producer) for _ in range(arrays.EVENT_RING + 1)]
+        assert events[0] is events[arrays.EVENT_RING]  # reused, not a new Event per hop
+        assert len({id(e) for e in events}) == arrays.EVENT_RING
     expected = np.ones(1, np.float32)
     for _ in range(20):
         expected = np.sin(expected)
@@ -121,27 +121,53 @@ def test_events_come_from_a_ring_and_order_kernels_across_streams() -> None:
         last = (slow[-8:] + 0).get()  # a kernel and a copy on the consumer's stream
         assert consumer.ptr != producer.ptr
         np.testing.assert_allclose(last, np.repeat(expected, 8), rtol=1e-6)
-    synchronize([mark, None])
-    assert mark[0].done
+    with producer:
+        for _ in range(20):
+            slow = cupy.sin(slow)
+        mark = record_event([slow])
+    synchronize([mark, None])  # the host waits for the producer's stream
+    assert producer.done
 
 
-def test_wait_event_waits_only_across_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+class _Event:
+    def __init__(self, stream: _Stream) -> None:
+        self.stream, self.synchronized = stream, False
+
+    def record(self, stream: _Stream) -> None:
+        assert stream is self.stream
+
+    def synchronize(self) -> None:
+        self.synchronized = True
+
+
+class _Stream:
+    def __init__(self, ptr: int) -> None:
+        self.ptr, self.waited = ptr, []
+
+    def wait_event(self, event: Any) -> None:
+        self.waited.append(event)
+
+
+def test_marks_record_events_only_across_streams(monkeypatch: pytest.MonkeyPatch) -> None:
     from clara_rt import arrays
 
-    class _Stream:
-        def __init__(self, ptr: int) -> None:
-            self.ptr, self.waited = ptr, []
+    current, recorded = _Stream(7), []
 
-        def wait_event(self, event: Any) -> None:
-            self.waited.append(event)
+    def next_event(stream: _Stream) -> _Event:
+        recorded.append(_Event(stream))
+        return recorded[-1]
 
-    current = _Stream(7)
     monkeypatch.setattr(arrays, "_current_stream", lambda: current)
-    wait_event(("same-stream event", _Stream(7)))  # stream order already serialises them
+    monkeypatch.setattr(arrays, "_next_event", next_event)
+    wait_event(_Stream(7))  # the producer ran on this stream: stream order serialises them
     wait_event(None)
-    assert current.waited == []
-    wait_event(("other-stream event", _Stream(8)))
-    assert current.waited == ["other-stream event"]
+    assert current.waited == [] and recorded == []
+    other = _Stream(8)
+    wait_event(other)  # another stream: one event, recorded on the producer's stream
+    assert [e.stream for e in recorded] == [other] and current.waited == recorded
+    synchronize([other, _Stream(8), None, current])  # one event per distinct stream
+    assert [e.stream.ptr for e in recorded[1:]] == [8, 7]
+    assert all(e.synchronized for e in recorded[1:])
 
 
 def test_port_fast_check_takes_numpy_and_reports_mismatches() -> None:

@@ -17,7 +17,7 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -100,14 +100,6 @@ class StagedPayload:
 
     # --- receiving ----------------------------------------------------------------------
 
-    async def write_stream(self, name: str, chunks: AsyncIterator[bytes]) -> None:
-        """Write one file from an async byte stream."""
-        target = self._target(name)
-        with self._open(target) as out:
-            async for chunk in chunks:
-                self._write(out, chunk)
-            _flush(out)
-
     def write_file(self, name: str, source: IO[bytes]) -> None:
         """Write one file from a binary file object."""
         with self.open_file(name) as out:
@@ -139,10 +131,11 @@ class StagedPayload:
                                   "too many)")
 
     def extract_tar(self, archive: Path) -> None:
-        """Unpack a tar (plain, gzip, bz2 or xz) written by :meth:`write_stream` into the folder.
+        """Unpack a received tar (plain, gzip, bz2 or xz) into the folder.
 
-        The archive itself is removed afterwards; the unpacked size counts against the limit
-        (an archive bomb stops at the limit, not at the end of the disk).
+        The archive itself is removed afterwards; the unpacked size and the number of members
+        count against the limits (an archive bomb stops at the limit, not at the end of the
+        disk or of the inodes).
         """
         self.received = 0
         try:

@@ -33,6 +33,7 @@ Figures are medians in ms. Targets: backend overhead over the bare call <= 5 % p
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 import time
@@ -106,7 +107,9 @@ def _in_process(size: int, repeat: int, say: Progress
         return {}, {}, [], ["In-process part not measured: torch is not installed "
                             "(pip install 'clara-rt[torch]')."]
     from clara_rt import Pipeline, Runtime
-    from clara_rt.operators.inference import InferenceOp
+
+    # mapped from operators/ (see cli), so imported by name
+    InferenceOp = importlib.import_module("clara_rt.operators.inference").InferenceOp
 
     x = np.random.default_rng(size).random((size,) * 3, dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="clara-rt-bench-") as tmp:

@@ -148,7 +148,10 @@ operators:
      rf"operator 'seg': cannot import '{OPS}:Nope': module '{OPS}' has no attribute 'Nope'$"),
     ('{operator: "tests.data.builder.missing:Op"}', 5, 13,
      r"operator 'seg': cannot import 'tests.data.builder.missing:Op': No module named "
-     r"'tests.data.builder.missing'$"),
+     r"'tests.data.builder.missing'; clara-rt run and validate look for "
+     r"'tests.data.builder.missing' in installed packages, then in the definition's folder "
+     r"\(.*\); clara-rt serve only in installed packages and the server's PYTHONPATH "
+     r"\(pip install the package holding it, or start serve with PYTHONPATH=DIR\)$"),
     ('{operator: "tests.data.builder.broken:Op"}', 5, 13,
      r"operator 'seg': cannot import 'tests.data.builder.broken:Op': this operator needs the "
      r"'scanner_sdk' package$"),

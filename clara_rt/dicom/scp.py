@@ -209,8 +209,10 @@ class StorageScp:
         assoc = event.assoc
         if assoc.requestor.primitive is None and not assoc.is_established:
             # Closed before any A-ASSOCIATE-RQ: wake the association thread, which would wait
-            # for the request until acse-timeout, holding one of max-associations meanwhile.
-            assoc.dul.to_user_queue.put(None)
+            # for the request until acse-timeout, holding one of max-associations meanwhile;
+            # None reads as that timeout (pynetdicom 3.0 Association.run_reactor).
+            queue: Any = assoc.dul.to_user_queue
+            queue.put(None)
         with self._stats_lock:
             stats = self._stats.pop(id(event.assoc), None)
         if stats is None:

@@ -11,12 +11,15 @@ The limit defaults to :data:`DEFAULT_LOG_LIMIT` and is set for a whole process w
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import re
 from pathlib import Path
 from typing import IO
 
-__all__ = ["DEFAULT_LOG_LIMIT", "TailLog", "append_capped", "log_limit", "trim_to_tail"]
+__all__ = ["DEFAULT_LOG_LIMIT", "TailLog", "append_capped", "log_limit", "parse_log_limit",
+           "trim_to_tail"]
 
 DEFAULT_LOG_LIMIT = 4 * 1024 * 1024
 """Bytes kept per log file unless ``CLARA_RT_LOG_LIMIT`` says otherwise."""
@@ -29,16 +32,29 @@ _FACTOR = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 def log_limit() -> int:
     """The byte limit per log file: ``CLARA_RT_LOG_LIMIT`` or :data:`DEFAULT_LOG_LIMIT`.
 
-    Raises:
-        ValueError: ``CLARA_RT_LOG_LIMIT`` is not a size such as ``65536``, ``512K`` or ``8M``.
+    A value that is not a size is reported once (a warning) and the default is used: logging
+    must never stop an operator.
     """
-    text = os.environ.get("CLARA_RT_LOG_LIMIT", "")
+    try:
+        return parse_log_limit(os.environ.get("CLARA_RT_LOG_LIMIT", ""))
+    except ValueError as exc:
+        _warn_once(str(exc))
+        return DEFAULT_LOG_LIMIT
+
+
+def parse_log_limit(text: str) -> int:
+    """Bytes in ``text`` (``65536``, ``512K``, ``8M``, ``1G``); ``""`` is the default.
+
+    Raises:
+        ValueError: ``text`` is not a size of at least 1 KiB.
+    """
     if not text:
         return DEFAULT_LOG_LIMIT
     found = _SIZE.fullmatch(text)
     if found is None or int(found[1]) * _FACTOR[found[2].upper()] < 1024:
         raise ValueError(f"CLARA_RT_LOG_LIMIT={text!r} is not a size of at least 1K "
-                         f"(bytes, or with a K, M or G suffix such as 8M)")
+                         f"(bytes, or with a K, M or G suffix such as 8M); using "
+                         f"{DEFAULT_LOG_LIMIT} bytes")
     return int(found[1]) * _FACTOR[found[2].upper()]
 
 
@@ -116,6 +132,11 @@ def append_capped(path: Path, data: bytes | IO[bytes], limit: int) -> None:
                 out.write(chunk)
     if path.stat().st_size > limit + 4096:  # a little slack: trimming rewrites the file
         trim_to_tail(path, limit)
+
+
+@functools.lru_cache(maxsize=8)
+def _warn_once(message: str) -> None:
+    logging.getLogger("clara_rt").warning("%s", message)
 
 
 def _cut_line(dropped: int, limit: int) -> bytes:

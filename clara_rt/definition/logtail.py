@@ -15,11 +15,12 @@ import functools
 import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["DEFAULT_LOG_LIMIT", "TailLog", "append_capped", "log_limit", "parse_log_limit",
-           "trim_to_tail"]
+__all__ = ["DEFAULT_LOG_LIMIT", "TailLog", "append_capped", "log_limit", "open_snapshot",
+           "parse_log_limit", "trim_to_tail"]
 
 DEFAULT_LOG_LIMIT = 4 * 1024 * 1024
 """Bytes kept per log file unless ``CLARA_RT_LOG_LIMIT`` says otherwise."""
@@ -119,6 +120,29 @@ def trim_to_tail(path: Path, limit: int, already_cut: int = 0) -> int:
             dst.write(chunk)
     os.replace(tmp, path)
     return dropped
+
+
+def open_snapshot(path: Path) -> tuple[int, Iterator[bytes]]:
+    """Open a log for reading as it is now: ``(size, chunks)``, never through a link.
+
+    The chunks stop at the size seen when it was opened, so a log that grows meanwhile (a job
+    still running) is served consistently with that length; the file stays open until the
+    iterator is exhausted or closed.
+
+    Raises:
+        OSError: ``path`` is missing or is a link.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    size = os.fstat(fd).st_size
+
+    def chunks() -> Iterator[bytes]:
+        with os.fdopen(fd, "rb") as f:
+            left = size
+            while left > 0 and (chunk := f.read(min(_CHUNK, left))):
+                left -= len(chunk)
+                yield chunk
+
+    return size, chunks()
 
 
 def append_capped(path: Path, data: bytes | IO[bytes], limit: int) -> None:

@@ -27,6 +27,7 @@ from fastapi.responses import (
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from clara_rt import __version__
+from clara_rt.definition.logtail import open_snapshot
 from clara_rt.server import metrics_routes, payload_routes
 from clara_rt.server.apidocs import render_api_docs
 from clara_rt.server.config import ServerConfig
@@ -268,10 +269,12 @@ def create_app(config: ServerConfig) -> FastAPI:
     def job_logs(job_id: str, operator: str) -> Response:
         """What the operator logged in this job (empty until it runs)."""
         path = srv().jobs.log_path(job_id, operator)
-        if not path.is_file():
+        try:
+            size, chunks = open_snapshot(path)  # capped on disk (CLARA_RT_LOG_LIMIT)
+        except OSError:
             return PlainTextResponse("")
-        # Streamed from disk in chunks; the file is capped (CLARA_RT_LOG_LIMIT, logtail.py).
-        return FileResponse(path, media_type="text/plain; charset=utf-8")
+        return StreamingResponse(chunks, media_type="text/plain; charset=utf-8",
+                                 headers={"Content-Length": str(size)})
 
     @app.get("/v1/jobs/{job_id}/events", tags=["jobs"], responses=ERRORS,
              response_class=StreamingResponse)

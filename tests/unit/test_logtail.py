@@ -11,6 +11,7 @@ from clara_rt.definition.logtail import (
     TailLog,
     append_capped,
     log_limit,
+    open_snapshot,
     parse_log_limit,
 )
 
@@ -75,3 +76,15 @@ def test_log_limit_refuses_nonsense(monkeypatch: pytest.MonkeyPatch, text: str) 
         parse_log_limit(text)
     monkeypatch.setenv("CLARA_RT_LOG_LIMIT", text)
     assert log_limit() == DEFAULT_LOG_LIMIT  # logging never stops an operator: warned, default
+
+
+def test_open_snapshot_serves_the_length_it_saw(tmp_path: Path) -> None:
+    path = tmp_path / "op.log"
+    path.write_bytes(lines(20000))  # 240,000 bytes: several chunks
+    size, chunks = open_snapshot(path)
+    with open(path, "ab") as more:  # a running job keeps logging meanwhile
+        more.write(b"later\n" * 1000)
+    assert size == 240_000 and b"".join(chunks) == lines(20000)
+    (tmp_path / "link.log").symlink_to(path)
+    with pytest.raises(OSError):
+        open_snapshot(tmp_path / "link.log")

@@ -59,7 +59,7 @@
     let token = localStorage.getItem(TOKEN_KEY);
     if (!token && ask) {
       token = window.prompt("This server needs its access token for changes " +
-                            "(clara-rt serve --token). Token:");
+                            "(clara-rt serve --token-file or CLARA_RT_TOKEN). Token:");
       token = token ? token.trim() : "";
       if (token) localStorage.setItem(TOKEN_KEY, token);
     }

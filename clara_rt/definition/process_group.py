@@ -84,9 +84,10 @@ def reap_stale_groups(workspace: Path, timeout: float = 5.0) -> list[int]:
         except (OSError, ValueError, IndexError):
             record.unlink(missing_ok=True)
             continue
-        marker = b"\x00" + _MARKER + os.fsencode(str(record.parent.absolute())) + b"\x00"
+        markers = {b"\x00" + _MARKER + os.fsencode(str(folder)) + b"\x00"
+                   for folder in (record.parent.absolute(), record.parent.resolve())}
         for pid in _group_members(pgid):
-            if _environ_has(pid, marker):
+            if any(_environ_has(pid, marker) for marker in markers):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)

@@ -171,3 +171,18 @@ def test_convert_cli_writes_an_enhanced_ct(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.asanyarray(image.dataobj), single.transpose(2, 1, 0))
     np.testing.assert_allclose(image.affine, meta.affine_ras, atol=1e-4)
     shutil.rmtree(tmp_path / "single")
+
+
+def test_header_ending_exactly_at_the_first_chunk_is_read_on(tmp_path: Path) -> None:
+    """A header whose first 16 KiB end on an element boundary before Pixel Data (long private
+    data, large functional groups) is an image, not a file without pixels."""
+    [path] = make_series(tmp_path / "one", slices=1, rows=16, cols=16)
+    pixels_at = path.read_bytes().index(b"\xe0\x7f\x10\x00O")
+    ds = pydicom.dcmread(path)
+    block = ds.private_block(0x0009, "CLARA-RT TEST", create=True)  # 8 + 14 bytes
+    length = 16384 - (pixels_at + 8 + 14 + 12)
+    block.add_new(0x10, "OB", b"\0" * length)
+    ds.save_as(path, enforce_file_format=True)
+    assert path.read_bytes().index(b"\xe0\x7f\x10\x00O") == 16384
+    volume, _ = load_series(tmp_path / "one")
+    assert volume.shape == (1, 16, 16)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import signal
 import subprocess
@@ -102,10 +103,8 @@ def _death_signal() -> Callable[[], None] | None:
     """A ``preexec_fn`` setting PR_SET_PDEATHSIG to SIGKILL (``None`` off Linux)."""
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        prctl: Any = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6",
-                                 use_errno=True).prctl
-    except (OSError, AttributeError):
+    prctl = _prctl()
+    if prctl is None:
         return None
     parent = os.getpid()
 
@@ -115,6 +114,19 @@ def _death_signal() -> Callable[[], None] | None:
             os._exit(137)
 
     return preexec
+
+
+@functools.cache
+def _prctl() -> Any:
+    """libc's ``prctl`` (looked up once: ``find_library`` may run ``ldconfig``), or ``None``."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        pass
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -103,7 +103,8 @@ def test_connect_checks_dtype_against_the_model(seg_net: OnnxNet) -> None:
 
 def test_bad_arguments_fail_early(seg_net: OnnxNet, tmp_path: Path,
                                   no_local_models: None) -> None:
-    with pytest.raises(ValueError, match=r"backend must be 'onnx', 'triton' or None, got 'trt'"):
+    with pytest.raises(ValueError, match=r"backend must be 'onnx', 'triton', 'torch' or None, "
+                                         r"got 'trt'"):
         InferenceOp("x", model=seg_net.path, backend="trt")  # type: ignore[arg-type]
     missing = tmp_path / "gone.onnx"
     with pytest.raises(PipelineError, match=rf"^operator 'x': ONNX model file not found: "

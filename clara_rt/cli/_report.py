@@ -220,10 +220,12 @@ def _print_failure(failed: Failure, log: Path | None, verbose: bool) -> None:
 
 def _operator_file(job: Job, error: BaseException) -> str | None:
     """Return the source file of the failed operator's class, unless it runs a command."""
+    from clara_rt.definition.command import CommandOperator
+
     name = getattr(error, "operator", None)
     for op in job.operators:
         if op.name == name:
-            if getattr(op, "runs_command", False) or type(op).__name__ == "CommandOperator":
+            if isinstance(op, CommandOperator):
                 return None  # its own stderr tail says what went wrong
             try:
                 return inspect.getsourcefile(type(op))

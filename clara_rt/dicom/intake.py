@@ -9,7 +9,7 @@ little or big endian, deflated) and refuses it unless:
 * the walk ends exactly at the last byte (no trailing garbage);
 * Pixel Data (also Float and Double Float Pixel Data) holds at least the bytes its header
   declares: ``Rows x Columns x SamplesPerPixel x NumberOfFrames x BitsAllocated / 8``, or, when
-  encapsulated, a Basic Offset Table item followed by at least one fragment.
+  encapsulated, a Basic Offset Table item followed by at least one fragment per frame.
 
 The walk reads no value except the few pixel-describing ones; it costs a few microseconds per
 element and no copy of the pixel data. Nesting deeper than :data:`MAX_DEPTH` is refused.
@@ -217,11 +217,12 @@ def _check_pixels(facts: DatasetFacts) -> None:
     missing = [k for k in ("Rows", "Columns") if values.get(k, -1) <= 0]
     if missing:
         raise DatasetProblem(f"Pixel Data without {' and '.join(missing)}", pixels=True)
-    if facts.pixel_length == _UNDEFINED:
-        if facts.fragments < 1:
-            raise DatasetProblem("encapsulated Pixel Data holds no fragment", pixels=True)
-        return
     frames = values.get("NumberOfFrames", 1)
+    if facts.pixel_length == _UNDEFINED:  # each frame needs at least one fragment
+        if frames < 1 or facts.fragments < frames:
+            raise DatasetProblem(f"encapsulated Pixel Data holds {facts.fragments} fragment(s) "
+                                 f"for NumberOfFrames {frames}", pixels=True)
+        return
     bits = _PIXEL_TAGS[facts.pixel_tag] or values.get("BitsAllocated", -1)
     if frames < 1 or bits not in (1, 8, 16, 32, 64):
         raise DatasetProblem(f"Pixel Data with NumberOfFrames {frames} and BitsAllocated "

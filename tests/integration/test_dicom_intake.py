@@ -165,6 +165,29 @@ def test_malformed_data_sets_get_a_failure_status(
     assert storescu(port, files[0]).returncode == 0  # and the listener goes on
 
 
+def test_encapsulated_pixel_data_needs_a_fragment_per_frame(tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+    from pydicom.encaps import encapsulate, generate_frames
+
+    from clara_rt.dicom.intake import DatasetProblem, check_dataset
+
+    source = get_testdata_file("emri_small_RLE.dcm")  # pydicom-data
+    need_peer(source is not None, "pydicom-data (pip install pydicom-data)")
+    ds = pydicom.dcmread(str(source))
+    frames = list(generate_frames(ds.PixelData, number_of_frames=10))
+    missing = r"^encapsulated Pixel Data holds 9 fragment\(s\) for NumberOfFrames 10$"
+    for kept, problem in ((10, None), (9, missing)):
+        ds.PixelData = encapsulate(frames[:kept])
+        ds.save_as(tmp_path / "mf.dcm", enforce_file_format=True)
+        data = _dataset_bytes(tmp_path / "mf.dcm")
+        if problem is None:
+            check_dataset(data, str(ds.file_meta.TransferSyntaxUID))
+            continue
+        with pytest.raises(DatasetProblem, match=problem) as info:
+            check_dataset(data, str(ds.file_meta.TransferSyntaxUID))
+        assert info.value.pixels  # answered 0xA900
+
+
 # --- 16.18: idle connections ------------------------------------------------------------------
 
 

@@ -169,7 +169,9 @@ class CommandOperator(Operator):
         self._check_shell_safe(hosts, job_id)
         argv = self._argv(hosts, job_id)
         env = self._environment(context, hosts, in_hosts, out_hosts, folder)
+        real = folder.resolve()
         self._run(argv, env, folder, context)
+        self._check_outputs_stayed(real, folder, out_hosts)
         for port, host in out_hosts.items():
             outputs.emit(port, host)
 
@@ -197,6 +199,18 @@ class CommandOperator(Operator):
                                    f"does not exist{_where(self.source)}")
             folders[port] = host
         return folders
+
+    def _check_outputs_stayed(self, real: Path, folder: Path, out_hosts: Mapping[str, Path]
+                              ) -> None:
+        """Refuse outputs the command swapped for links (issue 16.1): results are collected
+        from real folders inside the operator's folder only, never from where a link points."""
+        moved = [port for port, host in out_hosts.items()
+                 if host.is_symlink() or not host.is_dir() or host.resolve() != real / port]
+        if folder.resolve() != real or moved:
+            raise RuntimeError(
+                f"the command of operator '{self.name}' replaced its folder or its output "
+                f"folder(s) {', '.join(moved) or '(all)'} with a link or a file; results are "
+                f"only collected from real folders{_where(self.source)}")
 
     def _argv(self, hosts: Mapping[str, Path], job_id: str) -> list[str]:
         script = script_index(self.command)

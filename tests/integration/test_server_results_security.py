@@ -300,7 +300,14 @@ def test_issue_16_1_an_output_folder_swapped_for_a_link_is_not_collected(
         server: ServerProcess, client: Client, payload: dict[str, str]) -> None:
     client.create_pipeline(command_pipeline("swap", "rmdir /output && ln -s / /output"))
     job = run_job(client, "swap", payload)
-    assert job["status"] == "healthy", job
+    assert job["status"] == "faulted", job
+    assert "replaced its folder or its output folder(s) output with a link" in str(job["error"])
+    assert client.result_files(str(job["id"])) == []
+    # Swapping the operator's own folder (a parent of the output) is caught the same way.
+    client.create_pipeline(command_pipeline(
+        "swap-parent", "cd .. && mv cmd cmd.old && ln -s / cmd"))
+    job = run_job(client, "swap-parent", payload)
+    assert job["status"] == "faulted" and "replaced its folder" in str(job["error"]), job
     assert client.result_files(str(job["id"])) == []
     output = server.data / "jobs" / str(job["id"]) / "output"
     assert not any(p.is_symlink() for p in output.rglob("*")) if output.exists() else True

@@ -110,7 +110,7 @@ def _record(volume: Any, meta: Any, out: Path) -> dict[str, Any]:
         "series_uid": source.get("SeriesInstanceUID"),
         "modality": source.get("Modality"),
         "description": source.get("SeriesDescription") or "",
-        "files": len(meta.files),
+        "files": len(set(meta.files)),  # a multi-frame file gives several slices
         "warnings": list(meta.warnings),
     }
 

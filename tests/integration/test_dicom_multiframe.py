@@ -170,6 +170,11 @@ def test_convert_cli_writes_an_enhanced_ct(tmp_path: Path) -> None:
     image = nib.load(out)
     np.testing.assert_array_equal(np.asanyarray(image.dataobj), single.transpose(2, 1, 0))
     np.testing.assert_allclose(image.affine, meta.affine_ras, atol=1e-4)
+    record = subprocess.run([sys.executable, "-m", "clara_rt.cli", "convert", "--json",
+                             "--overwrite", str(tmp_path / "multi"), str(out)],
+                            capture_output=True, text=True, timeout=120, env=checkout_env(),
+                            check=True).stdout
+    assert '"shape_kji": [8, 24, 24]' in record and '"files": 1,' in record
     shutil.rmtree(tmp_path / "single")
 
 

@@ -30,7 +30,8 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Declare ``convert``."""
     p = verbs.add_parser(
         "convert", help="convert a DICOM series to NIfTI (like dcm2niix)",
-        description="Load one DICOM series from a folder (searched recursively) and write it as "
+        description="Load one DICOM series from a folder (searched recursively; one file per "
+                    "slice, or multi-frame files such as Enhanced CT/MR) and write it as "
                     "NIfTI-1 (.nii or .nii.gz). Slices are sorted along the slice normal; "
                     "rescale slope/intercept are applied (int16 when integral, else float32).")
     p.add_argument("dicom_dir", type=Path, metavar="DICOM_DIR", help="folder of DICOM files")

@@ -273,7 +273,7 @@ def _inference_settings(root: Path) -> InferenceSettings:
         target = _target(transform)
         if target == "AsDiscreted" and _resolve(config, transform.get("argmax")) is True:
             fields["argmax"] = True
-        elif target not in ("Activationsd", "Invertd", "SaveImaged", "EnsureTyped"):
+        elif target not in ("Activationsd", "SaveImaged", "EnsureTyped"):
             ignored.append(f"postprocessing {target}")
     return InferenceSettings(**fields, ignored=tuple(ignored))
 

@@ -208,6 +208,36 @@ def test_bundle_metadata_and_inference_settings(tmp_path: Path) -> None:
     backend.close()
 
 
+def test_a_model_zoo_style_inference_json(tmp_path: Path) -> None:
+    """The layout of the model zoo's spleen_ct_segmentation: `$` expressions, `@` references."""
+    root = make_bundle(tmp_path / "spleen")
+    pre = [{"_target_": "LoadImaged", "keys": "image"},
+           {"_target_": "EnsureChannelFirstd", "keys": "image"},
+           {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
+           {"_target_": "Spacingd", "keys": "image", "pixdim": [1.5, 1.5, 2.0]},
+           {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -57, "a_max": 164,
+            "b_min": 0, "b_max": 1, "clip": True},
+           {"_target_": "EnsureTyped", "keys": "image"}]
+    post = [{"_target_": "Activationsd", "keys": "pred", "softmax": True},
+            {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing"},
+            {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+            {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir"}]
+    config = {"imports": ["$import glob"], "output_dir": "$@bundle_root + '/eval'",
+              "device": "$torch.device('cpu')",
+              "preprocessing": {"_target_": "Compose", "transforms": pre},
+              "dataset": {"_target_": "Dataset", "transform": "@preprocessing"},
+              "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [96, 96, 96],
+                          "sw_batch_size": 4, "overlap": 0.5},
+              "postprocessing": {"_target_": "Compose", "transforms": post}}
+    (root / "configs" / "inference.json").write_text(json.dumps(config))
+    s = load_bundle(root).inference
+    assert (s.roi_size, s.sw_batch_size, s.overlap, s.mode) == ((96, 96, 96), 4, 0.5,
+                                                                 "constant")
+    assert (s.scale_range, s.argmax) == ((-57.0, 164.0), True)
+    assert s.ignored == ("preprocessing Orientationd", "preprocessing Spacingd",
+                         "postprocessing Invertd")
+
+
 def test_bad_bundle_metadata_is_named(tmp_path: Path) -> None:
     root = make_bundle(tmp_path / "b")
     meta = root / "configs" / "metadata.json"

@@ -10,11 +10,8 @@ import numpy as np
 
 from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs, get_array_module
 from clara_rt.operators.kernels import ndimage_of
-from clara_rt.operators.postprocess.components import (
-    component_sizes,
-    label_compact,
-    largest_ids,
-)
+from clara_rt.operators.postprocess.components import largest_ids
+from clara_rt.operators.segment.labelling import Backend, LabelArray, LabelRuns, moments, pick
 from clara_rt.operators.segment.morphology import ball, close, open_
 from clara_rt.operators.segment.slabs import SlabRunner, window
 from clara_rt.operators.volume import VolumeMeta
@@ -112,56 +109,48 @@ class LungThresholdOp(Operator):
 
 def segment_lungs(volume: Any, meta: VolumeMeta | None = None, *, body_hu: float = -500.0,
                   air_hu: float = -400.0, closing_radius: int = 2, opening_radius: int = 1,
-                  min_fraction: float = 0.05, threads: int | None = None) -> LungSegmentation:
+                  min_fraction: float = 0.05, threads: int | None = None,
+                  backend: Backend = "auto") -> LungSegmentation:
     """Find body and lungs as :class:`LungThresholdOp` describes (NumPy or CuPy).
 
     The masks are exactly those of ``scipy.ndimage`` (``label``, ``binary_fill_holes``,
-    ``binary_closing``/``binary_opening`` with ball elements) applied to the whole volume, but
-    on the host the local steps run in z-slabs on ``threads`` threads (default: every core this
-    process may use) and no step holds more than one int16-sized temporary of the volume.
-    CuPy arrays stay on the device; only the few numbers that pick the sides come back.
+    ``binary_closing``/``binary_opening`` with ball elements) applied to the whole volume. On
+    the host the local steps run in z-slabs on ``threads`` threads (default: every core this
+    process may use), and a large volume is labelled as x-runs on the same threads (numba:
+    ``backend="auto"`` from 4 M voxels, ``"runs"`` always, ``"scipy"`` never). CuPy arrays stay
+    on the device; only the count of lungs kept is read back.
     """
     xp = get_array_module(volume)
+    labeller = pick(volume, backend)
     with SlabRunner(threads) as slabs:
-        body = _body(slabs, volume, body_hu)
+        body = _body(slabs, labeller(slabs, volume, above=body_hu))
         air = _air(slabs, volume, body, air_hu, closing_radius, opening_radius)
-        labels, n = label_compact(air, 1)
+        lungs = labeller(slabs, air)
         del air
-        lut, count = _lung_table(slabs, labels, n, body, meta, min_fraction)
-        out = xp.empty(volume.shape, dtype=np.uint8)
-
-        def lookup(z0: int, z1: int) -> None:
-            out[z0:z1] = lut[labels[z0:z1]]
-
-        slabs.map(lookup, labels)
+        out = xp.zeros(volume.shape, dtype=np.uint8)
+        if lungs.count == 0:
+            return LungSegmentation(body=body, labels=out, count=0)
+        sizes = lungs.sizes()
+        sizes[lungs.touching_yx_edge()] = 0  # touches the image edge: outside air, not lung
+        sizes[0] = 0
+        lut, count = _lung_table(sizes, lungs.moments, moments(slabs, body, None), meta,
+                                 min_fraction)
+        lungs.paint(lut, out)
     return LungSegmentation(body=body, labels=out, count=count)
 
 
-def _body(slabs: SlabRunner, volume: Any, body_hu: float) -> Any:
-    """The largest component above ``body_hu``, holes filled in every axial slice (bool)."""
-    xp = get_array_module(volume)
-    labels, n = label_compact(_above(slabs, volume, body_hu), 1)
-    keep = xp.zeros(n + 1, dtype=bool)
-    if n:
-        sizes = component_sizes(labels, n)
+def _body(slabs: SlabRunner, above: LabelArray | LabelRuns) -> Any:
+    """The largest component of ``above``, holes filled in every axial slice (bool)."""
+    xp = above.xp
+    keep = xp.zeros(above.count + 1, dtype=np.uint8)
+    if above.count:
+        sizes = above.sizes()
         sizes[0] = 0
-        keep[largest_ids(sizes, 1)] = True
-    body = xp.empty(volume.shape, dtype=bool)
-
-    def slab(z0: int, z1: int) -> None:  # keep the largest, then fill: no halo needed in-plane
-        body[z0:z1] = keep[labels[z0:z1]]
-        _fill_holes_in_plane(body[z0:z1])
-
-    slabs.map(slab, body)
+        keep[largest_ids(sizes, 1)] = 1
+    body = xp.empty(above.shape, dtype=bool)
+    above.paint(keep, body.view(np.uint8))
+    slabs.map(lambda z0, z1: _fill_holes_in_plane(body[z0:z1]), body)
     return body
-
-
-def _above(slabs: SlabRunner, volume: Any, hu: float) -> Any:
-    """``volume > hu`` as bool, slab by slab."""
-    xp = get_array_module(volume)
-    above = xp.empty(volume.shape, dtype=bool)
-    slabs.map(lambda z0, z1: xp.greater(volume[z0:z1], hu, out=above[z0:z1]), volume)
-    return above
 
 
 def _air(slabs: SlabRunner, volume: Any, body: Any, air_hu: float, closing_radius: int,
@@ -217,55 +206,33 @@ def _lung_air(volume: Any, body: Any, air_hu: float, closing_radius: int,
     return air
 
 
-def _lung_table(slabs: SlabRunner, labels: Any, n: int, body: Any, meta: VolumeMeta | None,
+def _lung_table(sizes: Any, moments_of: Any, body_moments: Any, meta: VolumeMeta | None,
                 min_fraction: float) -> tuple[Any, int]:
-    """Pick the <= 2 largest air components off the in-plane edge; return id -> side and count.
+    """Pick the <= 2 largest candidates of ``sizes``; return id -> side (uint8) and the count.
 
-    Everything is decided on the labels' device, so CuPy input copies no array to the host: the
-    only value read back is the count of lungs kept (one scalar, as ``label`` reads its count).
+    Everything is decided on the device of ``sizes``, so CuPy input copies no array to the host:
+    the only value read back is the count of lungs kept (one scalar, as ``label`` reads its own).
+
+    Args:
+        sizes: Voxels per label, 0 for labels that cannot be lungs (edge, background).
+        moments_of: ``ids -> [count, sum z, sum y, sum x]`` rows of those labels.
+        body_moments: The same one row for the body.
+        meta: Orientation (sides); ``None``: +i is patient left.
+        min_fraction: Smallest size of the second lung relative to the first.
     """
-    xp = get_array_module(labels)
-    lut = xp.zeros(n + 1, dtype=np.uint8)
-    if n == 0:
-        return lut, 0
-    sizes = component_sizes(labels, n)
-    for edge in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
-        sizes[edge.ravel()] = 0  # touches the image edge: outside air, not lung
-    sizes[0] = 0
-    ids = largest_ids(sizes, 2)  # two ids: n >= 1, so sizes has >= 2 entries
+    xp = get_array_module(sizes)
+    lut = xp.zeros(sizes.size, dtype=np.uint8)
+    ids = largest_ids(sizes, 2)  # two ids: there is >= 1 label, so sizes has >= 2 entries
     top = sizes[ids].astype(np.float64)
     kept = top > 0
     kept[1:] &= top[1:] >= min_fraction * top[0]  # the second only if big enough
     affine = meta.affine_lps if meta is not None else np.eye(4)
-    xs = _lps_x(affine, _moments(slabs, labels, ids))
-    body_x = _lps_x(affine, _moments(slabs, body, None))[0]
+    xs = _lps_x(affine, moments_of(ids))
+    body_x = _lps_x(affine, body_moments)[0]
     first_left = xp.where(kept[1], xs[0] > xs[1], xs[0] > body_x)  # one lung: vs the body
     sides = xp.where(xp.stack([first_left, ~first_left]), LEFT, RIGHT).astype(np.uint8)
     lut[ids] = sides * kept
     return lut, int(kept.sum())
-
-
-def _moments(slabs: SlabRunner, labels: Any, ids: Any) -> Any:
-    """Return ``[count, sum z, sum y, sum x]`` (float64) per id (``ids=None``: labels != 0)."""
-    xp = get_array_module(labels)
-    rows = 1 if ids is None else len(ids)
-
-    def slab(z0: int, z1: int) -> Any:
-        out = xp.zeros((rows, 4), dtype=np.float64)
-        part = labels[z0:z1]
-        for row in range(rows):
-            mask = (part != 0 if ids is None else part == ids[row]).view(np.uint8)
-            # axis sums of a 0/1 uint8 view: plain SIMD adds instead of bool -> int64 reductions
-            yx = mask.sum(axis=0, dtype=np.uint8 if z1 - z0 < 256 else np.int32)
-            zx = mask.sum(axis=1, dtype=np.int32)
-            per_z, per_y, per_x = zx.sum(axis=1), yx.sum(axis=1), yx.sum(axis=0)
-            out[row, 0] = per_z.sum()
-            out[row, 1] = (per_z * xp.arange(z0, z1)).sum()
-            out[row, 2] = (per_y * xp.arange(per_y.size)).sum()
-            out[row, 3] = (per_x * xp.arange(per_x.size)).sum()
-        return out
-
-    return sum(slabs.map(slab, labels))
 
 
 def _lps_x(affine: np.ndarray, moments: Any) -> Any:

@@ -19,7 +19,8 @@ from clara_rt.operators.postprocess.components import (
     label_compact,
     label_components,
 )
-from clara_rt.operators.segment import LungThresholdOp
+from clara_rt.operators.segment import LungThresholdOp, runs
+from clara_rt.operators.segment.labelling import RUNS_MIN_VOXELS, Backend, pick
 from clara_rt.operators.segment.lung_threshold import (
     _air,
     _fill_holes_in_plane,
@@ -80,11 +81,15 @@ def test_air_slabs_with_halos_match_whole_volume_scipy(threads: int, slab: int) 
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_issue_19_masks_equal_the_sequential_implementation(xp: ModuleType, threads: int) -> None:
+@pytest.mark.parametrize("backend", ["scipy", "runs"])
+def test_issue_19_masks_equal_the_sequential_implementation(xp: ModuleType, threads: int,
+                                                            backend: Backend) -> None:
+    if xp is not np and backend == "runs":
+        pytest.skip("x-runs label host volumes only")
     volume = ct_phantom((40, 96, 96), seed=1)
     meta = VolumeMeta(spacing=(2.5, 0.7, 0.7), origin=(0.0, 0.0, 0.0))
     body, labels, count = segment_lungs_sequential(volume, meta)
-    seg = segment_lungs(xp.asarray(volume), meta, threads=threads)
+    seg = segment_lungs(xp.asarray(volume), meta, threads=threads, backend=backend)
     assert seg.count == count == 2
     assert (host(seg.body) == body).all() and (host(seg.labels) == labels).all()
     assert host(seg.labels).dtype == np.uint8 and set(np.unique(labels)) == {0, 1, 2}
@@ -99,6 +104,8 @@ def test_one_lung_is_placed_against_the_body_centre(xp: ModuleType) -> None:
         body, labels, count = segment_lungs_sequential(volume, meta)
         seg = segment_lungs(xp.asarray(volume), meta, threads=2)
         assert seg.count == count == 1
+        if xp is np:
+            assert (segment_lungs(volume, meta, backend="runs").labels == labels).all()
         assert (host(seg.labels) == labels).all() and (host(seg.body) == body).all()
         side = int(labels.max())
         assert side == (2 if direction > 0 else 1)  # the -i lung: right, or left when mirrored
@@ -107,9 +114,12 @@ def test_one_lung_is_placed_against_the_body_centre(xp: ModuleType) -> None:
 def test_no_lungs_in_a_solid_body(xp: ModuleType) -> None:
     volume = np.full((8, 20, 20), -1000, dtype=np.int16)
     volume[:, 4:16, 4:16] = 40
-    seg = segment_lungs(xp.asarray(volume), threads=2)
-    assert seg.count == 0 and not host(seg.labels).any()
-    assert int(host(seg.body).sum()) == 8 * 12 * 12
+    for backend in ("scipy", "runs") if xp is np else ("scipy",):
+        seg = segment_lungs(xp.asarray(volume), threads=2, backend=backend)  # type: ignore[arg-type]
+        assert seg.count == 0 and not host(seg.labels).any()
+        assert int(host(seg.body).sum()) == 8 * 12 * 12
+    with pytest.raises(ValueError, match=r"^backend must be 'auto', 'scipy' or 'runs', got 'x'$"):
+        segment_lungs(volume, backend="x")  # type: ignore[arg-type]
 
 
 def test_the_operator_takes_threads_and_refuses_zero() -> None:
@@ -154,3 +164,41 @@ def test_bench_lungseg_reports_ratios_and_equal_masks() -> None:
     assert record.ratios["masks equal (1 = yes, 0 = a mismatch)"] == 1.0
     assert all(fig["seconds"] > 0 for fig in record.figures.values())
     assert all(t.passed for t in record.targets if t.name.startswith("masks"))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (5, 7, 9), (20, 30, 40), (7, 1, 50), (33, 16, 16)])
+def test_runs_number_components_like_scipy(shape: tuple[int, int, int]) -> None:
+    for density in (0.2, 0.5, 0.8):
+        mask = RNG.random(shape) < density
+        labels, n = ndimage.label(mask)
+        found = runs.components(mask, threads=2)
+        assert found.count == n
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        assert found.sizes()[1:].tolist() == sizes[1:].tolist()
+        painted = np.empty(shape, dtype=np.uint8)
+        lut = (np.arange(n + 1) % 251).astype(np.uint8)  # every label its own value (mod 251)
+        found.paint(lut, painted)
+        assert (painted == lut[labels]).all()
+        if n:
+            centres = np.array(ndimage.center_of_mass(mask, labels, np.arange(1, n + 1)))
+            got = found.moments()[1:]
+            np.testing.assert_allclose(got[:, 1:] / got[:, :1], centres)
+            edge = np.zeros(n + 1, dtype=bool)
+            for side in (labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]):
+                edge[side.ravel()] = True
+            assert (found.touching_yx_edge()[1:] == edge[1:]).all()
+
+
+def test_runs_threshold_a_volume_like_numpy() -> None:
+    volume = RNG.integers(-1000, 100, (6, 20, 30)).astype(np.int16)
+    for bound in (-500.0, -500.5, -499.5, -2000.0, 40000.0):
+        assert runs.components(volume, above=bound).count == ndimage.label(volume > bound)[1]
+    as_float = volume.astype(np.float32)
+    assert runs.components(as_float, above=-500.5).count == ndimage.label(volume > -500.5)[1]
+
+
+def test_auto_backend_uses_runs_for_big_host_volumes(xp: ModuleType) -> None:
+    big = np.empty((RUNS_MIN_VOXELS // 4096, 64, 64), dtype=np.int16)
+    assert pick(big, "auto").__name__ == "LabelRuns"
+    assert pick(big[:1], "auto").__name__ == "LabelArray"
+    assert pick(xp.asarray(big[:2]), "scipy").__name__ == "LabelArray"

@@ -1,0 +1,139 @@
+"""The numba kernels of :mod:`.runs` (imported on first use: importing this imports numba).
+
+Module-level functions, not closures: numba's ``cache=True`` only reuses a compiled function
+whose callees it can cache too, so the helpers called from the parallel loops live here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def count(src: Any, thr: Any, counts: Any) -> None:  # pragma: no cover - jitted
+    nz, ny, nx = src.shape
+    for r in numba.prange(nz * ny):
+        z, y = r // ny, r % ny
+        n, inside = 0, False
+        for x in range(nx):
+            on = src[z, y, x] > thr
+            if on and not inside:
+                n += 1
+            inside = on
+        counts[r] = n
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def fill(src: Any, thr: Any, row_start: Any, x0: Any, x1: Any) -> None:  # pragma: no cover
+    nz, ny, nx = src.shape
+    for r in numba.prange(nz * ny):
+        z, y = r // ny, r % ny
+        i, inside = row_start[r], False
+        for x in range(nx):
+            on = src[z, y, x] > thr
+            if on and not inside:
+                x0[i] = x
+            elif inside and not on:
+                x1[i] = x
+                i += 1
+            inside = on
+        if inside:
+            x1[i] = nx
+
+
+@numba.njit(nogil=True, cache=True)
+def find(parent: Any, i: Any) -> Any:  # pragma: no cover - jitted
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@numba.njit(nogil=True, cache=True)
+def join(parent: Any, a: Any, b: Any) -> None:  # pragma: no cover - jitted
+    ra, rb = find(parent, a), find(parent, b)
+    if ra < rb:  # the root is the set's first run in raster order
+        parent[rb] = ra
+    elif rb < ra:
+        parent[ra] = rb
+
+
+@numba.njit(nogil=True, cache=True)
+def join_rows(row_start: Any, x0: Any, x1: Any, r: Any, q: Any,
+              parent: Any) -> None:  # pragma: no cover - jitted
+    i, i_end = row_start[r], row_start[r + 1]
+    j, j_end = row_start[q], row_start[q + 1]
+    while i < i_end and j < j_end:
+        if x0[i] < x1[j] and x0[j] < x1[i]:
+            join(parent, i, j)
+        if x1[i] < x1[j]:
+            i += 1
+        else:
+            j += 1
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def union(row_start: Any, x0: Any, x1: Any, ny: Any, nz: Any, chunks: Any,
+          parent: Any) -> None:  # pragma: no cover - jitted
+    for c in numba.prange(chunks):  # each chunk only touches its own runs: no races
+        z_lo, z_hi = nz * c // chunks, nz * (c + 1) // chunks
+        for z in range(z_lo, z_hi):
+            for y in range(ny):
+                r = z * ny + y
+                if y > 0:
+                    join_rows(row_start, x0, x1, r, r - 1, parent)
+                if z > z_lo:
+                    join_rows(row_start, x0, x1, r, r - ny, parent)
+    for c in range(1, chunks):  # the seams, one after the other
+        z = nz * c // chunks
+        if z == 0 or z >= nz:
+            continue
+        for y in range(ny):
+            r = z * ny + y
+            join_rows(row_start, x0, x1, r, r - ny, parent)
+
+
+@numba.njit(nogil=True, cache=True)
+def resolve(parent: Any, label: Any) -> Any:  # pragma: no cover - jitted
+    n = 0
+    for i in range(parent.size):  # roots first in raster order: numbered 1, 2, ...
+        root = find(parent, i)
+        if root == i:
+            n += 1
+            label[i] = n
+        else:
+            label[i] = label[root]
+    return n
+
+
+@numba.njit(nogil=True, cache=True)
+def moments(row_start: Any, x0: Any, x1: Any, label: Any, ny: Any,
+            out: Any) -> None:  # pragma: no cover - jitted
+    for r in range(row_start.size - 1):
+        z, y = r // ny, r % ny
+        for i in range(row_start[r], row_start[r + 1]):
+            a, b = np.int64(x0[i]), np.int64(x1[i])
+            n = b - a
+            k = label[i]
+            out[k, 0] += n
+            out[k, 1] += z * n
+            out[k, 2] += y * n
+            out[k, 3] += (a + b - 1) * n // 2
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def paint(row_start: Any, x0: Any, x1: Any, label: Any, lut: Any,
+          out: Any) -> None:  # pragma: no cover - jitted
+    nz, ny, nx = out.shape
+    for r in numba.prange(nz * ny):
+        z, y = r // ny, r % ny
+        for x in range(nx):
+            out[z, y, x] = 0
+        for i in range(row_start[r], row_start[r + 1]):
+            v = lut[label[i]]
+            if v:
+                for x in range(x0[i], x1[i]):
+                    out[z, y, x] = v

@@ -370,7 +370,9 @@ def _load(entry: _Entry, backend: TorchBackend) -> None:
     path, _mtime, _size, device_name, threads = entry.key
     try:
         device = torch.device(device_name)
-    except RuntimeError as exc:
+        if device.type == "cuda" and device.index is None:  # compare equal to tensors' devices
+            device = torch.device("cuda", torch.cuda.current_device())
+    except (RuntimeError, AssertionError) as exc:  # AssertionError: a CPU-only torch build
         raise backend._error(f"bad device {device_name!r}: {exc}") from exc
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)

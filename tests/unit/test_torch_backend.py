@@ -114,6 +114,12 @@ def test_a_file_that_is_not_torchscript(tmp_path: Path) -> None:
         TorchBackend(state).spec()
 
 
+def test_a_device_this_torch_cannot_use(unet_file: Path) -> None:
+    device = "cuda" if not torch.cuda.is_available() else "nodevice"
+    with pytest.raises(BackendError, match=rf"unet\.ts\): bad device '{device}'"):
+        TorchBackend(unet_file, device=device).spec()
+
+
 def test_wrong_input_shape_dtype_and_names(unet_file: Path) -> None:
     backend = TorchBackend(unet_file)
     with pytest.raises(BackendError, match=r"unet\.ts\): input 'image' expects float32\[-1, 1, "

@@ -57,6 +57,12 @@ _TAGS: dict[int, tuple[str, str]] = {
     0x00281053: ("RescaleSlope", "DS"),
 }
 _KEYWORDS = [keyword for keyword, _ in _TAGS.values()]
+_CODECS = {  # SpecificCharacterSet with one term -> Python codec (pydicom's table), no pydicom
+    "": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 101": "iso8859-2",
+    "ISO_IR 109": "iso8859-3", "ISO_IR 110": "iso8859-4", "ISO_IR 144": "iso8859-5",
+    "ISO_IR 127": "iso8859-6", "ISO_IR 126": "iso8859-7", "ISO_IR 138": "iso8859-8",
+    "ISO_IR 148": "iso8859-9", "ISO_IR 203": "iso8859-15", "ISO_IR 166": "tis-620",
+    "ISO_IR 192": "utf-8", "GB18030": "gb18030", "GBK": "gbk"}
 
 
 class DicomSeriesError(ClaraRTError):
@@ -249,12 +255,13 @@ def _decode_tags(raw: dict[int, bytes]) -> dict[str, Any]:
 def _value(value: bytes, vr: str, charset: str) -> Any:
     if vr == "US":
         return struct.unpack_from("<H", value)[0] if len(value) >= 2 else None
-    if vr in ("LO", "PN", "SH") and charset:
+    codec = _CODECS.get(charset)
+    if vr in ("LO", "PN", "SH") and codec is None:  # ISO 2022 code extensions: pydicom's job
         from pydicom.charset import convert_encodings, decode_bytes
 
         text = decode_bytes(value, convert_encodings(charset.split("\\")), {0x5E, 0x3D})
     else:
-        text = value.decode("latin-1")
+        text = value.decode(codec or "latin-1", "replace")
     text = text.strip("\0 ")
     if vr == "DS":
         parts = [float(p) for p in text.split("\\") if p.strip()]

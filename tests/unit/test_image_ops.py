@@ -10,6 +10,7 @@ import logging
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -147,6 +148,21 @@ def test_label_stats_of_a_few_labels_needs_no_numba() -> None:
             "lab[4:6, 10:20, 5:9] = 2; s = compute_label_stats(lab, lab.astype(np.int16)); "
             "assert 'numba' not in sys.modules, 'numba imported'; print(s)")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_small_ct_lung_seg_job_does_not_import_numba(tmp_path: Any) -> None:
+    """Issue 19.1: numba's import (0.4-0.8 s) would dominate a small job that needs no kernel."""
+    code = ("import sys; from tests.data.chest_dicom import write_chest_series; "
+            "from clara_rt import Runtime; from clara_rt.definition.build import build_pipeline; "
+            "from clara_rt.definition.schema import parse_definition; "
+            f"write_chest_series({str(tmp_path / 'in')!r}, shape=(16, 48, 48)); "
+            "b = build_pipeline(parse_definition('examples/ct-lung-seg/pipeline.yaml')); "
+            "rt = Runtime(workers=2); "
+            f"j = rt.submit(b.pipeline, b.payload_for({str(tmp_path / 'in')!r}), "
+            f"workspace={str(tmp_path / 'ws')!r}); j.result(timeout=120); rt.close(); "
+            "assert 'numba' not in sys.modules, 'numba was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=180,
+                   cwd=str(Path(__file__).resolve().parents[2]))
 
 
 def test_mean_std_accumulates_in_float64(xp: ModuleType) -> None:

@@ -226,6 +226,24 @@ def test_idle_connections_are_dropped_after_the_acse_timeout(
             sock.close()
 
 
+def test_idle_established_association_is_aborted_after_the_network_timeout(
+        listen: Callable[..., tuple[StorageScp, list[Any]]], tmp_path: Path) -> None:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+    scp, _ = listen(**{"network-timeout": 1})
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", scp.address[1], ae_title="LUNGSEG")
+    assert assoc.is_established
+    deadline = time.monotonic() + 10
+    while assoc.is_established and time.monotonic() < deadline:  # sends nothing
+        time.sleep(0.1)
+    assert assoc.is_aborted and time.monotonic() < deadline
+    [path] = make_series(tmp_path / "ct", slices=1, rows=16, cols=16)
+    assert storescu(scp.address[1], path).returncode == 0  # a new one is served
+
+
 # --- the same against a `clara-rt dicom` process ----------------------------------------------
 
 

@@ -57,6 +57,9 @@ def lungseg(shape: tuple[int, int, int] = SHAPE, *, repeat: int = 2,
     counts = tuple(threads or sorted({1, min(2, cores), cores}))
     say(f"lungseg: building a {shape} chest phantom")
     volume = chest_phantom(shape)
+    labelling: Any = importlib.import_module("clara_rt.operators.segment.labelling")
+    labeller = "runs" if labelling.pick(volume, "auto").__name__ == "LabelRuns" else "scipy"
+    seg.segment_lungs(volume[:4, :16, :16], backend=labeller)  # imports and kernels: not timed
     say("lungseg: sequential baseline")
     base_repeat = repeat if volume.size <= _ONE_RUN_ABOVE else 1  # a 15 s call: once is enough
     base_s, base_mem, (body, labels, _) = _timed(lambda: segment_lungs_sequential(volume),
@@ -76,7 +79,8 @@ def lungseg(shape: tuple[int, int, int] = SHAPE, *, repeat: int = 2,
     ratios["masks equal (1 = yes, 0 = a mismatch)"] = float(equal)
     if rss:
         say("lungseg: peak RSS of one call, each in a fresh process")
-        for system, value in _child_rss(volume, ["sequential", str(counts[-1])]).items():
+        for system, value in _child_rss(volume, ["sequential", str(counts[-1])],
+                                        labeller).items():
             figures[_BASE if system == "sequential" else _name(counts[-1])][
                 "peak_rss_x_volume"] = value
     last = figures[_name(counts[-1])]
@@ -86,7 +90,8 @@ def lungseg(shape: tuple[int, int, int] = SHAPE, *, repeat: int = 2,
         scenario="lungseg",
         title=f"LungThresholdOp CPU path on a {'x'.join(map(str, shape))} chest phantom",
         machine=machine_info(),
-        params={"shape": list(shape), "repeat": repeat, "threads": list(counts)},
+        params={"shape": list(shape), "repeat": repeat, "threads": list(counts),
+                "labeller": labeller},
         figures=figures,
         ratios=ratios,
         targets=(Target("speed-up on 2 cores", on_two, 2.0, "x", higher_is_better=True),
@@ -200,7 +205,8 @@ def kb(field):
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
-segment_lungs(volume[:4, :16, :16], threads=1)  # SciPy's lazy imports, before the reset
+segment_lungs(volume[:4, :16, :16], threads=1)  # lazy imports (SciPy, numba) and the
+segment_lungs(volume[:4, :16, :16], threads=1, backend=sys.argv[3])  # kernels, before the reset
 Path("/proc/self/clear_refs").write_text("5")
 base = kb("VmRSS")
 if sys.argv[2] == "sequential":
@@ -211,7 +217,7 @@ print((kb("VmHWM") - base) / volume.nbytes)
 """
 
 
-def _child_rss(volume: np.ndarray, systems: list[str]) -> dict[str, float]:
+def _child_rss(volume: np.ndarray, systems: list[str], backend: str) -> dict[str, float]:
     """Peak RSS growth of one call in a fresh process per system, / bytes of the volume (Linux).
 
     In this process freed arrays stay resident (the allocator keeps them), so only a new
@@ -225,7 +231,7 @@ def _child_rss(volume: np.ndarray, systems: list[str]) -> dict[str, float]:
         path = Path(tmp) / "volume.npy"
         np.save(path, volume)
         for system in systems:
-            done = subprocess.run([sys.executable, "-c", _CHILD, str(path), system],
+            done = subprocess.run([sys.executable, "-c", _CHILD, str(path), system, backend],
                                   capture_output=True, text=True, env=checkout_env(),
                                   timeout=600, check=False)
             if done.returncode == 0:

@@ -94,7 +94,8 @@ def _frames(header: SliceHeader, warnings: list[str]) -> list[SliceHeader]:
         offset = None if header.pixel_offset is None else header.pixel_offset + k * frame_bytes
         frames.append(SliceHeader(header.path, header.transfer_syntax, tags, offset,
                                   frame_bytes, frame=k))
-    _place_classic(header, ds, frames, warnings)
+    if not (per_frame and all("PlanePositionSequence" in g for g in per_frame)):
+        _place_classic(header, ds, frames, warnings)  # no position of their own
     _distinct_positions(header, frames)
     return frames
 
@@ -113,9 +114,6 @@ def _place_classic(header: SliceHeader, ds: Any, frames: list[SliceHeader],
                    warnings: list[str]) -> None:
     """Positions for frames that have none of their own (RT Dose grid, or no geometry)."""
     first = frames[0]
-    if all(f.get("ImagePositionPatient") is not None for f in frames) and len(
-            {tuple(f.get("ImagePositionPatient")) for f in frames}) > 1:
-        return  # the frames have positions of their own (functional groups)
     iop, ipp = first.get("ImageOrientationPatient"), first.get("ImagePositionPatient")
     offsets = ds.get("GridFrameOffsetVector")
     if iop is not None and ipp is not None and offsets is not None and len(offsets) == len(
@@ -145,9 +143,10 @@ def _distinct_positions(header: SliceHeader, frames: list[SliceHeader]) -> None:
     positions = np.array([f.get("ImagePositionPatient") for f in frames], dtype=float)
     distinct = len(np.unique(np.round(positions / _SAME_MM).astype(np.int64), axis=0))
     if distinct < len(frames):
+        plural = "s" if distinct != 1 else ""
         raise DicomSeriesError(f"{header.path}: {len(frames)} frames at only {distinct} distinct "
-                               "positions: several stacks in one file (echoes, phases, time "
-                               "points); 4-D multi-frame images are not supported")
+                               f"position{plural}: several stacks in one file (echoes, phases, "
+                               "time points); 4-D multi-frame images are not supported")
 
 
 def _one_orientation(frames: list[SliceHeader]) -> None:

@@ -148,7 +148,8 @@ def test_several_stacks_in_one_file_are_refused(tmp_path: Path) -> None:
 def test_two_frames_at_one_position_are_refused_as_4d(tmp_path: Path) -> None:
     files = make_series(tmp_path / "single", slices=1, rows=16, cols=16)
     enhanced_ct([*files, *files], tmp_path / "multi")  # two echoes of one slice
-    with pytest.raises(DicomSeriesError, match=r"2 frames at only 1 distinct position: several stacks"):
+    with pytest.raises(DicomSeriesError,
+                       match=r"2 frames at only 1 distinct position: several stacks"):
         load_series(tmp_path / "multi")
 
 

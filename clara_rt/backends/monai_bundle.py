@@ -61,6 +61,8 @@ class TensorInfo:
         spatial_shape: Sizes per spatial axis, ``-1`` for symbolic ones (``"16*n"``).
         dtype: NumPy dtype name.
         value_range: ``(low, high)`` when given.
+        modality: ``"CT"``, ``"MR"``... ('' when not given).
+        channel_def: ``(channel, name)`` pairs (``{"1": "spleen"}``), in channel order.
     """
 
     name: str
@@ -70,6 +72,8 @@ class TensorInfo:
     spatial_shape: tuple[int, ...]
     dtype: str
     value_range: tuple[float, float] | None = None
+    modality: str = ""
+    channel_def: tuple[tuple[int, str], ...] = ()
 
     def tensor(self) -> TensorSpec:
         """Return the tensor ``[N, num_channels, *spatial_shape]`` (``N`` = -1, the batch)."""
@@ -209,8 +213,12 @@ def _tensor_info(where: str, name: str, entry: Any) -> TensorInfo:
     vr = entry.get("value_range")
     value_range = (float(vr[0]), float(vr[1])) if isinstance(vr, list | tuple) and len(
         vr) == 2 and all(isinstance(v, int | float) for v in vr) else None
+    defs = entry.get("channel_def")
+    channel_def = tuple(sorted((int(k), str(v)) for k, v in defs.items() if str(k).isdigit())
+                        ) if isinstance(defs, Mapping) else ()
     return TensorInfo(name, str(entry.get("type", "image")), str(entry.get("format", "")),
-                      channels, tuple(_size(d) for d in spatial), dtype, value_range)
+                      channels, tuple(_size(d) for d in spatial), dtype, value_range,
+                      str(entry.get("modality", "")), channel_def)
 
 
 def _size(dim: Any) -> int:

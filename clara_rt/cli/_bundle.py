@@ -1,6 +1,7 @@
 """``clara-rt bundle PATH [-o pipeline.yaml]``: a pipeline YAML that runs a MONAI bundle.
 
-The pipeline reads the one NIfTI file of the job's input folder, applies what clara-rt honours
+The pipeline reads the one NIfTI file of the job's input folder (``--input dicom``: a DICOM
+series, and a DICOM SEG is written too), applies what clara-rt honours
 of the bundle's ``inference.json`` (:mod:`clara_rt.backends.monai_bundle`): a
 ``ScaleIntensityRanged`` to [0, 1] as a :class:`WindowOp`, the ``SlidingWindowInferer`` as the
 :class:`InferenceOp`'s sliding window (the torch backend, batched by ``sw_batch_size``), the
@@ -46,12 +47,18 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "input's spatial_shape)")
     p.add_argument("--device", metavar="DEV", help="torch device: cpu, cuda, cuda:1 (default: "
                    "cuda when torch sees one)")
+    p.add_argument("--input", choices=("nifti", "dicom"), default="nifti", dest="input_format",
+                   help="what the job's input folder holds: one NIfTI file (default), or a "
+                        "DICOM series (then a DICOM SEG referencing it is written too)")
     p.set_defaults(func=_bundle)
 
 
 def bundle_pipeline(bundle: Bundle, *, roi: list[int] | None = None,
-                    device: str | None = None) -> str:
+                    device: str | None = None, input_format: str = "nifti") -> str:
     """Return the pipeline YAML text that runs ``bundle`` (module docstring).
+
+    ``input_format="dicom"`` reads a DICOM series instead of a NIfTI file and also writes the
+    label map as a DICOM SEG (segments named from the output's ``channel_def``).
 
     Raises:
         ValueError: The bundle has not exactly one 3-D image input, or no window size is known.
@@ -70,7 +77,7 @@ def bundle_pipeline(bundle: Bundle, *, roi: list[int] | None = None,
         raise ValueError(f"bundle '{bundle.name}' ({bundle.root}): no 3-D window size (no "
                          "SlidingWindowInferer roi_size in inference.json and a free "
                          "spatial_shape); pass --roi D H W")
-    operators = [_reader()]
+    operators = [_reader(input_format, image.modality)]
     source = ("reader", "volume")
     if settings.scale_range is not None:
         operators.append(_window(*settings.scale_range))
@@ -81,9 +88,15 @@ def bundle_pipeline(bundle: Bundle, *, roi: list[int] | None = None,
         operators.append(_argmax(pred.name))
         source = ("argmax", "labels")
     operators.append(_writer(source))
+    if input_format == "dicom":
+        if source[0] != "argmax":
+            raise ValueError(f"bundle '{bundle.name}': a DICOM SEG needs a label map, but the "
+                             f"output '{pred.name}' is one channel with no "
+                             "AsDiscreted(argmax=True); use --input nifti")
+        operators.append(_seg_writer(bundle, source))
     text = yaml.safe_dump({"api-version": "0.5.0", "name": _name(bundle.name),
                            "operators": operators}, sort_keys=False, width=100)
-    return _header(bundle, window) + text
+    return _header(bundle, window, input_format) + text
 
 
 # --- private ------------------------------------------------------------------------------
@@ -91,7 +104,8 @@ def bundle_pipeline(bundle: Bundle, *, roi: list[int] | None = None,
 
 def _bundle(args: argparse.Namespace) -> int:
     try:
-        text = bundle_pipeline(load_bundle(args.path), roi=args.roi, device=args.device)
+        text = bundle_pipeline(load_bundle(args.path), roi=args.roi, device=args.device,
+                               input_format=args.input_format)
     except (BackendError, ValueError) as exc:
         print(f"clara-rt bundle: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -103,7 +117,7 @@ def _bundle(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _header(bundle: Bundle, window: tuple[int, ...]) -> str:
+def _header(bundle: Bundle, window: tuple[int, ...], input_format: str) -> str:
     s = bundle.inference
     honoured = [f"SlidingWindowInferer roi {list(window)}, overlap {s.overlap}, "
                 f"sw_batch_size {s.sw_batch_size}, mode {s.mode}"]
@@ -114,8 +128,7 @@ def _header(bundle: Bundle, window: tuple[int, ...]) -> str:
         honoured.append("AsDiscreted(argmax=True)")
     lines = [f"Pipeline for the MONAI bundle '{bundle.name}' {bundle.version}".rstrip(),
              f"({bundle.root.resolve()}), written by `clara-rt bundle`.",
-             "Input: one NIfTI file in the job's input folder, taken in its stored array order; "
-             "output: the label map as NIfTI (writer's path).",
+             _io_line(input_format),
              "Honoured from inference.json: " + "; ".join(honoured) + ".",
              "clara-rt does not run MONAI transform chains; not applied here: "
              + (", ".join(s.ignored) or "nothing else was found") + "."]
@@ -123,10 +136,26 @@ def _header(bundle: Bundle, window: tuple[int, ...]) -> str:
     return "".join(f"# {part}\n" for part in wrapped)
 
 
-def _reader() -> dict[str, Any]:
-    return {"name": "reader", "description": "Read the NIfTI file of the job's input folder.",
-            "container": {"image": "clara-rt/nifti-reader", "tag": "0.1"},
-            "clara-rt": {"operator": "clara_rt.operators.io.nifti:NiftiReaderOp"},
+def _io_line(input_format: str) -> str:
+    if input_format == "dicom":
+        return ("Input: one DICOM series in the job's input folder, as a [slice, row, column] "
+                "volume; output: the label map as NIfTI (writer) and as a DICOM SEG (seg).")
+    return ("Input: one NIfTI file in the job's input folder, taken in its stored array order; "
+            "output: the label map as NIfTI (writer's path).")
+
+
+def _reader(input_format: str, modality: str) -> dict[str, Any]:
+    if input_format == "dicom":
+        clara: dict[str, Any] = {"operator":
+                                 "clara_rt.operators.io.dicom_series:DicomSeriesLoaderOp"}
+        if modality:
+            clara["args"] = {"modality": modality}
+        what, image = "the DICOM series", "clara-rt/dicom-reader"
+    else:
+        clara = {"operator": "clara_rt.operators.io.nifti:NiftiReaderOp"}
+        what, image = "the NIfTI file", "clara-rt/nifti-reader"
+    return {"name": "reader", "description": f"Read {what} of the job's input folder.",
+            "container": {"image": image, "tag": "0.1"}, "clara-rt": clara,
             "input": [{"path": "/input"}],
             "output": [{"name": "volume", "type": "array"}, {"name": "meta"}]}
 
@@ -177,6 +206,23 @@ def _writer(source: tuple[str, str]) -> dict[str, Any]:
             "input": [{"from": source[0], "name": source[1]},
                       {"from": "reader", "name": "meta"}],
             "output": [{"name": "path"}]}
+
+
+def _seg_writer(bundle: Bundle, source: tuple[str, str]) -> dict[str, Any]:
+    labels = {k: v for k, v in bundle.outputs[0].channel_def if k >= 1}
+    args: dict[str, Any] = {"series_description": f"{bundle.name} (clara-rt)"[:64],
+                            "algorithm_name": bundle.name[:64]}
+    if labels:
+        args["labels"] = labels
+    if bundle.version:
+        args["algorithm_version"] = bundle.version
+    return {"name": "seg", "description": "The label map as a DICOM SEG referencing the series.",
+            "container": {"image": "clara-rt/dicom-seg-writer", "tag": "0.1"},
+            "clara-rt": {"operator": "clara_rt.operators.output.dicom_seg:DicomSegWriterOp",
+                         "args": args, "ports": {source[1]: "mask"}},
+            "input": [{"from": source[0], "name": source[1]},
+                      {"from": "reader", "name": "meta"}],
+            "output": [{"name": "seg"}]}
 
 
 def _name(name: str) -> str:

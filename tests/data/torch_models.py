@@ -59,7 +59,8 @@ def network_data_format(spatial: int | str = SPATIAL, classes: int = 2) -> dict[
                              "value_range": [0, 1], "is_patch_data": True}},
         "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": classes,
                              "spatial_shape": shape, "dtype": "float32", "value_range": [0, 1],
-                             "is_patch_data": True}},
+                             "is_patch_data": True,
+                             "channel_def": {"0": "background", "1": "Lung"}}},
     }
 
 

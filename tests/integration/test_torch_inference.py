@@ -170,6 +170,30 @@ def test_clara_rt_bundle_writes_a_pipeline_that_validates_and_runs(tmp_path: Pat
     assert (labels == expected).mean() > 0.999  # float rounding of the window may flip a tie
 
 
+def test_clara_rt_bundle_on_a_dicom_series_writes_nifti_and_a_seg(tmp_path: Path) -> None:
+    pydicom = pytest.importorskip("pydicom")
+    from tests.data.chest_dicom import write_chest_series
+
+    bundle = make_bundle(tmp_path / "bundle", roi=SPATIAL, scale=(-1000.0, 1000.0), seed=2)
+    files = write_chest_series(tmp_path / "in", shape=(32, 48, 48))
+    pipeline = tmp_path / "pipeline.yaml"
+    done = _cli("bundle", bundle, "--input", "dicom", "-o", pipeline)
+    assert done.returncode == 0, done.stderr
+    assert "DicomSeriesLoaderOp" in pipeline.read_text()
+    done = _cli("run", pipeline, "--input", tmp_path / "in", "--output", tmp_path / "out")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (nifti,) = (tmp_path / "out").rglob("*.nii.gz")
+    labels, _ = read_nifti(nifti)
+    assert labels.shape == (32, 48, 48) and 0 < labels.sum() < labels.size
+    (seg_file,) = (tmp_path / "out").rglob("*.dcm")
+    seg = pydicom.dcmread(seg_file)
+    source = pydicom.dcmread(files[0])
+    assert seg.Modality == "SEG" and seg.StudyInstanceUID == source.StudyInstanceUID
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["Lung"]
+    assert seg.SeriesDescription == "Tiny UNet bundle (clara-rt)"
+    assert seg.SegmentSequence[0].SegmentAlgorithmName == "Tiny UNet bundle"
+
+
 def test_clara_rt_bundle_rejects_a_folder_that_is_not_a_bundle(tmp_path: Path) -> None:
     done = _cli("bundle", tmp_path)
     assert done.returncode == 2

@@ -188,6 +188,22 @@ def test_encapsulated_pixel_data_needs_a_fragment_per_frame(tmp_path: Path) -> N
         assert info.value.pixels  # answered 0xA900
 
 
+def test_deep_nesting_is_refused_without_recursion_errors() -> None:
+    from clara_rt.dicom.intake import MAX_DEPTH, DatasetProblem, check_dataset
+
+    def nested(levels: int) -> bytes:  # (0009,1001) SQ, undefined lengths all the way down
+        inner = b""
+        for _ in range(levels):
+            inner = (b"\x09\x00\x01\x10SQ\0\0\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+                     + inner + b"\xfe\xff\x0d\xe0\0\0\0\0" + b"\xfe\xff\xdd\xe0\0\0\0\0")
+        return inner
+
+    check_dataset(nested(MAX_DEPTH), "1.2.840.10008.1.2.1")
+    for levels in (MAX_DEPTH + 2, 5000):
+        with pytest.raises(DatasetProblem, match=rf"^sequences nested deeper than {MAX_DEPTH} "):
+            check_dataset(nested(levels), "1.2.840.10008.1.2.1")
+
+
 # --- 16.18: idle connections ------------------------------------------------------------------
 
 

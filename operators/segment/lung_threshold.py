@@ -12,7 +12,7 @@ from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs, get_array
 from clara_rt.operators.kernels import ndimage_of
 from clara_rt.operators.postprocess.components import largest_ids
 from clara_rt.operators.segment.labelling import Backend, LabelArray, LabelRuns, moments, pick
-from clara_rt.operators.segment.morphology import ball, close, open_
+from clara_rt.operators.segment.morphology import ball, dilate, erode
 from clara_rt.operators.segment.slabs import SlabRunner, window
 from clara_rt.operators.volume import VolumeMeta
 
@@ -161,9 +161,10 @@ def _air(slabs: SlabRunner, volume: Any, body: Any, air_hu: float, closing_radiu
     halo = 2 * (closing_radius + opening_radius)  # each of the 4 ball passes reaches r slices
 
     def slab(z0: int, z1: int) -> None:
-        outer, inner = window(z0, z1, volume.shape[0], halo)
-        air[z0:z1] = _lung_air(volume[outer], body[outer], air_hu, closing_radius,
-                               opening_radius)[inner]
+        outer, _ = window(z0, z1, volume.shape[0], halo)
+        done, lo = _lung_air(volume[outer], body[outer], outer.start, volume.shape[0], air_hu,
+                             closing_radius, opening_radius)
+        air[z0:z1] = done[z0 - lo:z1 - lo]
 
     slabs.map(slab, air)
     return air
@@ -194,16 +195,32 @@ def _fill_holes_in_plane(body: Any) -> None:
     xp.logical_not(outside[background], out=body)
 
 
-def _lung_air(volume: Any, body: Any, air_hu: float, closing_radius: int,
-              opening_radius: int) -> Any:
-    """Air inside the body, closed (then kept inside the body) and opened: one (sub)volume."""
+def _lung_air(volume: Any, body: Any, lo: int, nz: int, air_hu: float, closing_radius: int,
+              opening_radius: int) -> tuple[Any, int]:
+    """Air inside the body, closed (then kept inside the body) and opened, in a z-window.
+
+    The window holds slices ``lo, lo + 1, ...`` of a volume of ``nz`` slices. After each ball
+    pass of radius ``r`` the ``r`` slices next to a cut face (not a face of the volume) are
+    wrong and are dropped, so every pass works on less than the one before.
+
+    Returns:
+        The air of the slices still valid, and the index of its first slice.
+    """
+    first, hi = lo, lo + volume.shape[0]
     air = (volume < air_hu) & body
-    if closing_radius:
-        air = close(air, closing_radius)
-        air &= body
+    passes: list[tuple[Any, int]] = []
+    if closing_radius:  # None: keep the closed air inside the body
+        passes += [(dilate, closing_radius), (erode, closing_radius), (None, 0)]
     if opening_radius:
-        air = open_(air, opening_radius)
-    return air
+        passes += [(erode, opening_radius), (dilate, opening_radius)]
+    for op, radius in passes:
+        if op is None:
+            air &= body[lo - first:hi - first]
+            continue
+        air = op(air, radius)
+        new_lo, new_hi = (lo + radius if lo else 0), (hi - radius if hi < nz else nz)
+        air, lo, hi = air[new_lo - lo:new_hi - lo], new_lo, new_hi
+    return air, lo
 
 
 def _lung_table(sizes: Any, moments_of: Any, body_moments: Any, meta: VolumeMeta | None,

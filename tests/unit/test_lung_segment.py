@@ -70,13 +70,18 @@ def test_fill_holes_in_plane_matches_scipy(xp: ModuleType) -> None:
 
 
 @pytest.mark.parametrize(("threads", "slab"), [(1, 16), (2, 3), (3, 1)])
-def test_air_slabs_with_halos_match_whole_volume_scipy(threads: int, slab: int) -> None:
+@pytest.mark.parametrize(("closing", "opening"), [(2, 1), (0, 1), (3, 0), (1, 2), (0, 0)])
+def test_air_slabs_with_halos_match_whole_volume_scipy(threads: int, slab: int, closing: int,
+                                                       opening: int) -> None:
     volume = ct_phantom((20, 48, 48), seed=3)
     body = ndimage.binary_fill_holes(volume > -500)
-    expected = ndimage.binary_closing((volume < -400) & body, structure=ball(2)) & body
-    expected = ndimage.binary_opening(expected, structure=ball(1))
+    expected = (volume < -400) & body
+    if closing:
+        expected = ndimage.binary_closing(expected, structure=ball(closing)) & body
+    if opening:
+        expected = ndimage.binary_opening(expected, structure=ball(opening))
     with SlabRunner(threads, slab=slab) as slabs:
-        air = _air(slabs, volume, body, -400.0, 2, 1)
+        air = _air(slabs, volume, body, -400.0, closing, opening)
     assert (air == expected).all() and expected.any()
 
 

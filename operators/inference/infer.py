@@ -102,9 +102,9 @@ class InferenceOp(Operator):
         model: ONNX: the ``.onnx`` file (or a model name found in :func:`set_local_models`'s
             folder). Torch: a TorchScript file (``.ts``, ``.pt``) or a MONAI bundle folder
             (:mod:`clara_rt.backends.torch`). Triton: the model name.
-        backend: ``"onnx"``, ``"torch"`` or ``"triton"``; default ``"triton"`` when a URL is
-            known (``url`` or a service connection), ``"torch"`` for a ``.ts`` / ``.pt`` /
-            ``.pth`` file or a MONAI bundle folder, else ``"onnx"``.
+        backend: ``"onnx"``, ``"torch"`` or ``"triton"``; default ``"torch"`` for a ``.ts`` /
+            ``.pt`` / ``.pth`` file or a MONAI bundle folder (unless ``url`` is given), else
+            ``"triton"`` when a URL is known (``url`` or a service connection), else ``"onnx"``.
         url: Triton server URL (``http://host:8000``, ``grpc://host:8001``). Default: the first
             of ``self.connections`` (service env name -> URL, set from the pipeline YAML's
             ``services:``, e.g. ``NVIDIA_CLARA_TRTISURI``); a URL without a scheme gets
@@ -222,12 +222,10 @@ class InferenceOp(Operator):
     def _kind(self) -> BackendKind:
         if self.backend is not None:
             return self.backend
-        if self._url():
-            return "triton"
         path = Path(self.model)
-        if path.suffix in _TORCH_SUFFIXES or is_bundle(path):
-            return "torch"
-        return "onnx"
+        if not self.url and (path.suffix in _TORCH_SUFFIXES or is_bundle(path)):
+            return "torch"  # even when the pipeline wires a Triton service
+        return "triton" if self._url() else "onnx"
 
     def _url(self) -> str | None:
         if self.url:

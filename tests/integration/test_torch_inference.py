@@ -66,6 +66,16 @@ def test_inference_op_declares_ports_from_the_model_and_matches_a_direct_call(
     np.testing.assert_array_equal(out, _direct(volume[None, None])[0])
 
 
+def test_a_torchscript_file_picks_torch_even_with_a_triton_service(unet_file: Path) -> None:
+    from clara_rt.backends.torch import TorchBackend
+
+    op = InferenceOp("seg", model=unet_file)
+    op.connections = {"NVIDIA_CLARA_TRTISURI": "127.0.0.1:1"}  # as a YAML services: entry sets
+    Pipeline("svc").add(op)
+    assert isinstance(op.inference_backend, TorchBackend)
+    op.stop()
+
+
 def test_connecting_a_mismatched_port_fails_at_connect(unet_file: Path) -> None:
     p = Pipeline("torch-connect")
     src, seg = p.add(_Source("src")), p.add(InferenceOp("seg", model=unet_file))

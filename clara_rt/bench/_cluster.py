@@ -9,7 +9,7 @@ does. Each node runtime has ``workers`` threads. Jobs read a chest CT phantom
 
 1. **Per-job overhead**: ``sequential`` jobs one at a time, submit to results on disk; on the
    in-process :class:`~clara_rt.Runtime` (the baseline, same worker count, results written by
-   :func:`~clara_rt.cli._report.collect_outputs`) and on a one-node cluster. The difference of
+   :func:`~clara_rt.runner.outputs.collect_outputs`) and on a one-node cluster. The difference of
    the means is what going through Ray costs per job: the driver process, Ray Client, packing
    the payload into the object store, the actor call, results back.
 2. **Throughput**: ``jobs`` jobs submitted at once, jobs/s from the first submit to the last
@@ -91,10 +91,10 @@ def cluster(jobs: int = 12, *, sequential: int = 5, shape: tuple[int, int, int] 
 
 def _in_process(text: str, input_dir: Path, jobs: int, sequential: int, workers: int,
                 timeout: float) -> dict[str, float]:
-    from clara_rt.cli._report import collect_outputs
     from clara_rt.definition import parse_definition
     from clara_rt.definition.build import build_pipeline
     from clara_rt.executor import Runtime
+    from clara_rt.runner.outputs import collect_outputs
 
     built = build_pipeline(parse_definition("ct-lung-seg.yaml", text=text, environ={}))
     payload = built.payload_for(input_dir)

@@ -17,7 +17,7 @@ directory when ``host`` is ``None``):
 **Baseline**: the same jobs, same priority sequence and pacing, on an in-process
 :class:`~clara_rt.Runtime` with the server's worker count, the pipeline built by
 :func:`clara_rt.definition.build.build_pipeline`, and each result written to disk by
-:func:`~clara_rt.cli._report.collect_outputs` on one finishing thread as the server does; no
+:func:`~clara_rt.runner.outputs.collect_outputs` on one finishing thread as the server does; no
 HTTP, no SQLite, no admission queue. Its queue wait is submit -> first operator. The difference
 in mean latency, and the ratio of throughputs, is what the server costs per job.
 """
@@ -332,11 +332,11 @@ def _cancel_quietly(client: Any, job_id: str) -> None:
 def _run_in_process(text: str, name: str, input_dir: Path, sequence: list[str], *,
                     delay: float, workers: int, timeout: float) -> dict[str, Any]:
     """The same jobs on an in-process Runtime; per-job latency and queue wait (seconds)."""
-    from clara_rt.cli._report import collect_outputs
     from clara_rt.definition import parse_definition
     from clara_rt.definition.build import build_pipeline
     from clara_rt.executor import Runtime
     from clara_rt.job import Job, JobState
+    from clara_rt.runner.outputs import collect_outputs
 
     built = build_pipeline(parse_definition(f"{name}.yaml", text=text, environ={}))
     payload = built.payload_for(input_dir)

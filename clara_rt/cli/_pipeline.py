@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from clara_rt.cli._common import parse_pairs, positive_int
-from clara_rt.cli._report import captured_log, collect_outputs, print_report, watch, write_job_log
+from clara_rt.cli._report import captured_log, print_report, watch, write_job_log
 from clara_rt.errors import ClaraRTError
 from clara_rt.job import PRIORITY_NAMES
+from clara_rt.runner.outputs import collect_outputs
 
 __all__ = ["add"]
 

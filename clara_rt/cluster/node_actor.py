@@ -10,7 +10,7 @@ actor lives as long as the server's connection to the cluster and keeps warm bet
 * the built pipelines, per (pipeline key, variables), from the YAML text the server sends
   (like :meth:`PipelineRegistry.build <clara_rt.server.pipelines.PipelineRegistry.build>`), so
   operators keep their loaded models and CUDA context from one job to the next;
-* per-operator logs: :class:`~clara_rt.server.jobs.OperatorLogs` observes the runtime, which
+* per-operator logs: :class:`~clara_rt.runner.logs.OperatorLogs` observes the runtime, which
   writes ``<job folder>/logs/<operator>.log`` as on the server.
 
 The actor is asynchronous: :meth:`NodeRuntime.run` awaits its job's end without holding a
@@ -31,14 +31,14 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from clara_rt.cli._report import collect_outputs
 from clara_rt.cluster.transport import OBJECT_STORE, RESULTS_DIR, Packed, pack, unpack
 from clara_rt.definition.build import BuiltPipeline, build_pipeline
 from clara_rt.definition.schema import parse_definition
 from clara_rt.executor import Runtime
 from clara_rt.job import Job, JobState
-from clara_rt.server.jobs import OperatorLogs, append_command_logs
-from clara_rt.server.runners import operator_rows
+from clara_rt.runner.logs import OperatorLogs, append_command_logs
+from clara_rt.runner.outputs import collect_outputs
+from clara_rt.runner.protocol import operator_rows
 
 __all__ = ["NodeRuntime"]
 

@@ -40,7 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from clara_rt.cluster.address import check_address
 from clara_rt.cluster.bridge_process import BridgeProcess, BridgeSupervisor
@@ -56,15 +56,32 @@ from clara_rt.cluster.slot_table import SlotTable
 from clara_rt.cluster.transport import transport_for
 from clara_rt.definition.schema import parse_definition
 from clara_rt.job import JobState
-from clara_rt.server.admission import JobNeeds
-from clara_rt.server.config import ServerConfig
-from clara_rt.server.pipelines import PipelineRegistry
-from clara_rt.server.runners import RunHandle
+from clara_rt.runner.needs import JobNeeds
+from clara_rt.runner.protocol import PipelineSource, RunHandle
 
-__all__ = ["ClusterError", "ClusterState", "ClusterUnavailableError", "RayRun", "RayRunner",
-           "RunSpec"]
+__all__ = ["ClusterError", "ClusterSettings", "ClusterState", "ClusterUnavailableError", "RayRun",
+           "RayRunner", "RunSpec"]
 
 log = logging.getLogger("clara_rt.cluster")
+
+
+class ClusterSettings(Protocol):
+    """What :meth:`RayRunner.for_server` reads of a server's settings (its ``ServerConfig``)."""
+
+    @property
+    def cluster(self) -> str | None: ...
+
+    @property
+    def cluster_shared_path(self) -> Path | None: ...
+
+    @property
+    def workers(self) -> int | None: ...
+
+    @property
+    def services(self) -> dict[str, str]: ...
+
+    @property
+    def cluster_grace(self) -> float: ...
 
 
 class RayRunner:
@@ -87,7 +104,7 @@ class RayRunner:
                  workers: int | None = None, services: Mapping[str, str] | None = None,
                  grace: float = 30.0, refresh: float = 2.0,
                  env: Mapping[str, str] | None = None,
-                 pipelines: PipelineRegistry | None = None) -> None:
+                 pipelines: PipelineSource | None = None) -> None:
         self.address = check_address(address)
         self._shared_path = None if shared_path is None else Path(shared_path).resolve()
         self._pipelines = pipelines
@@ -104,7 +121,7 @@ class RayRunner:
         self._supervisor.start()
 
     @classmethod
-    def for_server(cls, config: ServerConfig, pipelines: PipelineRegistry) -> RayRunner:
+    def for_server(cls, config: ClusterSettings, pipelines: PipelineSource) -> RayRunner:
         """The runner ``clara-rt serve --cluster`` uses."""
         assert config.cluster is not None
         return cls(config.cluster, shared_path=config.cluster_shared_path,

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from clara_rt.cluster.transport import place_results
 from clara_rt.errors import ClaraRTError
 from clara_rt.job import JobState
-from clara_rt.server.admission import JobNeeds
-from clara_rt.server.runners import RunHandle
+from clara_rt.runner.needs import JobNeeds
+from clara_rt.runner.protocol import RunHandle
 
 if TYPE_CHECKING:
     from clara_rt.cluster.ray_runner import RayRunner
@@ -97,7 +97,7 @@ class Slot:
 
 
 class RayRun:
-    """A job on the cluster: the :class:`~clara_rt.server.runners.RunHandle` of RayRunner."""
+    """A job on the cluster: the :class:`~clara_rt.runner.protocol.RunHandle` of RayRunner."""
 
     def __init__(self, runner: RayRunner, spec: RunSpec, message: dict[str, Any],
                  transport: str) -> None:

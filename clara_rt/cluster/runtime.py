@@ -42,7 +42,7 @@ from clara_rt.cluster.ray_runner import (
 from clara_rt.definition.schema import parse_definition
 from clara_rt.errors import JobCancelledError, JobTimeoutError
 from clara_rt.job import JobState, Priority
-from clara_rt.server.admission import JobNeeds
+from clara_rt.runner.needs import JobNeeds
 
 __all__ = ["ClusterJob", "ClusterRuntime"]
 

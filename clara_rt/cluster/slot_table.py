@@ -21,7 +21,7 @@ from typing import Any
 from clara_rt.cluster.run import RayRun, Slot
 from clara_rt.fair_queue import FairQueue
 from clara_rt.job import PRIORITY_NAMES
-from clara_rt.server.admission import JobNeeds
+from clara_rt.runner.needs import JobNeeds
 
 __all__ = ["PRIORITIES", "SlotTable"]
 

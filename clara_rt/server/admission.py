@@ -20,60 +20,18 @@ refused when it is created. Operators without ``requests:`` count as zero.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+
+from clara_rt.runner.needs import JobNeeds, gib, memory_bytes
 
 __all__ = ["Admission", "FreeMemory", "JobNeeds", "memory_bytes", "physical_memory"]
-
-_UNITS = {"": 1 << 20, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
-          "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
-
-
-def memory_bytes(value: int | str) -> int:
-    """A Clara memory request in bytes: a bare number is MB (as Clara counts), strings take
-    Kubernetes units (``"512Mi"``, ``"8Gi"``, ``"2G"``)."""
-    if isinstance(value, int):
-        return value << 20
-    match = _SIZE.match(value)
-    if match is None:
-        raise ValueError(f"memory request {value!r} is not a size such as 8192 (MB), '512Mi' "
-                         "or '8Gi'")
-    unit = (match.group(2) or "").lower()
-    return int(float(match.group(1)) * _UNITS[unit])
 
 
 def physical_memory() -> int:
     """Bytes of physical memory of this host."""
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-
-
-@dataclass(frozen=True)
-class JobNeeds:
-    """What one job of a pipeline asks for."""
-
-    memory: int = 0
-    gpus: int = 0
-    gpu_memory: int = 0
-
-    @classmethod
-    def of(cls, operators: Any) -> JobNeeds:
-        """From a definition's operators (each with a ``requests`` dict)."""
-        memory = sum(_request(op, "memory") for op in operators)
-        gpu_memory = sum(_request(op, "gpu-memory") for op in operators)
-        gpus = max((int(op.requests.get("gpu", 0)) for op in operators), default=0)
-        if gpu_memory and not gpus:
-            raise ValueError("'gpu-memory' is requested but no operator requests a GPU "
-                             "(add 'gpu: 1' to the operator's requests)")
-        return cls(memory, gpus, gpu_memory)
-
-    def describe(self) -> str:
-        text = f"{_gib(self.memory)} of memory and {self.gpus} GPU(s)"
-        return text + (f" with {_gib(self.gpu_memory)} free" if self.gpu_memory else "")
 
 
 class FreeMemory:
@@ -143,14 +101,14 @@ class Admission:
     def never_fits(self, needs: JobNeeds) -> str | None:
         """Why a job with ``needs`` could never start here, or ``None``."""
         if self.memory_budget is not None and needs.memory > self.memory_budget:
-            return (f"the pipeline's requests add up to {_gib(needs.memory)} of memory, more "
-                    f"than the server's budget of {_gib(self.memory_budget)} (--memory-budget)")
+            return (f"the pipeline's requests add up to {gib(needs.memory)} of memory, more "
+                    f"than the server's budget of {gib(self.memory_budget)} (--memory-budget)")
         if needs.gpus and self.gpu_jobs == 0:
             return "the pipeline requests a GPU and this server runs no GPU jobs (--gpu-jobs 0)"
         total = self.free.total_gpu() if self.free is not None and needs.gpu_memory else None
         if total is not None and needs.gpu_memory > total:
-            return (f"the pipeline's requests add up to {_gib(needs.gpu_memory)} of GPU memory, "
-                    f"more than the largest GPU here has ({_gib(total)})")
+            return (f"the pipeline's requests add up to {gib(needs.gpu_memory)} of GPU memory, "
+                    f"more than the largest GPU here has ({gib(total)})")
         return None
 
     def wait_reason(self, needs: JobNeeds) -> str | None:
@@ -158,8 +116,8 @@ class Admission:
         with self._lock:
             if (self.memory_budget is not None
                     and self.memory_in_use + needs.memory > self.memory_budget):
-                return (f"needs {_gib(needs.memory)} of memory; running jobs hold "
-                        f"{_gib(self.memory_in_use)} of the {_gib(self.memory_budget)} budget")
+                return (f"needs {gib(needs.memory)} of memory; running jobs hold "
+                        f"{gib(self.memory_in_use)} of the {gib(self.memory_budget)} budget")
             if (needs.gpus and self.gpu_jobs is not None
                     and self.gpu_jobs_running >= self.gpu_jobs):
                 return f"needs a GPU; {self.gpu_jobs_running} GPU job(s) run, the limit is " \
@@ -169,13 +127,13 @@ class Admission:
         if needs.memory:
             host = self.free.host()
             if host is not None and host < needs.memory:
-                return (f"needs {_gib(needs.memory)} of memory; {_gib(host)} is free on this "
+                return (f"needs {gib(needs.memory)} of memory; {gib(host)} is free on this "
                         f"host now")
         if needs.gpu_memory:
             gpus = self.free.gpus()
             if gpus is not None and max(gpus, default=0) < needs.gpu_memory:
-                return (f"needs {_gib(needs.gpu_memory)} of GPU memory; the most free on one "
-                        f"GPU now is {_gib(max(gpus, default=0))}")
+                return (f"needs {gib(needs.gpu_memory)} of GPU memory; the most free on one "
+                        f"GPU now is {gib(max(gpus, default=0))}")
         return None
 
     def take(self, needs: JobNeeds) -> None:
@@ -201,19 +159,6 @@ def default_gpu_jobs() -> int | None:
             pynvml.nvmlShutdown()
     except Exception:  # no library, no driver, no device: nothing to limit
         return None
-
-
-def _gib(size: int) -> str:
-    return f"{size / (1 << 30):.2f} GiB"
-
-
-def _request(operator: Any, key: str) -> int:
-    if key not in operator.requests:
-        return 0
-    try:
-        return memory_bytes(operator.requests[key])
-    except ValueError as exc:
-        raise ValueError(f"operator '{getattr(operator, 'name', '?')}': '{key}': {exc}") from None
 
 
 def _add_cupy_pool(free: list[int]) -> None:

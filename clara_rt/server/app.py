@@ -28,6 +28,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from clara_rt import __version__
 from clara_rt.definition.logtail import open_snapshot
+from clara_rt.runner.logs import OperatorLogs
+from clara_rt.runner.protocol import Runner
 from clara_rt.server import metrics_routes, payload_routes
 from clara_rt.server.apidocs import render_api_docs
 from clara_rt.server.config import ServerConfig
@@ -35,7 +37,7 @@ from clara_rt.server.datalock import DataLock
 from clara_rt.server.events import EventHub
 from clara_rt.server.guard import TOKEN_HINT, RequestGuard
 from clara_rt.server.http_errors import ERRORS, add_error_handlers
-from clara_rt.server.jobs import JobManager, OperatorLogs
+from clara_rt.server.jobs import JobManager
 from clara_rt.server.models import (
     ExportCreate,
     ExportOut,
@@ -58,7 +60,7 @@ from clara_rt.server.payloads import (
 )
 from clara_rt.server.pipelines import NotFound, PipelineRegistry
 from clara_rt.server.retention import Retention
-from clara_rt.server.runners import LocalRunner, Runner
+from clara_rt.server.runners import LocalRunner
 from clara_rt.server.sse import sse_response
 from clara_rt.server.store import Store, new_id
 

@@ -19,50 +19,40 @@ Life of a job (Clara's states and statuses)::
 * A job's files live in ``<data>/jobs/<id>/``: ``input/`` (links to its payloads' files),
   ``work/`` (the runtime workspace, removed after success), ``output/`` (results, written through
   a temporary name by :func:`collect_outputs`), ``logs/<operator>.log``.
-* Per-operator logs: :class:`OperatorLogs` observes the runtime (task start and end hooks, no
-  wrapping of operators) so that records logged on an operator's thread while it computes (any
-  logger), its start and end, and its traceback on failure go to its log file; a command
-  operator's stdout/stderr are appended when the job ends.
+* Per-operator logs: :class:`~clara_rt.runner.logs.OperatorLogs` (added to the runtime by the
+  server) writes ``logs/<operator>.log``; a command operator's stdout/stderr are appended when
+  the job ends (:func:`~clara_rt.runner.logs.append_command_logs`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import shutil
 import sqlite3
-import stat
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clara_rt.definition.logtail import append_capped, log_limit
 from clara_rt.definition.process_group import reap_stale_groups
 from clara_rt.errors import ClaraRTError
 from clara_rt.fair_queue import FairQueue
-from clara_rt.job import PRIORITY_NAMES, Job, JobState, Priority
-from clara_rt.observer import RuntimeObserver
-from clara_rt.operator import Operator
-from clara_rt.server.admission import (
-    Admission,
-    FreeMemory,
-    JobNeeds,
-    default_gpu_jobs,
-    physical_memory,
-)
+from clara_rt.job import PRIORITY_NAMES, JobState, Priority
+from clara_rt.runner.logs import append_command_logs
+from clara_rt.runner.needs import JobNeeds
+from clara_rt.runner.protocol import RunHandle, Runner
+from clara_rt.server.admission import Admission, FreeMemory, default_gpu_jobs, physical_memory
 from clara_rt.server.config import ServerConfig
 from clara_rt.server.events import EventHub
 from clara_rt.server.payloads import iter_files
 from clara_rt.server.pipelines import Conflict, NotFound, PipelineRegistry
 from clara_rt.server.results import drop_links, result_files
-from clara_rt.server.runners import LocalRunner, RunHandle, Runner
+from clara_rt.server.runners import LocalRunner
 from clara_rt.server.store import Store, new_id
 
-__all__ = ["JobManager", "OperatorLogs", "append_command_logs", "public_job"]
+__all__ = ["JobManager", "public_job"]
 
 log = logging.getLogger("clara_rt.server")
 
@@ -70,52 +60,6 @@ _STATUS = {JobState.SUCCEEDED: "healthy", JobState.FAILED: "faulted",
            JobState.CANCELLED: "canceled", JobState.TIMED_OUT: "timed-out"}
 _INTERRUPTED = "interrupted: the server stopped while the job was running"
 _RETRY_S = 2.0  # how often an end the database could not take (disk full) is tried again
-
-
-class OperatorLogs(logging.Handler, RuntimeObserver):
-    """Routes log records made while an operator computes to that job's operator log file.
-
-    A logging handler (add it to the root logger) and a runtime observer (add it to the
-    runtime): ``task_started`` points this worker thread at ``<job folder>/logs/<op>.log``
-    (the job folder is its workspace's parent) and ``task_ended`` writes the end or the
-    traceback and clears it. Jobs submitted without a workspace are not logged.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self._where = threading.local()
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-
-    def task_started(self, job: Job, operator: Operator) -> None:
-        workspace = job.context.workspace
-        if workspace is None:
-            return
-        target = Path(workspace).parent / "logs" / f"{operator.name}.log"
-        self._where.target, self._where.t0 = target, time.perf_counter()
-        _append(target, f"{_now()} INFO clara-rt: operator '{operator.name}' started\n")
-
-    def task_ended(self, job: Job, operator: Operator, error: BaseException | None) -> None:
-        target = getattr(self._where, "target", None)
-        if target is None:
-            return
-        self._where.target = None
-        seconds = time.perf_counter() - self._where.t0
-        if error is None:
-            _append(target, f"{_now()} INFO clara-rt: operator '{operator.name}' finished in "
-                            f"{seconds:.3f} s\n")
-        else:
-            trace = "".join(traceback.format_exception(error))
-            _append(target, f"{_now()} ERROR clara-rt: operator '{operator.name}' failed after "
-                            f"{seconds:.3f} s\n{trace}")
-
-    def emit(self, record: logging.LogRecord) -> None:
-        target = getattr(self._where, "target", None)
-        if target is None:
-            return
-        try:
-            _append(target, self.format(record) + "\n")
-        except Exception:  # logging must never break an operator
-            self.handleError(record)
 
 
 @dataclass
@@ -674,35 +618,3 @@ def copy_payloads(payloads: list[Path], dest: Path) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(payload / rel, target)
     return dest
-
-
-def append_command_logs(folder: Path) -> None:
-    """Append what command operators printed (``work/<op>/std*.log``) to their log files.
-
-    Copied in chunks, never through a link, and each log keeps its tail (``CLARA_RT_LOG_LIMIT``).
-    """
-    work = folder / "work"
-    if not work.is_dir() or work.is_symlink():
-        return
-    limit = log_limit()
-    for op_dir in sorted(p for p in work.iterdir() if p.is_dir() and not p.is_symlink()):
-        for stream in ("stdout", "stderr"):
-            try:
-                fd = os.open(op_dir / f"{stream}.log", os.O_RDONLY | os.O_NOFOLLOW)
-            except OSError:
-                continue
-            with os.fdopen(fd, "rb") as source:
-                if not stat.S_ISREG(os.fstat(fd).st_mode) or not os.fstat(fd).st_size:
-                    continue
-                target = folder / "logs" / f"{op_dir.name}.log"
-                append_capped(target, f"--- {stream} of the command ---\n".encode(), limit)
-                append_capped(target, source, limit)
-
-
-def _append(path: Path, text: str) -> None:
-    append_capped(path, text.encode("utf-8", errors="replace"), log_limit())
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S")
-

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from clara_rt import Runtime
+from clara_rt.runner.logs import OperatorLogs
 from clara_rt.server.config import ServerConfig
-from clara_rt.server.jobs import OperatorLogs
 from clara_rt.server.pipelines import PipelineRegistry
 from clara_rt.server.store import Store
 

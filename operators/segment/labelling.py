@@ -2,8 +2,8 @@
 
 * :class:`LabelArray` -- ``scipy.ndimage.label`` / ``cupyx.scipy.ndimage.label`` into a label
   volume (uint16 on the host when it fits), measured slab by slab. The NumPy and CuPy path.
-* :class:`LabelRuns` -- :mod:`.runs`: x-runs and a union-find on every core (numba), no label
-  volume at all. Used for large host volumes when numba is installed.
+* :class:`LabelRuns` -- ``clara_rt.operators.postprocess.runs``: x-runs and a union-find on
+  every core (numba), no label volume at all. Used for large host volumes when numba is installed.
 
 Both number components like SciPy (first voxel in raster order), so "largest, ties to the
 lowest label" picks the same components, and both give the same sizes, centres and edge
@@ -17,16 +17,13 @@ from typing import Any, Literal
 import numpy as np
 
 from clara_rt import get_array_module
+from clara_rt.operators.postprocess import runs
 from clara_rt.operators.postprocess.components import component_sizes, label_compact
-from clara_rt.operators.segment import runs
 from clara_rt.operators.segment.slabs import SlabRunner
 
 __all__ = ["Backend", "LabelArray", "LabelRuns", "pick"]
 
 Backend = Literal["auto", "scipy", "runs"]
-RUNS_MIN_VOXELS = 1 << 22
-"""Host volumes from this size on (4 M voxels, e.g. 16x512x512) use :class:`LabelRuns` under
-``"auto"``: below it SciPy is fast enough, and importing numba would cost more than it saves."""
 
 
 class LabelArray:
@@ -66,7 +63,7 @@ class LabelArray:
 
 
 class LabelRuns:
-    """Components as x-runs (:mod:`.runs`, numba on every core); host arrays only."""
+    """Components as x-runs (``postprocess.runs``, numba, every core); host arrays only."""
 
     def __init__(self, slabs: SlabRunner, mask: Any, above: float | None = None) -> None:
         self.threads = slabs.threads
@@ -105,7 +102,7 @@ def pick(volume: Any, backend: Backend) -> type[LabelArray] | type[LabelRuns]:
         if not on_host or not runs.available():
             raise ValueError("backend 'runs' needs a 3-D NumPy volume and numba")
         return LabelRuns
-    if backend == "auto" and on_host and volume.size >= RUNS_MIN_VOXELS and runs.available():
+    if backend == "auto" and runs.worth_it(volume):  # from runs.RUNS_MIN_VOXELS on
         return LabelRuns
     return LabelArray
 

@@ -13,14 +13,15 @@ import pytest
 from scipy import ndimage
 
 from clara_rt.bench._lungseg import segment_lungs_sequential
+from clara_rt.operators.postprocess import runs
 from clara_rt.operators.postprocess.components import (
     component_sizes,
     keep_largest,
     label_compact,
     label_components,
 )
-from clara_rt.operators.segment import LungThresholdOp, runs
-from clara_rt.operators.segment.labelling import RUNS_MIN_VOXELS, Backend, pick
+from clara_rt.operators.segment import LungThresholdOp
+from clara_rt.operators.segment.labelling import Backend, pick
 from clara_rt.operators.segment.lung_threshold import (
     _air,
     _fill_holes_in_plane,
@@ -203,7 +204,22 @@ def test_runs_threshold_a_volume_like_numpy() -> None:
 
 
 def test_auto_backend_uses_runs_for_big_host_volumes(xp: ModuleType) -> None:
-    big = np.empty((RUNS_MIN_VOXELS // 4096, 64, 64), dtype=np.int16)
+    big = np.empty((runs.RUNS_MIN_VOXELS // 4096, 64, 64), dtype=np.int16)
     assert pick(big, "auto").__name__ == "LabelRuns"
     assert pick(big[:1], "auto").__name__ == "LabelArray"
     assert pick(xp.asarray(big[:2]), "scipy").__name__ == "LabelArray"
+
+
+@pytest.mark.parametrize("dtype", ["bool", "uint8", "int16", "float32"])
+def test_keep_largest_on_a_big_volume_takes_runs_and_keeps_the_same(dtype: str) -> None:
+    shape = (runs.RUNS_MIN_VOXELS // (128 * 128), 128, 128)  # big enough for runs
+    blobs = ndimage.binary_opening(RNG.random(shape) < 0.3)  # many components, some tied
+    mask = (blobs * RNG.choice([-2, 1, 3], size=shape)).astype(dtype)
+    labels = ndimage.label(mask != 0)[0]
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    for count, min_size in ((1, 0), (3, 0), (50, int(np.median(sizes[1:])))):
+        order = np.argsort(-sizes, kind="stable")[:count]
+        expected = np.isin(labels, order[sizes[order] >= max(min_size, 1)])
+        assert runs.worth_it(mask)
+        assert (keep_largest(mask, count, min_size=min_size) == expected).all()

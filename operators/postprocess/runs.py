@@ -24,9 +24,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Components", "available", "components"]
+__all__ = ["RUNS_MIN_VOXELS", "Components", "available", "components", "worth_it"]
 
 log = logging.getLogger(__name__)
+RUNS_MIN_VOXELS = 1 << 22
+"""From this many voxels (4 M, e.g. 16x512x512) callers prefer runs to SciPy's ``label``: below
+it SciPy is fast enough, and importing numba would cost more than it saves."""
 _BUILD_LOCK = threading.Lock()
 _CALL_LOCK = threading.Lock()  # numba's workqueue layer must not be entered twice at once
 
@@ -91,6 +94,12 @@ def available() -> bool:
     return _kernels() is not None
 
 
+def worth_it(mask: Any) -> bool:
+    """Return whether ``mask`` is a host volume big enough for runs, and numba is there."""
+    return (isinstance(mask, np.ndarray) and mask.ndim == 3 and mask.size >= RUNS_MIN_VOXELS
+            and available())
+
+
 def components(mask: np.ndarray, *, above: float | None = None,
                threads: int | None = None) -> Components:
     """Find the face-connected components of ``mask`` (or of ``mask > above`` without a copy).
@@ -102,7 +111,7 @@ def components(mask: np.ndarray, *, above: float | None = None,
     """
     k = _kernels()
     if k is None:
-        raise RuntimeError("numba is not installed: clara_rt.operators.segment.runs needs it")
+        raise RuntimeError("numba is not installed: clara_rt.operators.postprocess.runs needs it")
     mask = np.ascontiguousarray(mask)
     src = mask.view(np.uint8) if mask.dtype == bool else mask
     thr: Any = src.dtype.type(0)
@@ -189,7 +198,7 @@ def _kernels() -> _Kernels | None:
 
 
 def _build(numba: Any) -> _Kernels:
-    from clara_rt.operators.segment import _runs_jit as jit
+    from clara_rt.operators.postprocess import _runs_jit as jit
 
     return _Kernels(jit.count, jit.fill, jit.union, jit.resolve, jit.moments, jit.paint,
                     int(numba.get_num_threads()))

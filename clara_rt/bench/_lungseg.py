@@ -34,7 +34,7 @@ _ONE_RUN_ABOVE = 1 << 24  # voxels: above this the baseline is timed once
 _BASE = "sequential (scipy, 1 core)"
 LEFT, RIGHT = 1, 2
 
-__all__ = ["lungseg", "segment_lungs_sequential"]
+__all__ = ["keep_largest_sequential", "lungseg", "segment_lungs_sequential"]
 
 
 def lungseg(shape: tuple[int, int, int] = SHAPE, *, repeat: int = 2,
@@ -76,6 +76,16 @@ def lungseg(shape: tuple[int, int, int] = SHAPE, *, repeat: int = 2,
         figures[_name(n)] = {"seconds": secs, "peak_alloc_x_volume": mem,
                              "masks_equal": float(same)}
         ratios[f"sequential / slabs({n})"] = _ratio(base_s, secs)
+    say("lungseg: keep the 2 largest components of the lung mask (KeepLargestOp)")
+    comps: Any = importlib.import_module("clara_rt.operators.postprocess.components")
+    mask = (labels > 0).view(np.uint8)
+    old_s, _, old = _timed(partial(keep_largest_sequential, mask, 2), repeat, volume.nbytes)
+    new_s, _, new = _timed(partial(comps.keep_largest, mask, 2), repeat, volume.nbytes)
+    same = bool(np.array_equal(old, new))
+    equal &= same
+    figures["keep_largest: sequential"] = {"seconds": old_s}
+    figures["keep_largest: clara-rt"] = {"seconds": new_s, "masks_equal": float(same)}
+    ratios["keep_largest: sequential / clara-rt"] = _ratio(old_s, new_s)
     ratios["masks equal (1 = yes, 0 = a mismatch)"] = float(equal)
     if rss:
         say("lungseg: peak RSS of one call, each in a fresh process")
@@ -148,6 +158,22 @@ def segment_lungs_sequential(volume: np.ndarray, meta: Any = None, *, body_hu: f
         else:
             lut[ids] = LEFT if xs[0] > _lps_x(affine, nd.center_of_mass(body)) else RIGHT
     return body, lut[labels], int(ids.size)
+
+
+def keep_largest_sequential(mask: np.ndarray, count: int = 1) -> np.ndarray:
+    """Keep the ``count`` largest face-connected components as KeepLargestOp did before."""
+    from scipy import ndimage as nd
+
+    labels, n = nd.label(mask != 0, structure=nd.generate_binary_structure(3, 1))
+    labels = labels.astype(np.int32, copy=False)
+    if n == 0:
+        return np.zeros(mask.shape, dtype=bool)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    order = np.argsort(-sizes[1:], kind="stable")[:count] + 1
+    lut = np.zeros(n + 1, dtype=bool)
+    lut[order[sizes[order] >= 1]] = True
+    return lut[labels]  # type: ignore[no-any-return]
 
 
 # --- private ---------------------------------------------------------------------------------

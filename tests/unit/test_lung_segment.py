@@ -166,6 +166,7 @@ def test_bench_lungseg_reports_ratios_and_equal_masks() -> None:
 
     record = lungseg((16, 48, 48), repeat=1, threads=(1, 2), rss=False)
     assert set(record.ratios) == {"sequential / slabs(1)", "sequential / slabs(2)",
+                                  "keep_largest: sequential / clara-rt",
                                   "masks equal (1 = yes, 0 = a mismatch)"}
     assert record.ratios["masks equal (1 = yes, 0 = a mismatch)"] == 1.0
     assert all(fig["seconds"] > 0 for fig in record.figures.values())

@@ -33,7 +33,6 @@ mutex is never held while calling Python.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import logging
@@ -42,7 +41,6 @@ import threading
 import time
 import traceback
 import weakref
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,9 +65,10 @@ from clara_rt.errors import (
     RuntimeClosedError,
     SchedulerError,
 )
+from clara_rt.graphs import GraphTable, stop_operator
 from clara_rt.job import Job, JobState, Priority, call_done_callback
 from clara_rt.observer import RuntimeObserver
-from clara_rt.operator import Inputs, Operator, Outputs
+from clara_rt.operator import Inputs, Outputs
 from clara_rt.pipeline import Pipeline
 from clara_rt.plan import Plan, PlanNode
 from clara_rt.ports import bind_symbols
@@ -83,7 +82,12 @@ _PENDING, _RUNNING = JobState.PENDING, JobState.RUNNING
 
 @dataclass(frozen=True, slots=True)
 class RuntimeStats:
-    """A snapshot of a runtime: threads, jobs and the scheduler's counters."""
+    """A snapshot of a runtime: threads, jobs, the scheduler's counters and what it holds.
+
+    ``pipelines`` counts the compiled pipelines still referenced (released ones leave),
+    ``graphs`` the scheduler's graphs (a released pipeline's graph stays until its last job
+    ends), ``operators`` the started operators not yet stopped.
+    """
 
     workers: int
     jobs_active: int
@@ -93,6 +97,9 @@ class RuntimeStats:
     ready: dict[str, int]
     running: int
     parked: int
+    pipelines: int = 0
+    graphs: int = 0
+    operators: int = 0
 
 
 class Runtime:
@@ -130,14 +137,7 @@ class Runtime:
         self._gpu_or_freeze = self._cuda or freeze_shared
         self._lock = threading.Lock()
         self._jobs: dict[int, Job] = {}  # scheduler job number -> job, while it runs
-        # id(plan) -> (weak plan, graph id, its finalizer); entries leave when the plan dies
-        self._graphs: dict[int, tuple[weakref.ref[Plan], int, weakref.finalize[Any, Any]]] = {}
-        # id(op) -> [op, number of live plans using it]: started operators, for stop()
-        self._started: dict[int, list[Any]] = {}
-        self._resources: dict[int, int] = {}  # id(op) -> scheduler resource id
-        self._free_resources: list[int] = []  # resource ids of released operators, for reuse
-        self._released: deque[tuple[int, tuple[Operator, ...]]] = deque()  # dead plans
-        self._release_lock = threading.Lock()  # guards _started, _resources, the release
+        self._graphs = GraphTable(self._sched)  # plans, graphs, operators; released when dead
         self._observers: tuple[RuntimeObserver, ...] = ()  # replaced whole: read without a lock
         self._closed = False
         self._stopping = False
@@ -236,14 +236,8 @@ class Runtime:
             t.join()
         if self._deadline_thread is not None:
             self._deadline_thread.join()
-        with self._release_lock:
-            for _, _, finalizer in list(self._graphs.values()):
-                finalizer.detach()  # nothing is released after close: stopped below
-            self._graphs.clear()
-            self._released.clear()
-            started, self._started = self._started, {}
-        for op, _ in started.values():
-            _stop_operator(op)
+        for op in self._graphs.close():
+            stop_operator(op)
 
     def add_observer(self, observer: RuntimeObserver) -> None:
         """Call ``observer``'s hooks (task start and end, job end) from now on; see
@@ -270,6 +264,9 @@ class Runtime:
             ready={p.label: int(s[f"ready_{p.label}"]) for p in Priority},
             running=int(s["running"]),
             parked=int(s["parked"]),
+            pipelines=self._graphs.plans,
+            graphs=int(s["graphs"]),
+            operators=self._graphs.operators,
         )
 
     def __enter__(self) -> Runtime:
@@ -282,98 +279,13 @@ class Runtime:
     # --- graphs and operators -------------------------------------------------------------
 
     def _graph_for(self, plan: Plan) -> int:
-        entry = self._graphs.get(id(plan))
-        if entry is not None and entry[0]() is plan:
-            return entry[1]
-        if self._released:
-            self._release_dead(blocking=True)
+        graph = self._graphs.lookup(plan)
+        if graph is not None:
+            return graph
         with self._lock:
-            entry = self._graphs.get(id(plan))
-            if entry is not None and entry[0]() is plan:
-                return entry[1]
             if self._closed:
                 raise RuntimeClosedError("this Runtime is closed; create a new one to run jobs")
-            ops = tuple(node.operator for node in plan.nodes)
-            with self._release_lock:
-                self._start_operators(ops)
-                resources = [self._resource_for(op) for op in ops]
-                try:
-                    graph = self._sched.add_graph(len(ops), list(plan.edges), resources)
-                except (ValueError, RuntimeError) as exc:
-                    self._forget_operators(ops)
-                    raise SchedulerError(f"pipeline '{plan.name}': {exc}") from exc
-                finalizer = weakref.finalize(plan, _plan_died, weakref.ref(self), id(plan),
-                                             graph, ops)
-                self._graphs[id(plan)] = (weakref.ref(plan), graph, finalizer)
-            return graph
-
-    def _start_operators(self, ops: tuple[Operator, ...]) -> None:
-        """Start the operators not started yet and count one more user of each (release lock
-        held); if one raises, undo this call's counts and raise."""
-        done: list[Operator] = []
-        for op in ops:
-            entry = self._started.get(id(op))
-            if entry is None:
-                try:
-                    op.start()
-                except Exception as exc:
-                    self._forget_operators(tuple(done))
-                    raise OperatorError(f"operator '{op.name}' failed in start(): {exc!r}",
-                                        operator=op.name, job_id=None,
-                                        traceback=traceback.format_exc()) from exc
-                entry = self._started[id(op)] = [op, 0]
-            entry[1] += 1
-            done.append(op)
-
-    def _forget_operators(self, ops: tuple[Operator, ...]) -> list[Operator]:
-        """Count one user less of each operator (release lock held); return those left unused,
-        which are forgotten here and must be stopped by the caller (outside the lock)."""
-        unused = []
-        for op in ops:
-            entry = self._started.get(id(op))
-            if entry is None:  # closed meanwhile, or counted already
-                continue
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._started[id(op)]
-                rid = self._resources.pop(id(op), None)
-                if rid is not None:
-                    self._free_resources.append(rid)
-                unused.append(op)
-        return unused
-
-    def _resource_for(self, op: Operator) -> int:
-        limit = op.concurrency_limit()
-        if limit is None:
-            return -1
-        rid = self._resources.get(id(op))
-        if rid is None:
-            rid = self._free_resources.pop() if self._free_resources else len(self._resources)
-            self._resources[id(op)] = rid
-            self._sched.set_resource_limit(rid, limit)
-        return rid
-
-    def _release_dead(self, *, blocking: bool) -> None:
-        """Remove the graphs of plans that died and stop the operators nobody uses any more.
-
-        A garbage-collection callback may land on a thread that is inside this very method:
-        it then only queues (``blocking=False`` fails to take the lock) and the loop here, or
-        the next submit, picks the plan up.
-        """
-        while self._released:
-            if not self._release_lock.acquire(blocking):
-                return
-            unused: list[Operator] = []
-            try:
-                while self._released:
-                    graph, ops = self._released.popleft()
-                    with contextlib.suppress(ValueError):  # removed already
-                        self._sched.remove_graph(graph)
-                    unused += self._forget_operators(ops)
-            finally:
-                self._release_lock.release()
-            for op in unused:
-                _stop_operator(op)
+            return self._graphs.register(plan)
 
     # --- workers --------------------------------------------------------------------------
 
@@ -611,26 +523,6 @@ def _notify(observers: tuple[RuntimeObserver, ...], hook: str, *args: Any) -> No
 
 def _finished(job: Job | None) -> bool:
     return job is None or job._done.is_set()
-
-
-def _stop_operator(op: Operator) -> None:
-    try:
-        op.stop()
-    except Exception:
-        log.exception("operator '%s' raised in stop()", op.name)
-
-
-def _plan_died(runtime_ref: weakref.ref[Runtime], key: int, graph: int,
-               ops: tuple[Operator, ...]) -> None:
-    """``weakref.finalize`` callback of a plan: queue its release and try to do it now."""
-    runtime = runtime_ref()
-    if runtime is None:
-        return
-    entry = runtime._graphs.get(key)
-    if entry is not None and entry[1] == graph:
-        del runtime._graphs[key]
-    runtime._released.append((graph, ops))
-    runtime._release_dead(blocking=False)
 
 
 def _payload_values(plan: Plan, payload: Mapping[str, Any]) -> list[Any]:

@@ -71,7 +71,7 @@ def test_evicted_replaced_and_deleted_pipelines_are_released(tmp_path: Path) -> 
         registry.delete("gone")
         gc.collect()
         alive = sum(ref() is not None for ref in refs)
-        graphs = rt._sched.stats()["graphs"]
+        stats = rt.stats()
         # The cache holds the 30 newest builds of 'kept' and the current 'swapped' one (a
         # replace forgets the older versions at once); only their operators are alive, and the
         # runtime holds exactly their graphs.
@@ -80,6 +80,6 @@ def test_evicted_replaced_and_deleted_pipelines_are_released(tmp_path: Path) -> 
         cached = len(registry._built)
         assert cached == 30 + 1
         assert alive == 2 * cached, f"{alive} of {len(refs)} operators alive"
-        assert graphs == cached and len(rt._graphs) == graphs
-        assert len(rt._started) == alive
+        assert stats.graphs == stats.pipelines == cached
+        assert stats.operators == alive
         run_once(rt, "kept", 0)  # still works after all that

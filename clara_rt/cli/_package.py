@@ -51,8 +51,8 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "pipeline, destination left to fill in)")
     p.add_argument("--gpu", action="store_true", help="add the gpu extra (CuPy, NVML)")
     p.add_argument("--extra", action="append", default=[], metavar="NAME",
-                   help="another clara-rt extra the operators need: onnx, triton, gpu, dicom "
-                        "(repeatable)")
+                   help="another clara-rt extra the operators need: onnx, triton, gpu, dicom, "
+                        "torch (repeatable)")
     p.add_argument("--clara-rt-wheel", type=Path, metavar="PATH",
                    help="a clara-rt wheel built for the target (required for another "
                         "architecture or Python)")

@@ -26,11 +26,13 @@ import contextlib
 import importlib
 import importlib.metadata
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.machinery import PathFinder
 from pathlib import Path
+from typing import Any
 
+from clara_rt.backends.monai_bundle import METADATA
 from clara_rt.definition.build import ENTRY_POINT_GROUP, build_pipeline, unresolved
 from clara_rt.definition.schema import OperatorDef, PipelineDefinition, parse_definition
 from clara_rt.operator import Operator
@@ -38,7 +40,7 @@ from clara_rt.operator import Operator
 __all__ = ["ALWAYS", "OPTIONAL_EXTRAS", "PipelineNeeds", "inspect_pipeline"]
 
 ALWAYS = ("server", "dicom-net")
-OPTIONAL_EXTRAS = ("onnx", "triton", "gpu", "dicom")
+OPTIONAL_EXTRAS = ("onnx", "triton", "gpu", "dicom", "torch")
 """Extras ``--extra`` may add (``dicom``: decoders of compressed transfer syntaxes)."""
 _INFERENCE = "clara_rt.operators.inference"
 
@@ -91,7 +93,7 @@ def inspect_pipeline(path: Path, *, models: Path | None = None, gpu: bool = Fals
     sources, requirements = _operator_code(definition, path.resolve().parent)
     with _on_path([p.parent for p in sources]):
         _check_classes(definition)
-        if "onnx" not in reasons and "triton" not in reasons:
+        if not {"onnx", "torch", "triton"} & set(reasons):
             build_pipeline(definition, require_services=False)
     return PipelineNeeds(definition=definition, extras=tuple(sorted(reasons)), reasons=reasons,
                          sources=sources, requirements=requirements,
@@ -118,11 +120,16 @@ def _extras(definition: PipelineDefinition, models: Path | None, gpu: bool,
 
 
 def _inference_kind(op: OperatorDef) -> str | None:
-    """``"triton"``, ``"onnx"`` or ``None``, as InferenceOp picks its backend."""
+    """``"triton"``, ``"onnx"``, ``"torch"`` or ``None``, as InferenceOp picks its backend."""
+    key = op.clara_rt
+    if key is not None and key.operator and key.operator.startswith(_INFERENCE) and _is_torch(
+            key.args):
+        return "torch"
     if op.services or op.models:
         return "triton"
-    key = op.clara_rt
     if key is None or not key.operator or not key.operator.startswith(_INFERENCE):
+        return None
+    if key.operator.endswith(":ArgmaxOp"):
         return None
     args = key.args
     if args.get("backend") == "triton" or args.get("url"):
@@ -131,6 +138,15 @@ def _inference_kind(op: OperatorDef) -> str | None:
 
 
 # --- operator code ----------------------------------------------------------------------------
+
+
+def _is_torch(args: Mapping[str, Any]) -> bool:
+    """Whether InferenceOp runs this model on torch: a TorchScript file or a bundle folder."""
+    model = str(args.get("model") or "")
+    if args.get("backend") == "torch":
+        return True
+    return bool(model) and not args.get("url") and (model.endswith((".ts", ".pt", ".pth"))
+                                                    or Path(model, METADATA).is_file())
 
 
 def _operator_code(definition: PipelineDefinition,

@@ -204,6 +204,17 @@ def test_clara_rt_bundle_on_a_dicom_series_writes_nifti_and_a_seg(tmp_path: Path
     assert seg.SegmentSequence[0].SegmentAlgorithmName == "Tiny UNet bundle"
 
 
+def test_clara_rt_package_sees_that_a_bundle_pipeline_needs_torch(tmp_path: Path) -> None:
+    from clara_rt.package.needs import inspect_pipeline
+
+    pipeline = tmp_path / "pipeline.yaml"
+    done = _cli("bundle", make_bundle(tmp_path / "bundle"), "-o", pipeline)
+    assert done.returncode == 0, done.stderr
+    needs = inspect_pipeline(pipeline)
+    assert needs.extras == ("dicom-net", "server", "torch")
+    assert needs.reasons["torch"].startswith("operator 'infer' (")
+
+
 def test_clara_rt_bundle_rejects_a_folder_that_is_not_a_bundle(tmp_path: Path) -> None:
     done = _cli("bundle", tmp_path)
     assert done.returncode == 2

@@ -3,14 +3,19 @@
 A command operator exchanges folders; a Python operator may want an array. When a folder port
 feeds an array port (or the reverse) the pipeline builder inserts :class:`LoadFolderOp` (or
 :class:`SaveFolderOp`), chosen by the array port's ``format``. ``npy`` is built in; ``nifti``
-needs ``nibabel``; other packages add formats with :func:`register_loader` /
-:func:`register_writer`. ``dicom`` reads the folder's CT/MR series with
-:func:`clara_rt.operators.io.dicom_series.load_series`.
+needs ``nibabel``. Other packages add formats through the entry point groups
+``clara_rt.folder_loaders`` (``name = "module:loader"``, ``loader(folder) -> array``) and
+``clara_rt.folder_writers`` (``writer(array, folder) -> file``), looked up when a format is
+first asked for and imported when first used; or in process with :func:`register_loader` /
+:func:`register_writer`. ``dicom`` is registered so by the operator library
+(``clara_rt.operators.io.folder_formats``): this module never imports ``operators/``.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +24,20 @@ import numpy as np
 from clara_rt.arrays import to_host
 from clara_rt.operator import Operator, OperatorSpec
 
-__all__ = ["LoadFolderOp", "SaveFolderOp", "folder_formats", "register_loader",
-           "register_writer"]
+__all__ = ["LOADER_GROUP", "WRITER_GROUP", "LoadFolderOp", "SaveFolderOp", "folder_formats",
+           "register_loader", "register_writer"]
+
+LOADER_GROUP = "clara_rt.folder_loaders"
+"""Entry point group of folder loaders: ``format = "module:function"``."""
+WRITER_GROUP = "clara_rt.folder_writers"
+"""Entry point group of folder writers: ``format = "module:function"``."""
 
 Loader = Callable[[Path], Any]
 Writer = Callable[[Any, Path], Path]
 _LOADERS: dict[str, Loader] = {}
 _WRITERS: dict[str, Writer] = {}
+_discovered = False
+_discover_lock = threading.Lock()
 
 
 def register_loader(fmt: str, loader: Loader) -> None:
@@ -39,8 +51,42 @@ def register_writer(fmt: str, writer: Writer) -> None:
 
 
 def folder_formats(adapter: type[Operator]) -> tuple[str, ...]:
-    """Formats the given adapter class can handle."""
+    """Formats the given adapter class can handle (registered, or declared by entry points)."""
+    _discover()
     return tuple(sorted(_LOADERS if adapter is LoadFolderOp else _WRITERS))
+
+
+def _discover() -> None:
+    """Add the formats declared in the entry point groups, once; each is imported on first use
+    (so that listing formats never imports the packages that provide them)."""
+    global _discovered
+    with _discover_lock:
+        if _discovered:
+            return
+        for group, table in ((LOADER_GROUP, _LOADERS), (WRITER_GROUP, _WRITERS)):
+            for ep in entry_points(group=group):
+                table.setdefault(ep.name, _on_first_use(ep))
+        _discovered = True
+
+
+def _on_first_use(ep: EntryPoint) -> Callable[..., Any]:
+    loaded: list[Callable[..., Any]] = []
+
+    def call(*args: Any) -> Any:
+        if not loaded:
+            loaded.append(ep.load())
+        return loaded[0](*args)
+
+    return call
+
+
+def _lookup(table: dict[str, Any], fmt: str, op: Operator, what: str) -> Any:
+    _discover()
+    if fmt not in table:
+        raise ValueError(f"operator '{op.name}': no folder {what} for format '{fmt}'; known: "
+                         f"{', '.join(sorted(table))} (add one to the entry point group "
+                         f"'{LOADER_GROUP if what == 'loader' else WRITER_GROUP}')")
+    return table[fmt]
 
 
 class LoadFolderOp(Operator):
@@ -53,7 +99,7 @@ class LoadFolderOp(Operator):
         spec.output("out", kind="array", device="cpu", format=self.format)
 
     def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
-        outputs["out"] = _LOADERS[self.format](Path(inputs["in"]))
+        outputs["out"] = _lookup(_LOADERS, self.format, self, "loader")(Path(inputs["in"]))
 
 
 class SaveFolderOp(Operator):
@@ -71,7 +117,7 @@ class SaveFolderOp(Operator):
                                "workspace: Runtime.submit(..., workspace=DIR)")
         folder = Path(context.workspace) / self.name
         folder.mkdir(parents=True, exist_ok=True)
-        _WRITERS[self.format](inputs["in"], folder)
+        _lookup(_WRITERS, self.format, self, "writer")(inputs["in"], folder)
         outputs["out"] = folder
 
 
@@ -110,15 +156,7 @@ def _save_nifti(array: Any, folder: Path) -> Path:
     return target
 
 
-def _load_dicom(folder: Path) -> Any:
-    import importlib  # the operator library is optional here: import it on first use
-
-    load_series = importlib.import_module("clara_rt.operators.io.dicom_series").load_series
-    return load_series(folder)[0]
-
-
 register_loader("npy", _load_npy)
-register_loader("dicom", _load_dicom)
 register_writer("npy", _save_npy)
 register_loader("nifti", _load_nifti)
 register_writer("nifti", _save_nifti)

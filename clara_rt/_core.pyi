@@ -46,6 +46,13 @@ class Scheduler:
         The next task is ``(-1, -1)`` when none is ready.
         """
 
+    def take_own(self, job: int) -> tuple[int, int] | None:
+        """Pop a ready ``(job, node)`` of ``job`` for the thread that waits on it, or None (none
+        ready, a more urgent class has a ready task, or its resource is at its limit)."""
+
+    def complete_own(self, job: int, node: int) -> tuple[bool, int, int]:
+        """Like ``complete``, but the next task is one of the same job, never another job's."""
+
     def fail(self, job: int) -> bool:
         """Stop a job after a failure; True if none of its tasks is running (the job is over)."""
 

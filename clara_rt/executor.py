@@ -239,6 +239,24 @@ class Runtime:
         for op in self._graphs.close():
             stop_operator(op)
 
+    def help(self, job: Job) -> None:
+        """Run ``job``'s ready operators on the calling thread, as long as it has some.
+
+        ``job.result()`` and ``job.wait()`` call this before they block, so a caller that waits
+        runs its own job instead of waking a worker and being woken back (two context switches
+        per job). The scheduler hands out only this job's tasks, and none while a more urgent
+        class has a ready task or its operator is at its concurrency limit: priorities and limits
+        hold as for a worker. Not used with CUDA (workers own the streams) nor after close.
+        """
+        if self._cuda or self._stopping or job._runtime is not self:
+            return
+        key = job._key
+        if key < 0 or job._done.is_set():
+            return
+        task = self._sched.take_own(key)
+        if task is not None:
+            self._run_own(job, task[1])
+
     def add_observer(self, observer: RuntimeObserver) -> None:
         """Call ``observer``'s hooks (task start and end, job end) from now on; see
         :mod:`clara_rt.observer`."""
@@ -335,6 +353,22 @@ class Runtime:
                 self._finalize(job)
             job_id = next_job
 
+    def _run_own(self, job: Job, node: int) -> None:
+        """Run ``node`` of ``job`` and the job's next ready tasks on the caller's thread."""
+        complete_own = self._sched.complete_own
+        nodes = job._plan.nodes
+        key = job._key
+        while node >= 0:
+            try:
+                self._run_task(job, nodes[node])
+                finished, _, node = complete_own(key, node)
+            except Exception as exc:  # a bug in clara-rt itself: fail the job
+                log.exception("internal error on job %s", job.id)
+                self._record_failure(job, SchedulerError(f"internal error: {exc!r}"))
+                return
+            if finished:
+                self._finalize(job)
+
     def _run_task(self, job: Job, pn: PlanNode) -> None:
         """Run one operator of one job; on failure record it on the job (never raise)."""
         if job._stop_reason is not None:
@@ -393,7 +427,8 @@ class Runtime:
                 self._task_failed(job, pn, PortTypeError(
                     f"operator '{pn.operator.name}' (job {job.id}): {problem}"))
                 return
-        job._op_states[pn.index] = _outcome(job, "succeeded")
+        job._op_states[pn.index] = ("succeeded" if job._stop_reason is None
+                                    else _outcome(job, "succeeded"))
         if self._gpu_or_freeze:
             self._after_task(job, pn, values, outputs)
         else:

@@ -271,7 +271,12 @@ class Job:
                 for i, node in enumerate(self._plan.nodes) if times[2 * i + 1]}
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job is finished; return whether it is (``False`` on timeout)."""
+        """Block until the job is finished; return whether it is (``False`` on timeout).
+
+        Without a timeout, the waiting thread first runs the job's ready operators itself
+        (:meth:`Runtime.help`)."""
+        if timeout is None and self._runtime is not None and not self._done.is_set():
+            self._runtime.help(self)
         return self._done.wait(timeout)
 
     def result(self, timeout: float | None = None) -> dict[str, Any]:
@@ -286,6 +291,8 @@ class Job:
             JobCancelledError: the job was cancelled.
             JobTimeoutError: the job ran past the timeout given at submit.
         """
+        if timeout is None and self._runtime is not None and not self._done.is_set():
+            self._runtime.help(self)  # run the job's ready operators here rather than sleep
         if not self._done.wait(timeout):
             raise TimeoutError(f"job {self.id} ('{self.pipeline}') still {self._state.value} "
                                f"after {timeout} s")

@@ -58,6 +58,11 @@ Record that the running task (job, node) succeeded and return (finished, next_jo
 Releases its successors and one parked task of its resource, then pops this worker's next task,
 (-1, -1) if none. finished is True when this was the job's last task. ValueError if the task is not
 running.)doc")
+      .def("take_own", &Scheduler::take_own, py::arg("job"), R"doc(
+Pop a ready (job, node) of `job` for the thread that waits on it, or None: none is ready, a more
+urgent class has a ready task, or its resource is at its limit. Never blocks.)doc")
+      .def("complete_own", &Scheduler::complete_own, py::arg("job"), py::arg("node"), R"doc(
+Like complete(), but the next task is one of the same job (as take_own()), never another job's.)doc")
       .def("fail", &Scheduler::fail, py::arg("job"), R"doc(
 Stop a job after a failure; its queued and parked tasks are dropped.
 

@@ -12,11 +12,8 @@ void ReadyQueue::push_front(Priority priority, const Task& task) {
   ++live_[index(priority)];
 }
 
-bool ReadyQueue::select(Priority* priority) {
-  if (live_[0] > 0) {
-    *priority = Priority::kImmediate;
-    return true;
-  }
+std::optional<Priority> ReadyQueue::select() {
+  if (live_[0] > 0) return Priority::kImmediate;
   // nginx's smooth weighted round robin, restricted to non-empty classes: the class with the
   // largest current + weight wins (ties go to the more urgent class). commit() applies the step,
   // so a class that is picked but whose task cannot be dispatched is not charged.
@@ -27,9 +24,8 @@ bool ReadyQueue::select(Priority* priority) {
     selected_mask_ |= static_cast<std::uint8_t>(1U << i);
     if (best < 0 || current_[i] + weights_[i] > current_[best] + weights_[best]) best = i;
   }
-  if (best < 0) return false;
-  *priority = static_cast<Priority>(best + 1);
-  return true;
+  if (best < 0) return std::nullopt;
+  return static_cast<Priority>(best + 1);
 }
 
 void ReadyQueue::commit(Priority priority) {
@@ -41,6 +37,16 @@ void ReadyQueue::commit(Priority priority) {
     total += weights_[i];
   }
   current_[index(priority) - 1] -= total;
+}
+
+void ReadyQueue::remove(Priority priority, const Task& task) {
+  RingDeque<Task>& queue = queues_[index(priority)];
+  if (!queue.empty() && queue.front() == task) {
+    queue.pop_front();
+  } else if (!queue.empty() && queue.back() == task) {
+    queue.pop_back();
+  }
+  forget(priority, 1);
 }
 
 void ReadyQueue::forget(Priority priority, std::int64_t count) {

@@ -4,6 +4,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -19,6 +20,8 @@ inline constexpr int kNumPriorities = 4;
 struct Task {
   std::int64_t job;
   std::int32_t node;
+
+  bool operator==(const Task& other) const { return job == other.job && node == other.node; }
 };
 
 /// A double-ended FIFO on a power-of-two ring buffer. It grows by doubling and never shrinks, so
@@ -51,6 +54,12 @@ class RingDeque {
     --size_;
     return value;
   }
+  /// @brief Removes the back element; the deque must not be empty.
+  void pop_back() { --size_; }
+  /// @brief The front element; the deque must not be empty.
+  const T& front() const { return buffer_[head_]; }
+  /// @brief The back element; the deque must not be empty.
+  const T& back() const { return buffer_[(head_ + size_ - 1) & (buffer_.size() - 1)]; }
   /// @brief Drops every element, keeping the capacity.
   void clear() { head_ = size_ = 0; }
 
@@ -85,12 +94,16 @@ class ReadyQueue {
 
   /// @brief Picks the class to serve next: immediate when it has a live task, else the smooth
   /// weighted round robin choice among high/normal/low classes with live tasks.
-  /// @return false when no class holds a live task.
-  bool select(Priority* priority);
+  /// @return Nothing when no class holds a live task.
+  std::optional<Priority> select();
   /// @brief Removes and returns the front entry of `priority`, which may be stale.
   Task pop(Priority priority) { return queues_[index(priority)].pop_front(); }
   /// @brief Records that a live entry popped from `priority` left the queue (dispatched or parked).
-  void take(Priority priority) { --live_[index(priority)]; }
+  void take(Priority priority) { forget(priority, 1); }
+  /// @brief Takes the live entry `task` out of class `priority` outside the policy (not charged to
+  /// the round robin). It is removed at once when it sits at either end (where push_back and
+  /// push_front put it), else it stays behind as a stale entry.
+  void remove(Priority priority, const Task& task);
   /// @brief Charges a dispatch from `priority` to the round robin, with the classes that were
   /// non-empty at the last select().
   void commit(Priority priority);
@@ -99,6 +112,13 @@ class ReadyQueue {
 
   /// @brief Live tasks in class `priority`.
   std::int64_t live(Priority priority) const { return live_[index(priority)]; }
+  /// @brief Whether a class more urgent than `priority` holds a live task.
+  bool more_urgent_than(Priority priority) const {
+    for (std::size_t i = 0; i < index(priority); ++i) {
+      if (live_[i] > 0) return true;
+    }
+    return false;
+  }
   /// @brief Live tasks in all classes.
   std::int64_t live_total() const { return live_[0] + live_[1] + live_[2] + live_[3]; }
 

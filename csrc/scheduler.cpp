@@ -69,10 +69,11 @@ void Scheduler::set_resource_limit(std::int64_t resource, std::int64_t limit) {
   r.limit = limit;
   // Each released task goes to the front of its class: push the batch last-first to keep it FIFO.
   scratch_.clear();
-  Task task;
-  while (r.in_use < limit && take_parked(index, &task)) {
+  while (r.in_use < limit) {
+    const std::optional<Task> task = take_parked(index);
+    if (!task) break;
     ++r.in_use;
-    scratch_.push_back(task);
+    scratch_.push_back(*task);
   }
   for (auto it = scratch_.rbegin(); it != scratch_.rend(); ++it) {
     ready_.push_front(slots_[it->job & kSlotMask].priority, *it);
@@ -129,9 +130,9 @@ std::int64_t Scheduler::submit(std::int64_t graph, std::int64_t priority) {
 
 std::optional<Scheduler::TaskId> Scheduler::try_next() {
   std::lock_guard<std::mutex> lock(mutex_);
-  Task task;
-  if (!pop_task(&task)) return std::nullopt;
-  return TaskId{task.job, task.node};
+  const std::optional<Task> task = pop_task();
+  if (!task) return std::nullopt;
+  return TaskId{task->job, task->node};
 }
 
 std::optional<Scheduler::TaskId> Scheduler::wait_next(double timeout_s) {
@@ -145,8 +146,7 @@ std::optional<Scheduler::TaskId> Scheduler::wait_next(double timeout_s) {
                                    std::chrono::duration<double>(std::max(timeout_s, 0.0)));
   std::unique_lock<std::mutex> lock(mutex_);
   while (!shutdown_) {
-    Task task;
-    if (pop_task(&task)) return TaskId{task.job, task.node};
+    if (const std::optional<Task> task = pop_task()) return TaskId{task->job, task->node};
     if (!forever && Clock::now() >= deadline) break;
     ++waiters_;
     if (forever) {
@@ -161,46 +161,34 @@ std::optional<Scheduler::TaskId> Scheduler::wait_next(double timeout_s) {
 
 Scheduler::Completion Scheduler::complete(std::int64_t job_id, std::int64_t node_id) {
   std::unique_lock<std::mutex> lock(mutex_);
-  JobSlot* job = find_job(job_id);
-  CLARA_RT_CHECK(job != nullptr, "unknown job " + std::to_string(job_id) +
-                                     " (never submitted, or already finished)");
-  CLARA_RT_CHECK(node_id >= 0 && node_id < job->graph->dag.num_nodes(),
-                 "node " + std::to_string(node_id) + " out of range [0, " +
-                     std::to_string(job->graph->dag.num_nodes()) + ") for job " +
-                     std::to_string(job_id));
-  const auto node = static_cast<std::int32_t>(node_id);
-  CLARA_RT_CHECK(job->state[node] == NodeState::kRunning,
-                 task_name(job_id, node_id) + " is not running");
-  job->state[node] = NodeState::kDone;
-  --job->running;
-  --running_;
-  --job->remaining;
-  const std::int32_t resource = job->graph->resource_index[node];
-  if (resource >= 0) release_resource(resource);
-  if (!job->stopped) {
-    // Reverse order so that the first successor ends up at the very front.
-    const NodeRange successors = job->graph->dag.successors(node);
-    for (const std::int32_t* it = successors.end(); it != successors.begin();) {
-      const std::int32_t next = *--it;
-      if (--job->pending[next] != 0) continue;
-      job->state[next] = NodeState::kReady;
-      ++job->queued;
-      ready_.push_front(job->priority, Task{job_id, next});
-    }
-  }
-  const bool finished = job->remaining == 0 || (job->stopped && job->running == 0);
-  if (finished) free_slot(*job);
-  Task task{-1, -1};
-  pop_task(&task);
+  const bool finished = finish_task(job_id, node_id);
+  const Task task = pop_task().value_or(Task{-1, -1});
   std::int64_t wake = wakeups();
   lock.unlock();
   notify(wake);
   return {finished, task.job, task.node};
 }
 
-bool Scheduler::fail(std::int64_t job) { return stop(job, &jobs_failed_); }
+std::optional<Scheduler::TaskId> Scheduler::take_own(std::int64_t job) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const std::optional<Task> task = take_task_of(job);
+  if (!task) return std::nullopt;
+  return TaskId{task->job, task->node};
+}
 
-bool Scheduler::cancel(std::int64_t job) { return stop(job, &jobs_cancelled_); }
+Scheduler::Completion Scheduler::complete_own(std::int64_t job_id, std::int64_t node_id) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  const bool finished = finish_task(job_id, node_id);
+  const Task task = (finished ? std::nullopt : take_task_of(job_id)).value_or(Task{-1, -1});
+  std::int64_t wake = wakeups();
+  lock.unlock();
+  notify(wake);
+  return {finished, task.job, task.node};
+}
+
+bool Scheduler::fail(std::int64_t job) { return stop(job, StopReason::kFailed); }
+
+bool Scheduler::cancel(std::int64_t job) { return stop(job, StopReason::kCancelled); }
 
 void Scheduler::shutdown() {
   {
@@ -232,6 +220,39 @@ std::map<std::string, std::int64_t> Scheduler::stats() const {
 
 // --- Internals (mutex_ held) ---
 
+bool Scheduler::finish_task(std::int64_t job_id, std::int64_t node_id) {
+  JobSlot* job = find_job(job_id);
+  CLARA_RT_CHECK(job != nullptr, "unknown job " + std::to_string(job_id) +
+                                     " (never submitted, or already finished)");
+  CLARA_RT_CHECK(node_id >= 0 && node_id < job->graph->dag.num_nodes(),
+                 "node " + std::to_string(node_id) + " out of range [0, " +
+                     std::to_string(job->graph->dag.num_nodes()) + ") for job " +
+                     std::to_string(job_id));
+  const auto node = static_cast<std::int32_t>(node_id);
+  CLARA_RT_CHECK(job->state[node] == NodeState::kRunning,
+                 task_name(job_id, node_id) + " is not running");
+  job->state[node] = NodeState::kDone;
+  --job->running;
+  --running_;
+  --job->remaining;
+  const std::int32_t resource = job->graph->resource_index[node];
+  if (resource >= 0) release_resource(resource);
+  if (!job->stopped) {
+    // Reverse order so that the first successor ends up at the very front.
+    const NodeRange successors = job->graph->dag.successors(node);
+    for (const std::int32_t* it = successors.end(); it != successors.begin();) {
+      const std::int32_t next = *--it;
+      if (--job->pending[next] != 0) continue;
+      job->state[next] = NodeState::kReady;
+      ++job->queued;
+      ready_.push_front(job->priority, Task{job_id, next});
+    }
+  }
+  const bool finished = job->remaining == 0 || (job->stopped && job->running == 0);
+  if (finished) free_slot(*job);
+  return finished;
+}
+
 Scheduler::JobSlot* Scheduler::find_job(std::int64_t job) {
   if (job < 0) return nullptr;
   const std::int64_t slot = job & kSlotMask;
@@ -255,9 +276,9 @@ std::int32_t Scheduler::resource_index(std::int64_t resource) {
   return it->second;
 }
 
-bool Scheduler::pop_task(Task* task) {
-  Priority priority;
-  while (ready_.select(&priority)) {
+std::optional<Task> Scheduler::pop_task() {
+  while (const std::optional<Priority> selected = ready_.select()) {
+    const Priority priority = *selected;
     const Task next = ready_.pop(priority);
     JobSlot* job = live_job(next.job);
     if (job == nullptr) continue;  // stale: its job was stopped
@@ -281,10 +302,36 @@ bool Scheduler::pop_task(Task* task) {
     ++job->running;
     ++running_;
     ++dispatched_;
-    *task = next;
-    return true;
+    return next;
   }
-  return false;
+  return std::nullopt;
+}
+
+std::optional<Task> Scheduler::take_task_of(std::int64_t job_id) {
+  JobSlot* job = live_job(job_id);
+  if (job == nullptr || job->queued == 0 || ready_.more_urgent_than(job->priority)) {
+    return std::nullopt;
+  }
+  const std::vector<std::int32_t>& resource = job->graph->resource_index;
+  for (std::int32_t node = 0; node < job->graph->dag.num_nodes(); ++node) {
+    NodeState& state = job->state[node];
+    if (state == NodeState::kReady && resource[node] >= 0) {
+      Resource& r = resources_[resource[node]];
+      if (r.in_use >= r.limit) continue;  // left for a worker, which parks it
+      ++r.in_use;
+    } else if (state != NodeState::kReady && state != NodeState::kReadyReserved) {
+      continue;
+    }
+    const Task task{job_id, node};
+    ready_.remove(job->priority, task);
+    --job->queued;
+    state = NodeState::kRunning;
+    ++job->running;
+    ++running_;
+    ++dispatched_;
+    return task;
+  }
+  return std::nullopt;
 }
 
 void Scheduler::park(JobSlot& job, const Task& task, Priority priority, std::int32_t resource) {
@@ -300,40 +347,39 @@ void Scheduler::park(JobSlot& job, const Task& task, Priority priority, std::int
   }
 }
 
-bool Scheduler::take_parked(std::int32_t resource, Task* task) {
+std::optional<Task> Scheduler::take_parked(std::int32_t resource) {
   Resource& r = resources_[resource];
   for (RingDeque<Task>* lot : {&r.parked_immediate, &r.parked_other}) {
     while (!lot->empty()) {
-      *task = lot->pop_front();
-      JobSlot* job = live_job(task->job);
+      const Task task = lot->pop_front();
+      JobSlot* job = live_job(task.job);
       if (job == nullptr) continue;  // stale: its job was stopped
-      job->state[task->node] = NodeState::kReadyReserved;
+      job->state[task.node] = NodeState::kReadyReserved;
       --job->parked;
       ++job->queued;
       --r.parked;
       --parked_;
-      return true;
+      return task;
     }
   }
-  return false;
+  return std::nullopt;
 }
 
 void Scheduler::release_resource(std::int32_t resource) {
   // Hand the slot straight to a parked task, or give it back.
-  Task task;
-  if (take_parked(resource, &task)) {
-    ready_.push_front(slots_[task.job & kSlotMask].priority, task);
+  if (const std::optional<Task> task = take_parked(resource)) {
+    ready_.push_front(slots_[task->job & kSlotMask].priority, *task);
   } else {
     --resources_[resource].in_use;
   }
 }
 
-bool Scheduler::stop(std::int64_t job_id, std::int64_t* counter) {
+bool Scheduler::stop(std::int64_t job_id, StopReason reason) {
   std::unique_lock<std::mutex> lock(mutex_);
   JobSlot* job = live_job(job_id);
   if (job == nullptr) return false;
   job->stopped = true;
-  ++*counter;
+  ++(reason == StopReason::kFailed ? jobs_failed_ : jobs_cancelled_);
   ready_.forget(job->priority, job->queued);
   job->queued = 0;
   parked_ -= job->parked;

@@ -4,14 +4,21 @@
 // ------
 // Python registers each pipeline once as an immutable Dag (add_graph) and submits jobs against
 // it, and removes it (remove_graph) once nobody references the pipeline; a removed graph is freed
-// when its last job ends; C++ sees only integers (graph, job and node ids, priority classes, resource ids) and never
-// holds a Python object, so no call here needs the GIL. Worker threads loop:
+// when its last job ends. C++ sees only integers (graph, job and node ids, priority classes,
+// resource ids) and never holds a Python object, so no call here needs the GIL. Worker threads
+// loop:
 //
 //     task = wait_next(timeout)            # blocks with the GIL released
 //     while task: run it in Python; finished, task = complete(task)
 //
 // complete() hands the worker its next task in the same critical section, so a linear chain runs
 // on one thread with one lock per operator and no wake-up.
+//
+// A thread that waits on a job (Python's job.result()) runs that job's ready tasks itself through
+// take_own()/complete_own() instead of sleeping while a worker does: no wake-up and no hand-back.
+// It takes only its own job's tasks, never while a more urgent class has a ready task, and never
+// past a resource limit, so the policy below still decides what the workers run. Its entries
+// leave the ready queue at once (they sit at an end), or go stale and are dropped when popped.
 //
 // Priority policy (Clara semantics). Ready tasks sit in four classes (ReadyQueue). `immediate` is
 // served whenever it holds a task; `high`, `normal`, `low` share the rest by smooth weighted round
@@ -117,6 +124,17 @@ class Scheduler {
   /// @throws std::invalid_argument if the job is unknown or the task is not running.
   Completion complete(std::int64_t job, std::int64_t node);
 
+  /// @brief Pops a ready task of `job` for the thread that waits on the job, outside the order of
+  /// the policy (it is that thread's own work), but never while a more urgent class has a ready
+  /// task, and never a task whose resource is at its limit.
+  /// @return Nothing when the job has no such task, or is unknown, stopped or finished.
+  std::optional<TaskId> take_own(std::int64_t job);
+
+  /// @brief Like complete(), but the next task is the job's own (as take_own()), never another
+  /// job's: for the thread that waits on the job.
+  /// @throws std::invalid_argument if the job is unknown or the task is not running.
+  Completion complete_own(std::int64_t job, std::int64_t node);
+
   /// @brief Stops a job after a failure: no more of its tasks are released or dispatched.
   /// @return true if no task of the job is running (its slot is freed now); false if some are (the
   /// complete() of the last one reports finished) or if the job is unknown, finished or stopped.
@@ -134,6 +152,9 @@ class Scheduler {
   std::map<std::string, std::int64_t> stats() const;
 
  private:
+  /// Why a job stops early; each reason has its own counter in stats().
+  enum class StopReason : std::uint8_t { kFailed, kCancelled };
+
   enum class NodeState : std::uint8_t {
     kWaiting,
     kReady,
@@ -178,11 +199,13 @@ class Scheduler {
   JobSlot* find_job(std::int64_t job);
   JobSlot* live_job(std::int64_t job);
   std::int32_t resource_index(std::int64_t resource);
-  bool pop_task(Task* task);
+  bool finish_task(std::int64_t job, std::int64_t node);
+  std::optional<Task> pop_task();
+  std::optional<Task> take_task_of(std::int64_t job);
   void park(JobSlot& job, const Task& task, Priority priority, std::int32_t resource);
-  bool take_parked(std::int32_t resource, Task* task);
+  std::optional<Task> take_parked(std::int32_t resource);
   void release_resource(std::int32_t resource);
-  bool stop(std::int64_t job, std::int64_t* counter);
+  bool stop(std::int64_t job, StopReason reason);
   void free_slot(JobSlot& job);
   std::int64_t wakeups() const;
   void notify(std::int64_t count);

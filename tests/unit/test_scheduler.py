@@ -13,9 +13,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 
-from clara_rt import _core
+from clara_rt import Operator, Pipeline, Runtime, _core
 from clara_rt._core import (
     PRIORITY_HIGH,
     PRIORITY_IMMEDIATE,
@@ -559,3 +560,103 @@ def test_bench_dispatch_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match=r"threads must be in \[1, 1024\], got 0$"):
         bench_dispatch(1, 1, 0)
     assert _core.__version__
+
+
+# --- take_own / complete_own: the waiting caller runs its own job (issue 19.3) ---------------
+
+
+def test_issue_19_take_own_runs_the_whole_job_without_other_jobs() -> None:
+    s = Scheduler()
+    g = chain(s, 3)
+    other = s.submit(g, NORMAL)
+    mine = s.submit(g, NORMAL)
+    assert s.take_own(mine) == (mine, 0)
+    assert s.complete_own(mine, 0) == (False, mine, 1)  # never `other`, though it is older
+    assert s.complete_own(mine, 1) == (False, mine, 2)
+    assert s.complete_own(mine, 2) == (True, -1, -1)
+    assert s.take_own(mine) is None  # finished
+    assert s.stats()["ready_normal"] == 1
+    assert drain(s) == [(other, 0)]  # the stolen entries are gone, not dispatched twice
+
+
+def test_issue_19_take_own_yields_to_a_more_urgent_class() -> None:
+    s = Scheduler()
+    g = single(s)
+    normal = s.submit(g, NORMAL)
+    urgent = s.submit(g, IMM)
+    assert s.take_own(normal) is None  # the immediate task goes first, to a worker
+    assert s.take_own(urgent) == (urgent, 0)
+    assert s.take_own(normal) == (normal, 0)  # nothing more urgent is ready now
+
+
+def test_issue_19_take_own_respects_resource_limits() -> None:
+    s = Scheduler()
+    g = s.add_graph(1, [], [7])
+    s.set_resource_limit(7, 1)
+    first, second = s.submit(g, NORMAL), s.submit(g, NORMAL)
+    assert s.try_next() == (first, 0)
+    assert s.take_own(second) is None  # operator at its limit: left for a worker
+    assert s.complete(first, 0) == (True, second, 0)  # the worker gets it with the slot
+
+
+def test_issue_19_take_own_on_stopped_or_unknown_jobs() -> None:
+    s = Scheduler()
+    g = chain(s, 2)
+    job = s.submit(g, NORMAL)
+    assert s.take_own(job) == (job, 0)
+    assert s.cancel(job) is False  # its task is running
+    assert s.complete_own(job, 0) == (True, -1, -1)
+    assert s.take_own(job) is None
+    assert s.take_own(12345) is None
+    with pytest.raises(ValueError, match="unknown job"):
+        s.complete_own(job, 1)
+
+
+def test_issue_19_stolen_entries_do_not_pile_up() -> None:
+    s = Scheduler()
+    g = s.add_graph(4, DIAMOND, [-1] * 4)
+    for _ in range(10_000):
+        job = s.submit(g, LOW)
+        task = s.take_own(job)
+        while task is not None:
+            _, _, node = s.complete_own(job, task[1])
+            task = None if node < 0 else (job, node)
+            if task is None:
+                task = s.take_own(job)
+    stats = s.stats()
+    assert (stats["jobs_finished"], stats["ready_low"], stats["dispatched"]) == (10_000, 0, 40_000)
+    assert s.try_next() is None
+
+
+def test_issue_19_result_runs_the_job_on_the_waiting_thread() -> None:
+    gate, ran_on = threading.Event(), []
+
+    class Gate(Operator):
+        def setup(self, spec: Any) -> None:
+            spec.input("x", dtype="float32", shape=(-1,))
+            spec.output("y", dtype="float32", shape=(-1,))
+
+        def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
+            gate.wait(10)
+            outputs["y"] = inputs["x"]
+
+    class Where(Gate):
+        def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
+            ran_on.append(threading.get_ident())
+            outputs["y"] = inputs["x"]
+
+    blocker, probe = Pipeline("blocker"), Pipeline("probe")
+    blocker.add(Gate("gate"))
+    a, b = probe.add(Where("a")), probe.add(Where("b"))
+    probe.connect(a, "y", b, "x")
+    x = np.zeros(4, dtype=np.float32)
+    with Runtime(workers=1) as rt:
+        held = rt.submit(blocker, {"gate.x": x})
+        while rt.stats().running == 0:  # the only worker is inside Gate.compute
+            time.sleep(0.001)
+        job = rt.submit(probe, {"a.x": x})
+        assert job.result()["b.y"] is x  # the worker is still held: this thread ran a and b
+        assert ran_on == [threading.get_ident()] * 2
+        assert not held.done
+        gate.set()
+        held.result()

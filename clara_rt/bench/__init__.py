@@ -60,6 +60,7 @@ from clara_rt.bench._construct import construct as construct
 from clara_rt.bench._dicom import dicom as dicom
 from clara_rt.bench._dicom import pydicom_loop as pydicom_loop
 from clara_rt.bench._dispatch import core as core
+from clara_rt.bench._dispatch import dispatch as dispatch
 from clara_rt.bench._e2e import e2e as e2e
 from clara_rt.bench._e2e import seg_voxels as seg_voxels
 from clara_rt.bench._hops import hops as hops

@@ -23,6 +23,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "hops": {"jobs": 1000, "repeat": 2},
     "throughput": {"jobs": 20_000, "dask_jobs": 2000, "repeat": 2},
     "core": {"jobs": 100_000, "repeat": 2},
+    "dispatch": {"jobs": 500, "throughput_jobs": 20_000, "repeat": 2},
     "construct": {"repeat": 10},
     "dicom": {"slices": 100, "repeat": 2},
     "startup": {"repeat": 2, "warm_repeat": 5},
@@ -35,7 +36,7 @@ QUICK: dict[str, dict[str, Any]] = {
 }
 """Small sizes per scenario for ``--quick``."""
 
-GUARDED = ("hops", "throughput", "core", "construct", "dicom", "lungseg")
+GUARDED = ("hops", "throughput", "core", "dispatch", "construct", "dicom", "lungseg")
 """Scenarios whose ratios the guard checks (those recorded in the baseline file)."""
 
 _FACTOR = 0.5  # fail below half the recorded ratio (a 2x regression)

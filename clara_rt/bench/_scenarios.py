@@ -9,7 +9,7 @@ from clara_rt.bench._branches import branches
 from clara_rt.bench._cluster import cluster
 from clara_rt.bench._construct import construct
 from clara_rt.bench._dicom import dicom
-from clara_rt.bench._dispatch import core
+from clara_rt.bench._dispatch import core, dispatch
 from clara_rt.bench._e2e import e2e
 from clara_rt.bench._gpu import gpu
 from clara_rt.bench._hops import hops
@@ -28,6 +28,7 @@ SCENARIOS: dict[str, Callable[..., BenchRecord]] = {
     "hops": hops,
     "throughput": throughput,
     "core": core,
+    "dispatch": dispatch,
     "construct": construct,
     "rss": idle_rss,
     "kernels": kernels,
@@ -44,7 +45,7 @@ SCENARIOS: dict[str, Callable[..., BenchRecord]] = {
 }
 """Scenario name (as on the command line) -> function."""
 
-_JOBS_PARAM = {"hops": "jobs", "throughput": "jobs", "core": "jobs", "priority": "backlog",
+_JOBS_PARAM = {"hops": "jobs", "throughput": "jobs", "core": "jobs", "dispatch": "jobs", "priority": "backlog",
                "load": "jobs", "cluster": "jobs", "gpu": "hop_jobs"}
 """Which keyword ``--jobs`` sets, per scenario that takes it."""
 

@@ -37,6 +37,8 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "same run and prints their ratio (above 1: clara-rt better).")
     p.add_argument("scenario", choices=[*SCENARIOS, "all"],
                    help="hops: per-hop latency; throughput: jobs/s; core: C++ dispatches/s; "
+                        "dispatch: per hop from 1- and 21-stage chains, 1-op submit->result "
+                        "and jobs/s vs a threads+queue.Queue chain; "
                         "construct: build+validate time; rss: idle memory; kernels: numba imaging "
                         "kernels vs NumPy; dicom: load a 300-slice CT series vs dcm2niix and a "
                         "pydicom loop; inference: InferenceOp(torch) vs the scripted model and "

@@ -137,3 +137,47 @@ def paint(row_start: Any, x0: Any, x1: Any, label: Any, lut: Any,
             if v:
                 for x in range(x0[i], x1[i]):
                     out[z, y, x] = v
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def fill_holes_2d(mask: Any) -> None:  # pragma: no cover - jitted
+    """Set to 1 the 4-connected background of each slice that does not reach the slice edge."""
+    nz, ny, nx = mask.shape
+    for z in numba.prange(nz):
+        row_start = np.zeros(ny + 1, dtype=np.int64)
+        for y in range(ny):
+            n, inside = 0, False
+            for x in range(nx):
+                bg = mask[z, y, x] == 0
+                if bg and not inside:
+                    n += 1
+                inside = bg
+            row_start[y + 1] = row_start[y] + n
+        runs = row_start[ny]
+        x0 = np.empty(runs, dtype=np.int32)
+        x1 = np.empty(runs, dtype=np.int32)
+        for y in range(ny):
+            i, inside = row_start[y], False
+            for x in range(nx):
+                bg = mask[z, y, x] == 0
+                if bg and not inside:
+                    x0[i] = x
+                elif inside and not bg:
+                    x1[i] = x
+                    i += 1
+                inside = bg
+            if inside:
+                x1[i] = nx
+        parent = np.arange(runs).astype(np.int32)
+        for y in range(1, ny):
+            join_rows(row_start, x0, x1, y, y - 1, parent)
+        outside = np.zeros(runs, dtype=np.bool_)
+        for y in range(ny):
+            for i in range(row_start[y], row_start[y + 1]):
+                if y == 0 or y == ny - 1 or x0[i] == 0 or x1[i] == nx:
+                    outside[find(parent, i)] = True
+        for y in range(ny):
+            for i in range(row_start[y], row_start[y + 1]):
+                if not outside[find(parent, i)]:
+                    for x in range(x0[i], x1[i]):
+                        mask[z, y, x] = 1

@@ -17,11 +17,12 @@ from typing import Any, Literal
 import numpy as np
 
 from clara_rt import get_array_module
+from clara_rt.operators.kernels import ndimage_of
 from clara_rt.operators.postprocess import runs
 from clara_rt.operators.postprocess.components import component_sizes, label_compact
 from clara_rt.operators.segment.slabs import SlabRunner
 
-__all__ = ["Backend", "LabelArray", "LabelRuns", "pick"]
+__all__ = ["Backend", "LabelArray", "LabelRuns", "fill_holes_in_plane", "moments", "pick"]
 
 Backend = Literal["auto", "scipy", "runs"]
 
@@ -53,6 +54,10 @@ class LabelArray:
         """``float64[len(ids), 4]``: voxels, sum z, sum y, sum x of each label in ``ids``."""
         return moments(self.slabs, self.labels, ids)
 
+    def fill_holes_in_plane(self, mask: Any) -> None:
+        """Fill the in-plane holes of bool ``mask`` in place (SciPy/cupyx label, by slabs)."""
+        self.slabs.map(lambda z0, z1: fill_holes_in_plane(mask[z0:z1]), mask)
+
     def paint(self, lut: Any, out: Any) -> None:
         """Write ``lut[labels]`` into ``out`` slab by slab (``lut`` and ``out`` uint8)."""
 
@@ -83,6 +88,10 @@ class LabelRuns:
     def moments(self, ids: Any) -> np.ndarray:
         """``float64[len(ids), 4]``: voxels, sum z, sum y, sum x of each label in ``ids``."""
         return self.runs.moments()[ids]
+
+    def fill_holes_in_plane(self, mask: Any) -> None:
+        """Fill the in-plane holes of bool ``mask`` in place (runs, every core)."""
+        runs.fill_holes_in_plane(mask.view(np.uint8), self.threads)
 
     def paint(self, lut: Any, out: Any) -> None:
         """Write ``lut[label]`` over the runs into ``out`` (``lut`` and ``out`` uint8)."""
@@ -136,3 +145,28 @@ def _above(slabs: SlabRunner, volume: Any, hu: float) -> Any:
     above = xp.empty(volume.shape, dtype=bool)
     slabs.map(lambda z0, z1: xp.greater(volume[z0:z1], hu, out=above[z0:z1]), volume)
     return above
+
+
+def _cross_2d() -> np.ndarray:
+    """Return the 4-connected 3x3 cross used to fill holes slice by slice."""
+    return np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
+
+
+def fill_holes_in_plane(body: Any) -> None:
+    """Fill, in place, the holes of every axial slice of ``body`` (4-connected background).
+
+    The same mask as ``binary_fill_holes(body, structure=in_plane_cross)``: background that
+    cannot reach the slice's edge is a hole. One labelling of the background replaces SciPy's
+    dilate-until-nothing-changes loop.
+    """
+    xp = get_array_module(body)
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = _cross_2d()
+    # a NumPy structure for both: cupyx copies a device one back to the host anyway
+    background, n = ndimage_of(body).label(~body, structure=in_plane)
+    outside = xp.zeros(n + 1, dtype=bool)
+    for edge in (background[:, 0, :], background[:, -1, :], background[:, :, 0],
+                 background[:, :, -1]):
+        outside[edge.ravel()] = True
+    outside[0] = False  # label 0 is the body itself
+    xp.logical_not(outside[background], out=body)

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs, get_array_module
-from clara_rt.operators.kernels import ndimage_of
 from clara_rt.operators.postprocess.components import largest_ids
 from clara_rt.operators.segment.labelling import Backend, LabelArray, LabelRuns, moments, pick
 from clara_rt.operators.segment.morphology import ball, dilate, erode
@@ -149,7 +148,7 @@ def _body(slabs: SlabRunner, above: LabelArray | LabelRuns) -> Any:
         keep[largest_ids(sizes, 1)] = 1
     body = xp.empty(above.shape, dtype=bool)
     above.paint(keep, body.view(np.uint8))
-    slabs.map(lambda z0, z1: _fill_holes_in_plane(body[z0:z1]), body)
+    above.fill_holes_in_plane(body)
     return body
 
 
@@ -168,31 +167,6 @@ def _air(slabs: SlabRunner, volume: Any, body: Any, air_hu: float, closing_radiu
 
     slabs.map(slab, air)
     return air
-
-
-def _cross_2d() -> np.ndarray:
-    """Return the 4-connected 3x3 cross used to fill holes slice by slice."""
-    return np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
-
-
-def _fill_holes_in_plane(body: Any) -> None:
-    """Fill, in place, the holes of every axial slice of ``body`` (4-connected background).
-
-    The same mask as ``binary_fill_holes(body, structure=in_plane_cross)``: background that
-    cannot reach the slice's edge is a hole. One labelling of the background replaces SciPy's
-    dilate-until-nothing-changes loop.
-    """
-    xp = get_array_module(body)
-    in_plane = np.zeros((3, 3, 3), dtype=bool)
-    in_plane[1] = _cross_2d()
-    # a NumPy structure for both: cupyx copies a device one back to the host anyway
-    background, n = ndimage_of(body).label(~body, structure=in_plane)
-    outside = xp.zeros(n + 1, dtype=bool)
-    for edge in (background[:, 0, :], background[:, -1, :], background[:, :, 0],
-                 background[:, :, -1]):
-        outside[edge.ravel()] = True
-    outside[0] = False  # label 0 is the body itself
-    xp.logical_not(outside[background], out=body)
 
 
 def _lung_air(volume: Any, body: Any, lo: int, nz: int, air_hu: float, closing_radius: int,

@@ -21,12 +21,8 @@ from clara_rt.operators.postprocess.components import (
     label_components,
 )
 from clara_rt.operators.segment import LungThresholdOp
-from clara_rt.operators.segment.labelling import Backend, pick
-from clara_rt.operators.segment.lung_threshold import (
-    _air,
-    _fill_holes_in_plane,
-    segment_lungs,
-)
+from clara_rt.operators.segment.labelling import Backend, fill_holes_in_plane, pick
+from clara_rt.operators.segment.lung_threshold import _air, segment_lungs
 from clara_rt.operators.segment.morphology import ball, ball_rows, close, dilate, erode, open_
 from clara_rt.operators.segment.slabs import SlabRunner
 from clara_rt.operators.volume import VolumeMeta
@@ -66,8 +62,12 @@ def test_fill_holes_in_plane_matches_scipy(xp: ModuleType) -> None:
     in_plane[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
     expected = ndimage.binary_fill_holes(mask, structure=in_plane)
     filled = xp.asarray(mask.copy())  # filled in place
-    _fill_holes_in_plane(filled)
+    fill_holes_in_plane(filled)
     assert (host(filled) == expected).all() and expected.sum() > mask.sum()
+    if xp is np:
+        by_runs = mask.astype(np.uint8)
+        runs.fill_holes_in_plane(by_runs, threads=2)
+        assert (by_runs == expected).all()
 
 
 @pytest.mark.parametrize(("threads", "slab"), [(1, 16), (2, 3), (3, 1)])

@@ -31,34 +31,64 @@ VAR_PREFIX = "CLARA_VAR_"
 _TOKEN = re.compile(r"\$\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh"})
 _INTERPRETERS = re.compile(r"(python[\d.]*|perl[\d.]*|ruby[\d.]*|node|nodejs|Rscript|php[\d.]*)")
-_CODE_FLAGS = frozenset({"-c", "-e", "-E", "--eval", "-r"})
+_CODE_FLAGS = frozenset({"-c", "-e", "-E", "--eval", "-r", "--command"})
+_RUNNERS = frozenset({"su", "runuser", "flock"})  # `-c TEXT`: TEXT runs in a shell
+# Code a shell script hands to another parser: a nested shell or interpreter with its code
+# flag, eval, su/runuser/flock -c, ssh (its command is shell text on the far side).
+_NESTED = re.compile(
+    r"(?:^|[\s;&|(`'\"])(?:eval|ssh|(?:[\w./-]*/)?(?:sh|bash|dash|ash|zsh|ksh|su|runuser|flock|"
+    r"python[\d.]*|perl[\d.]*|ruby[\d.]*|node|nodejs|Rscript|php[\d.]*)\s[^;&|\n]*?"
+    r"(?<!\S)-[A-Za-z]*[ceE]\b)(?=\s|$)")
 
 
 def script_index(command: Sequence[str]) -> int | None:
-    """Index of the shell script in ``command`` (``sh -c SCRIPT ...``), or ``None``."""
-    if not command or Path(command[0]).name not in _SHELLS:
+    """Index of the shell script in ``command`` (``sh -c SCRIPT ...``), or ``None``.
+
+    The shell may stand behind wrappers (``env sh -c``, ``nice bash -c``, ``timeout 9 sh -ec``):
+    the first argument that names a shell is the program whose ``-c`` script is looked for.
+    """
+    start = next((i for i, arg in enumerate(command) if Path(arg).name in _SHELLS), None)
+    if start is None:
         return None
-    for i, arg in enumerate(command[1:-1], 1):
+    for i, arg in enumerate(command[start + 1:-1], start + 1):
         if arg.startswith("-") and not arg.startswith("--") and "c" in arg:
             return i + 1
     return None
 
 
 def code_problem(command: Sequence[str], values: Mapping[str, str]) -> str | None:
-    """Say why ``command`` pastes a job value into interpreter code, or ``None`` if it does not.
+    """Say why ``command`` pastes a job value into code that something parses again, or
+    ``None`` if it does not: the code of an interpreter (``python -c``, also behind a wrapper
+    such as ``env``), or a shell script that runs a nested shell or ``eval`` (the outer shell
+    expands the value and the inner one would read it as code).
     """
-    if not command or not _INTERPRETERS.fullmatch(Path(command[0]).name):
-        return None
-    for flag, code in itertools.pairwise(command[1:]):
-        if flag not in _CODE_FLAGS:
+    for i, program in enumerate(command):
+        name = Path(program).name
+        if name == "ssh" and (used := _used(" ".join(command[i + 1:]), values)):
+            return _refusal(used, "the command of `ssh` (shell text on the far side)")
+        if not (_INTERPRETERS.fullmatch(name) or name in _RUNNERS):
             continue
-        used = sorted({m[1] for m in _TOKEN.finditer(code) if m[1] in values})
-        if used:
-            return (f"the job value(s) {', '.join(used)} would be pasted into the code of "
-                    f"`{Path(command[0]).name} {flag}`, where no quoting is safe; pass "
-                    f"{'them' if len(used) > 1 else 'it'} as an argument after the code, or read "
-                    f"{', '.join(VAR_PREFIX + n for n in used)} from the environment")
+        for flag, code in itertools.pairwise(command[i + 1:]):
+            if flag in _CODE_FLAGS and (used := _used(code, values)):
+                return _refusal(used, f"the code of `{name} {flag}`")
+        break
+    index = script_index(command)
+    if index is not None and (used := _used(command[index], values)):
+        nested = _NESTED.search(command[index])
+        if nested is not None:
+            return _refusal(used, f"a shell script that runs `{nested[0].strip()}`, whose "
+                                  "nested code would read the value as code")
     return None
+
+
+def _used(code: str, values: Mapping[str, str]) -> list[str]:
+    return sorted({m[1] for m in _TOKEN.finditer(code) if m[1] in values})
+
+
+def _refusal(used: list[str], where: str) -> str:
+    return (f"the job value(s) {', '.join(used)} would be pasted into {where}, where no quoting "
+            f"is safe; pass {'them' if len(used) > 1 else 'it'} as an argument after the code, "
+            f"or read {', '.join(VAR_PREFIX + n for n in used)} from the environment")
 
 
 def fill_argument(arg: str, values: Mapping[str, str]) -> str:

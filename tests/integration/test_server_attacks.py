@@ -1,0 +1,162 @@
+"""Issue 16, second pass: variations of the 20 reproductions that still got through.
+
+Everything runs against a real ``clara-rt serve`` on 127.0.0.1 with real commands: job values
+reaching a shell behind a wrapper (``env sh -c``) or a nested shell, the server token read from
+``/proc/<server pid>/environ`` by a command, and a hard link to a file outside the output folder
+served as a result.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clara_rt.client import Client
+from tests.server_process import ServerProcess
+
+pytest.importorskip("fastapi")
+
+TOKEN = "issue-16-attacks-token-5f1e"
+
+
+def pipeline(name: str, command: list[str]) -> str:
+    """A one-operator pipeline running ``command`` on /input, writing /output."""
+    return f"""\
+api-version: 0.4.0
+name: {name}
+operators:
+- name: cmd
+  container:
+    image: none
+    command: {json.dumps(command)}
+  input:
+  - path: /input
+  output:
+  - path: /output
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    data = tmp_path_factory.mktemp("attacks") / "data"
+    with ServerProcess(data, "--workers", "2", token=TOKEN) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> Client:
+    return server.client()
+
+
+@pytest.fixture(scope="module")
+def payload(client: Client, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("payload")
+    (folder / "a.txt").write_text("uploaded\n")
+    return client.create_payload(folder)
+
+
+def get(server: ServerProcess, path: str) -> tuple[int, bytes]:
+    """GET without a token (result reads are open)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", path)
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+    finally:
+        conn.close()
+
+
+def run(client: Client, name: str, payload: dict[str, str],
+        variables: dict[str, str] | None = None) -> dict[str, object]:
+    job = client.create_job(name, [payload["id"]], variables=variables)
+    return client.wait_job(str(job["id"]), 60)
+
+
+# --- 3: a shell behind a wrapper, or nested in the script ----------------------------------
+
+
+@pytest.mark.parametrize("command", [
+    ["/usr/bin/env", "sh", "-c", "sleep ${{SECS}}"],
+    ["env", "LC_ALL=C", "nice", "-n", "1", "/bin/bash", "-c", "sleep ${{SECS}}"],
+    ["timeout", "20", "sh", "-ec", "sleep ${{SECS}}"],
+], ids=["env-sh", "env-nice-bash", "timeout-sh"])
+def test_issue_16_3_a_wrapped_shell_gets_job_values_as_data(
+        client: Client, payload: dict[str, str], tmp_path: Path, command: list[str]) -> None:
+    marker = tmp_path / "pwned"
+    name = f"wrapped-{abs(hash(tuple(command))) % 10**8}"
+    client.create_pipeline(pipeline(name, command), replace=True)
+    job = run(client, name, payload, {"SECS": f"0; touch {marker}"})
+    assert not marker.exists(), f"{command}: a job value was run as shell text"
+    assert job["status"] == "faulted"  # sleep got the one argument "0; touch ..." and refused it
+    assert run(client, name, payload, {"SECS": "0"})["status"] == "healthy"
+
+
+@pytest.mark.parametrize("command", [
+    ["/usr/bin/env", "python3", "-c", "print('${{X}}')"],
+    ["sh", "-c", "bash -c 'echo ${{X}}'"],
+    ["sh", "-c", "sh -c \"echo ${{X}}\" && true"],
+    ["sh", "-c", "eval echo ${{X}}"],
+], ids=["env-python", "nested-bash-single", "nested-sh-double", "eval"])
+def test_issue_16_3_a_job_value_in_code_run_by_a_nested_shell_is_refused(
+        client: Client, payload: dict[str, str], tmp_path: Path, command: list[str]) -> None:
+    marker = tmp_path / "pwned"
+    name = f"nested-{abs(hash(tuple(command))) % 10**8}"
+    client.create_pipeline(pipeline(name, command), replace=True)
+    hostile = f"a'); import os; os.system('touch {marker}'); print('" if "python3" in command \
+        else f"a; touch {marker}"
+    job = run(client, name, payload, {"X": hostile})
+    assert job["status"] == "faulted" and not job["operators"], job  # refused, never started
+    assert "would be pasted into" in str(job["error"]) and "CLARA_VAR_X" in str(job["error"])
+    assert not marker.exists()
+
+
+# --- 2: the token is not in the server's /proc environ -------------------------------------
+
+
+def test_issue_16_2_no_process_environment_holds_the_token(
+        server: ServerProcess, client: Client, payload: dict[str, str]) -> None:
+    script = ("for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ 2>/dev/null; done "
+              "> /output/all.txt; tr '\\0' '\\n' < /proc/$PPID/environ > /output/parent.txt")
+    client.create_pipeline(pipeline("procenv", ["/bin/sh", "-c", script]))
+    job = run(client, "procenv", payload)
+    assert job["status"] == "healthy", job
+    base = f"/v1/jobs/{job['id']}/results/files/cmd/output"
+    status, parent = get(server, f"{base}/parent.txt")
+    assert status == 200 and b"PATH=" in parent  # the server's environment was read...
+    status, every = get(server, f"{base}/all.txt")
+    assert status == 200 and len(every) > 100
+    assert TOKEN.encode() not in parent and TOKEN.encode() not in every  # ...without the token
+    assert client.create_pipeline(pipeline("procenv", ["true"]), replace=True)  # token still works
+
+
+# --- 1: a hard link to a file outside the output folder -------------------------------------
+
+
+def test_issue_16_1_hard_links_never_serve_a_file_outside_the_output(
+        server: ServerProcess, client: Client, payload: dict[str, str], tmp_path: Path) -> None:
+    outside = server.data.parent / "outside-secret.txt"
+    outside.write_text("secret v1\n")
+    client.create_pipeline(pipeline("hardlink", [
+        "/bin/sh", "-c", f"ln {outside} /output/linked && echo mine > /output/own.txt"]))
+    job = run(client, "hardlink", payload)
+    assert job["status"] == "healthy", job
+    job_id = str(job["id"])
+    output = server.data / "jobs" / job_id / "output" / "cmd" / "output"
+    assert (output / "linked").stat().st_nlink == 1  # the link was broken when collected
+    assert outside.stat().st_nlink == 1
+    with open(outside, "r+") as f:  # the outside file changes in place after the job
+        f.write("secret v2\n")
+    base = f"/v1/jobs/{job_id}/results/files/cmd/output"
+    assert get(server, f"{base}/linked") == (200, b"secret v1\n")  # what the job made, no more
+    assert get(server, f"{base}/own.txt") == (200, b"mine\n")
+    os.link(outside, output / "late")  # planted after collection: refused on every read
+    status, body = get(server, f"{base}/late")
+    assert status == 404 and b"secret" not in body
+    assert "cmd/output/late" not in {f["path"] for f in client.result_files(job_id)}
+    status, archive = get(server, f"/v1/jobs/{job_id}/results/archive")
+    assert status == 200 and b"secret v2" not in archive

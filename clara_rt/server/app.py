@@ -34,6 +34,7 @@ from clara_rt.server import metrics_routes, payload_routes
 from clara_rt.server.apidocs import render_api_docs
 from clara_rt.server.config import ServerConfig
 from clara_rt.server.datalock import DataLock
+from clara_rt.server.environ import forget_secret
 from clara_rt.server.events import EventHub
 from clara_rt.server.guard import TOKEN_HINT, RequestGuard
 from clara_rt.server.http_errors import ERRORS, add_error_handlers
@@ -78,6 +79,7 @@ class Server:
         self.config = config
         config.data.mkdir(parents=True, exist_ok=True)
         self.lock = DataLock(config.data)  # before anything is touched: one server per folder
+        forget_secret(config.token)  # not in /proc/<pid>/environ for commands to read (16.2)
         for folder in (config.tmp_dir, config.payloads_dir, config.jobs_dir):
             folder.mkdir(parents=True, exist_ok=True)
         _clear_tmp(config.tmp_dir)  # uploads a dead server left half-received

@@ -1,0 +1,62 @@
+"""Forget a secret that came in through this process's environment or command line.
+
+``clara-rt serve`` reads its token from ``CLARA_RT_TOKEN`` (or a file). Commands never get it in
+their environment (see ``definition/command.py``), but they run as the server's user, and the
+kernel shows every process's *initial* environment and command line to that user in
+``/proc/<pid>/environ`` and ``/proc/<pid>/cmdline``: removing the variable from ``os.environ``
+does not change what is shown there. :func:`forget_secret` removes the variable and overwrites
+each copy of the secret in those two memory areas, so ``/proc/<server pid>/environ`` no longer
+holds it (issue 16.2).
+
+What this cannot close: a command runs as the server's user, so it can read the token file
+itself, or (as root, or where ptrace is allowed) the server's memory. Run commands that are not
+trusted as another user, or keep the token file readable by the server only and run the server
+as its own user.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from pathlib import Path
+
+__all__ = ["forget_secret"]
+
+log = logging.getLogger("clara_rt.server")
+
+# Fields of /proc/self/stat (proc(5)), counted from 1: arg_start 48 ... env_end 51.
+_AREAS = ((48, 49), (50, 51))
+
+
+def forget_secret(secret: str | None) -> int:
+    """Remove ``secret`` from ``os.environ`` and from this process's ``/proc`` views.
+
+    Returns:
+        How many copies were overwritten in the initial environment and command line.
+    """
+    if not secret:
+        return 0
+    for key in [k for k, v in os.environ.items() if v == secret]:
+        del os.environ[key]
+    try:
+        return _overwrite(secret.encode())
+    except (OSError, ValueError) as exc:  # no /proc (not Linux): nothing shows it there
+        log.debug("token not scrubbed from /proc/self: %s", exc)
+        return 0
+
+
+def _overwrite(secret: bytes) -> int:
+    fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
+    count = 0
+    for first, last in _AREAS:
+        start, end = int(fields[first - 3]), int(fields[last - 3])
+        if not 0 < start < end:
+            continue
+        area = ctypes.string_at(start, end - start)
+        at = area.find(secret)
+        while at >= 0:
+            ctypes.memset(start + at, ord("*"), len(secret))
+            count += 1
+            at = area.find(secret, at + len(secret))
+    return count

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from clara_rt.job import PRIORITY_NAMES
 from clara_rt.server.console.graph import pipeline_svg
 from clara_rt.server.console.markup import (
     badge,
@@ -30,7 +31,7 @@ __all__ = ["FILTERS", "cluster_line", "error_page", "jobs_page", "metrics_page",
 FILTERS: dict[str, tuple[str, ...]] = {
     "state": ("pending", "running", "stopped"),
     "status": ("healthy", "faulted", "canceled", "timed-out"),
-    "priority": ("immediate", "high", "normal", "low"),
+    "priority": PRIORITY_NAMES,
 }
 LIMITS = (25, 50, 100, 250, 1000)
 

@@ -15,17 +15,46 @@
 
 Exit status: 0 success; 1 a job failed (or was cancelled / timed out); 2 a bad definition or bad
 arguments. To add a verb: write ``add(subparsers)`` in a module that declares its parser and sets
-``func``, and call it from :func:`build_parser`. A verb function takes the parsed arguments and
-returns the exit status.
+``func``, and list the verb with its module and one-line help in :data:`VERBS`. A verb function
+takes the parsed arguments and returns the exit status.
+
+Start-up: :func:`main` imports only the module of the verb on the command line; the other verbs
+are declared from :data:`VERBS` (name and help, no import), so ``clara-rt convert`` loads neither
+the server nor the pipeline runtime. ``tests/unit/test_cli_startup.py`` checks that the table
+matches what the modules declare.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import sys
 
-from clara_rt.cli import _bench, _bundle, _client, _convert, _dicom, _package, _pipeline, _serve
+__all__ = ["VERBS", "build_parser", "main"]
 
-__all__ = ["build_parser", "main"]
+# verb -> (module that declares it, its one-line help), in the order ``--help`` lists them
+VERBS: dict[str, tuple[str, str]] = {
+    "validate": ("_pipeline", "check a pipeline definition"),
+    "graph": ("_pipeline", "draw a pipeline definition"),
+    "run": ("_pipeline", "run one job of a pipeline definition"),
+    "convert": ("_convert", "convert a DICOM series to NIfTI (like dcm2niix)"),
+    "bench": ("_bench", "measure clara-rt against a baseline"),
+    "dicom": ("_dicom", "run the DICOM adapter (DICOM in, jobs, results out)"),
+    "serve": ("_serve", "run the platform server (REST API for pipelines, payloads, jobs and "
+                        "results)"),
+    "create": ("_client", "register a pipeline or create a job on a clara-rt server"),
+    "start": ("_client", "start (queue) a created job"),
+    "cancel": ("_client", "cancel a job"),
+    "wait": ("_client", "wait for a job to stop"),
+    "list": ("_client", "list jobs, pipelines or payloads"),
+    "describe": ("_client", "show one job or pipeline in detail"),
+    "download": ("_client", "download a job's results"),
+    "logs": ("_client", "print an operator's log of a job"),
+    "package": ("_package", "write an offline bundle (wheels, pipeline, config, systemd units) "
+                            "of a pipeline for an edge box, or --check one"),
+    "bundle": ("_bundle", "write a pipeline YAML that runs a MONAI bundle (TorchScript) "
+                          "in-process"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,25 +66,52 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         0 on success, 1 when a verb fails, 2 on a usage error (argparse exits with 2 itself).
     """
-    args = build_parser().parse_args(argv)
+    args_in = sys.argv[1:] if argv is None else argv
+    args = build_parser(_verb_of(args_in)).parse_args(args_in)
     status: int = args.func(args)
     return status
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the parser for every verb."""
+def build_parser(verb: str | None = "") -> argparse.ArgumentParser:
+    """Return the parser: every verb declared in full, or only ``verb``'s module loaded.
+
+    Args:
+        verb: ``""`` (the default) declares every verb in full (imports every verb module);
+            a verb name declares that verb's module in full and the others by name and help
+            only; ``None`` declares every verb by name and help only (enough for ``--help``
+            and for an unknown verb's error).
+    """
     from clara_rt import __version__
 
     parser = argparse.ArgumentParser(
         prog="clara-rt", description="In-process pipeline runtime for medical-imaging AI.")
     parser.add_argument("--version", action="version", version=f"clara-rt {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    _pipeline.add(verbs)
-    _convert.add(verbs)
-    _bench.add(verbs)
-    _dicom.add(verbs)
-    _serve.add(verbs)
-    _client.add(verbs)
-    _package.add(verbs)
-    _bundle.add(verbs)
+    wanted = dict.fromkeys(module for module, _ in VERBS.values()) if verb == "" else (
+        [VERBS[verb][0]] if verb in VERBS else [])
+    declared: dict[str, argparse.ArgumentParser] = {}
+    for module in wanted:
+        importlib.import_module(f"clara_rt.cli.{module}").add(verbs)
+        declared = dict(verbs.choices)
+    stubs = {name: verbs.add_parser(name, help=help_)
+             for name, (_, help_) in VERBS.items() if name not in declared}
+    if stubs and verb == "":
+        raise RuntimeError(f"clara-rt cli: VERBS lists {sorted(stubs)} but no module declares "
+                           "them")
+    _order(verbs, list(VERBS))
     return parser
+
+
+# --- private ------------------------------------------------------------------------------
+
+
+def _verb_of(argv: list[str]) -> str | None:
+    """Return the verb on the command line (the first word that is not an option), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _order(verbs: argparse._SubParsersAction[argparse.ArgumentParser],
+           names: list[str]) -> None:
+    """List the verbs in ``--help`` in ``names``'s order, wherever they were declared."""
+    rank = {name: i for i, name in enumerate(names)}
+    verbs._choices_actions.sort(key=lambda a: rank.get(a.dest, len(rank)))

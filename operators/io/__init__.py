@@ -10,16 +10,29 @@ Volumes follow :mod:`clara_rt.operators.volume`: arrays indexed ``[k, j, i]`` wi
 
 from __future__ import annotations
 
-from clara_rt.operators.io._dicom_read import DicomSeriesError as DicomSeriesError
-from clara_rt.operators.io._dicom_read import NoSeriesError as NoSeriesError
-from clara_rt.operators.io.dicom_series import DicomSeriesLoaderOp as DicomSeriesLoaderOp
-from clara_rt.operators.io.dicom_series import load_series as load_series
-from clara_rt.operators.io.image2d import Image2DReaderOp as Image2DReaderOp
-from clara_rt.operators.io.image2d import read_image2d as read_image2d
-from clara_rt.operators.io.nifti import NiftiReaderOp as NiftiReaderOp
-from clara_rt.operators.io.nifti import NiftiWriterOp as NiftiWriterOp
-from clara_rt.operators.io.nifti import read_nifti as read_nifti
-from clara_rt.operators.io.nifti import write_nifti as write_nifti
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clara_rt.operators.io._dicom_read import DicomSeriesError as DicomSeriesError
+    from clara_rt.operators.io._dicom_read import NoSeriesError as NoSeriesError
+    from clara_rt.operators.io.dicom_series import DicomSeriesLoaderOp as DicomSeriesLoaderOp
+    from clara_rt.operators.io.dicom_series import load_series as load_series
+    from clara_rt.operators.io.image2d import Image2DReaderOp as Image2DReaderOp
+    from clara_rt.operators.io.image2d import read_image2d as read_image2d
+    from clara_rt.operators.io.nifti import NiftiReaderOp as NiftiReaderOp
+    from clara_rt.operators.io.nifti import NiftiWriterOp as NiftiWriterOp
+    from clara_rt.operators.io.nifti import read_nifti as read_nifti
+    from clara_rt.operators.io.nifti import write_nifti as write_nifti
+
+# public name -> the module that defines it, imported on first use (PEP 562): a caller of
+# load_series does not pay for the PNG reader or the NIfTI reader's imports
+_HOMES: dict[str, str] = {
+    **dict.fromkeys(("DicomSeriesError", "NoSeriesError"), "_dicom_read"),
+    **dict.fromkeys(("DicomSeriesLoaderOp", "load_series"), "dicom_series"),
+    **dict.fromkeys(("Image2DReaderOp", "read_image2d"), "image2d"),
+    **dict.fromkeys(("NiftiReaderOp", "NiftiWriterOp", "read_nifti", "write_nifti"), "nifti"),
+}
 
 __all__ = [
     "DicomSeriesError",
@@ -33,3 +46,17 @@ __all__ = [
     "read_nifti",
     "write_nifti",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public name ``name`` from its module on first use, then keep it here."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -9,7 +9,7 @@ gone; the finalizer then queues the plan's release and performs it at once unles
 thread is inside a release already (garbage collection can run anywhere): the graph is removed
 from the scheduler (``Scheduler.remove_graph``, which frees it after its last job) and every
 operator no other live plan uses is stopped (``stop()``) and forgotten. Whatever was queued is
-also released on the next ``register`` and ``lookup`` miss. ``close`` detaches every finalizer
+also released on the next ``lookup`` (every submit makes one). ``close`` detaches every finalizer
 and returns the operators still started, for the runtime to stop.
 
 Locks: the runtime's lock is held around ``register`` (against concurrent registration and
@@ -62,12 +62,13 @@ class GraphTable:
         return len(self._started)
 
     def lookup(self, plan: Plan) -> int | None:
-        """The graph id of ``plan`` if it is registered (no lock: a dict read)."""
+        """The graph id of ``plan`` if it is registered (no lock: a dict read). Releases what
+        a finalizer could only queue (it fired inside a release) first."""
+        if self._released:
+            self.release_dead(blocking=True)
         entry = self._graphs.get(id(plan))
         if entry is not None and entry[0]() is plan:
             return entry[1]
-        if self._released:
-            self.release_dead(blocking=True)
         return None
 
     def register(self, plan: Plan) -> int:

@@ -4,17 +4,21 @@ A command operator may leave anything in its output folder, including a symbolic
 ``/etc/passwd`` or to ``/``. So results are guarded twice (issue 16.1):
 
 * when a job's results are collected, :func:`drop_links` removes every link and special file
-  (fifo, socket, device) from the output folder; the job's history names what was dropped;
+  (fifo, socket, device) from the output folder; the job's history names what was dropped; a
+  hard link (a file with more than one name, possibly outside the folder) is replaced by a copy
+  of what it holds, so a result never shows a file outside as it changes later;
 * on every read (listing, one file, the archive, the console), :func:`result_files` lists
   regular files only, :func:`result_file` resolves the asked path and checks that it is a
-  regular file that stays inside the folder, and :func:`tar_stream` opens each file with
-  ``O_NOFOLLOW``. A path that leads anywhere else is "not found".
+  regular file with one name that stays inside the folder, and :func:`tar_stream` opens each
+  file with ``O_NOFOLLOW`` (a hard link planted later is neither listed nor served). A path
+  that leads anywhere else is "not found".
 """
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
 import stat
 import tarfile
 from collections.abc import Iterator
@@ -38,8 +42,10 @@ def drop_links(folder: Path) -> list[str]:
     for root, dirs, names in os.walk(folder):
         for name in [*dirs, *names]:
             path = Path(root, name)
-            mode = path.lstat().st_mode
-            if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+            info = path.lstat()
+            if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                _own_copy(path)  # a hard link to a file outside: keep what it held, not the link
+            if stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode):
                 continue
             path.unlink()
             dropped.append(path.relative_to(folder).as_posix())
@@ -65,7 +71,7 @@ def result_files(folder: Path) -> list[tuple[str, int]]:
                 rel.encode()
             except (OSError, UnicodeEncodeError):
                 continue
-            if stat.S_ISREG(info.st_mode):
+            if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
                 found.append((rel, info.st_size))
     return sorted(found)
 
@@ -91,7 +97,8 @@ def result_file(folder: Path, path: str) -> Path:
                 raise NotFound(f"no file '{path}' (links are never served)")
         real = target.resolve(strict=True)
         inside = real.is_relative_to(folder.resolve(strict=True))
-        regular = stat.S_ISREG(target.lstat().st_mode)
+        info = target.lstat()
+        regular = stat.S_ISREG(info.st_mode) and info.st_nlink == 1  # no hard link either
     except (OSError, RuntimeError, ValueError):  # missing, a link loop, a NUL
         raise NotFound(f"no file '{path}'") from None
     if not inside or not regular:
@@ -114,13 +121,25 @@ def tar_stream(folder: Path, compress: bool) -> Iterator[bytes]:
                 continue
             with os.fdopen(fd, "rb") as f:
                 info = os.fstat(fd)
-                if not stat.S_ISREG(info.st_mode):
+                if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
                     continue
                 member = tarfile.TarInfo(rel)
                 member.size, member.mtime, member.mode = info.st_size, int(info.st_mtime), 0o644
                 tar.addfile(member, f)
             yield from sink.drain()
     yield from sink.drain()
+
+
+def _own_copy(path: Path) -> None:
+    """Replace the hard link ``path`` by a copy of what it holds now (a file of its own)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    tmp = path.with_name(f".{path.name}.own-copy")
+    try:
+        with os.fdopen(fd, "rb") as source, open(tmp, "xb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class _Chunks(io.RawIOBase):

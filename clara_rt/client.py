@@ -30,18 +30,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
+from clara_rt.errors import ClientError
+
 __all__ = ["DEFAULT_HOST", "Client", "ClientError"]
 
 DEFAULT_HOST = "http://127.0.0.1:8000"
 _CHUNK = 1 << 20
-
-
-class ClientError(Exception):
-    """A request failed; ``status`` is the HTTP status, or ``None`` when none came back."""
-
-    def __init__(self, status: int | None, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class Client:

@@ -58,6 +58,36 @@ class DefinitionError(ClaraRTError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+class NotFound(ClaraRTError, LookupError):
+    """No record with that id or name (a pipeline, job, payload or export of the server).
+
+    Raised by the platform server's registries (also a :class:`LookupError`); its REST API
+    answers 404 with the message. Check the id (``clara-rt list jobs``, ``GET /pipelines``).
+    """
+
+
+class Conflict(ClaraRTError, RuntimeError):
+    """The request clashes with the server's records as they are now: a name already taken, a
+    record still in use, a job that has already ended.
+
+    Raised by the platform server (also a :class:`RuntimeError`); its REST API answers 409 with
+    the message. Change the request, or wait for the record to be free.
+    """
+
+
+class ClientError(ClaraRTError):
+    """A request of :class:`clara_rt.client.Client` failed.
+
+    Carries ``status``: the HTTP status the server answered, or ``None`` when none came back
+    (server unreachable, connection dropped). The message is the server's ``detail``; a 401
+    means a missing or wrong token, 404 an unknown id.
+    """
+
+    def __init__(self, status: int | None, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class SchedulerError(ClaraRTError):
     """The C++ scheduler core rejected a request.
 

@@ -150,8 +150,9 @@ class RayRunner:
             self._checked[checked] = None
             while len(self._checked) > 256:
                 self._checked.popitem(last=False)
-        spec = RunSpec(job["id"], key, record["name"], text, variables, job["priority"],
-                       job["timeout"], self._pipelines.needs(record["id"]), job["name"])
+        spec = RunSpec(job_id=job["id"], key=key, name=record["name"], text=text,
+                       variables=variables, priority=job["priority"], timeout=job["timeout"],
+                       needs=self._pipelines.needs(record["id"]), job_name=job["name"])
 
         def start(input_dir: Path, workspace: Path) -> RunHandle:
             return self.start_run(spec, input_dir, workspace)

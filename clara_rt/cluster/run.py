@@ -63,9 +63,9 @@ class ClusterState:
     """Why the cluster is unavailable."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunSpec:
-    """What a node needs to run one job."""
+    """What a node needs to run one job (fields by name only)."""
 
     job_id: str
     key: tuple[Any, ...]

@@ -230,9 +230,9 @@ class ClusterRuntime:
         (folder / "work").mkdir(parents=True)
         (folder / "logs").mkdir()
         key = (hashlib.sha256(text.encode()).hexdigest(), "")
-        spec = RunSpec(job_id, key, definition.name, text, values,
-                       Priority.parse(priority).name.lower(), timeout,
-                       JobNeeds.of(definition.operators))
+        spec = RunSpec(job_id=job_id, key=key, name=definition.name, text=text, variables=values,
+                       priority=Priority.parse(priority).name.lower(), timeout=timeout,
+                       needs=JobNeeds.of(definition.operators))
         run = self._runner.start_run(spec, payload_dir, folder / "work")
         job = ClusterJob(job_id, definition.name, run, folder,
                          folder / "output" if output is None else Path(output).resolve())

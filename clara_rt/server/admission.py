@@ -23,6 +23,7 @@ import os
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 from clara_rt.runner.needs import JobNeeds, gib, memory_bytes
 
@@ -32,6 +33,15 @@ __all__ = ["Admission", "FreeMemory", "JobNeeds", "memory_bytes", "physical_memo
 def physical_memory() -> int:
     """Bytes of physical memory of this host."""
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+@dataclass(frozen=True)
+class _GpuMemory:
+    """One NVML reading: when, free bytes per device (``None`` without NVML), largest total."""
+
+    at: float = -1e9
+    free: list[int] | None = None
+    total: int | None = None
 
 
 class FreeMemory:
@@ -50,7 +60,7 @@ class FreeMemory:
         self._every = every
         self._lock = threading.Lock()  # the sampler belongs to one thread at a time
         self._nvml = NvmlSampler()
-        self._sample: tuple[float, list[int] | None, int | None] = (-1e9, None, None)
+        self._sample = _GpuMemory()
 
     def host(self) -> int | None:
         try:
@@ -63,15 +73,15 @@ class FreeMemory:
         return None
 
     def gpus(self) -> list[int] | None:
-        return self._read()[1]
+        return self._read().free
 
     def total_gpu(self) -> int | None:
         """The largest device's total memory (NVML), or ``None``."""
-        return self._read()[2]
+        return self._read().total
 
-    def _read(self) -> tuple[float, list[int] | None, int | None]:
+    def _read(self) -> _GpuMemory:
         with self._lock:
-            if time.monotonic() - self._sample[0] >= self._every:
+            if time.monotonic() - self._sample.at >= self._every:
                 sample = self._nvml.sample()
                 free: list[int] | None = None
                 total: int | None = None
@@ -79,7 +89,7 @@ class FreeMemory:
                     free = [d.memory_total - d.memory_used for d in sample.devices]
                     total = max(d.memory_total for d in sample.devices)
                     _add_cupy_pool(free)
-                self._sample = (time.monotonic(), free, total)
+                self._sample = _GpuMemory(time.monotonic(), free, total)
             return self._sample
 
 

@@ -11,9 +11,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from clara_rt.errors import ClaraRTError, DefinitionError
+from clara_rt.errors import ClaraRTError, Conflict, DefinitionError, NotFound
 from clara_rt.server.payloads import InsufficientStorage, PayloadError, PayloadTooLarge
-from clara_rt.server.pipelines import Conflict, NotFound
 
 __all__ = ["ERRORS", "add_error_handlers"]
 

@@ -71,6 +71,14 @@ class _Live:
     shutdown: bool = False
 
 
+@dataclass(frozen=True)
+class _Unrecorded:
+    """A job's end the database refused (disk full): saved again every ``_RETRY_S`` seconds."""
+
+    note: str
+    fields: dict[str, Any]
+
+
 class JobManager:
     """Creates, queues, runs, cancels and records jobs; recovers them after a restart."""
 
@@ -92,7 +100,7 @@ class JobManager:
         self._waiting_noted: set[str] = set()
         # Ends the database refused (disk full): job id -> (note, fields), retried by the
         # finish thread and shown by status() meanwhile.
-        self._unrecorded: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._unrecorded: dict[str, _Unrecorded] = {}
         self._head_needs: JobNeeds | None = None
         config.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._recover()
@@ -194,7 +202,7 @@ class JobManager:
 
     def find(self, **filters: Any) -> list[dict[str, Any]]:
         jobs = self._store.jobs(**filters)
-        return [public_job({**job, **self._unrecorded[job["id"]][1]}
+        return [public_job({**job, **self._unrecorded[job["id"]].fields}
                            if job["id"] in self._unrecorded else job) for job in jobs]
 
     def folder(self, job_id: str) -> Path:
@@ -428,9 +436,9 @@ class JobManager:
         """Try again to save the ends the database refused (oldest first)."""
         recorded = []
         with self._cond:
-            for job_id, (note, fields) in list(self._unrecorded.items()):
+            for job_id, end in list(self._unrecorded.items()):
                 try:
-                    self._store.update_job(job_id, note, **fields)
+                    self._store.update_job(job_id, end.note, **end.fields)
                 except (sqlite3.Error, OSError) as exc:
                     log.warning("job %s: its end still cannot be saved (%s)", job_id, exc)
                     break
@@ -511,7 +519,7 @@ class JobManager:
         except (sqlite3.Error, OSError) as exc:
             log.error("job %s ended (%s) but the database refused its record (%s); retrying "
                       "every %.0f s", job_id, fields.get("status"), exc, _RETRY_S)
-            self._unrecorded[job_id] = (note or "", fields)
+            self._unrecorded[job_id] = _Unrecorded(note or "", fields)
 
     def _release(self, job_id: str) -> None:
         """Forget a live job and give its resources back (under ``_cond``)."""
@@ -558,7 +566,7 @@ class JobManager:
         if job is None:
             raise NotFound(f"no job with id '{job_id}'")
         unrecorded = self._unrecorded.get(job_id)
-        return job if unrecorded is None else {**job, **unrecorded[1]}
+        return job if unrecorded is None else {**job, **unrecorded.fields}
 
     def _timeout(self, timeout: float | None) -> float | None:
         if timeout is None:

@@ -19,22 +19,14 @@ from typing import Any
 
 from clara_rt.definition.build import BuiltPipeline, build_pipeline, unresolved
 from clara_rt.definition.schema import PipelineDefinition, parse_definition
-from clara_rt.errors import ClaraRTError, DefinitionError
-from clara_rt.server.admission import JobNeeds
+from clara_rt.errors import ClaraRTError, Conflict, DefinitionError, NotFound
+from clara_rt.runner.needs import JobNeeds
 from clara_rt.server.config import ServerConfig
 from clara_rt.server.store import Store, new_id
 
 __all__ = ["Conflict", "NotFound", "PipelineRegistry"]
 
 _BUILT_CACHE = 32
-
-
-class NotFound(LookupError):
-    """No record with that id (or name)."""
-
-
-class Conflict(RuntimeError):
-    """The request clashes with the records' current state (name taken, record in use)."""
 
 
 class PipelineRegistry:

@@ -114,7 +114,8 @@ def test_one_priority_definition() -> None:
 def _run(job_id: str, priority: str) -> Any:
     from clara_rt.cluster.run import RayRun, RunSpec
 
-    spec = RunSpec(job_id, ("p", 1), "p", "", {}, priority, None)
+    spec = RunSpec(job_id=job_id, key=("p", 1), name="p", text="", variables={},
+                   priority=priority, timeout=None)
     return RayRun(None, spec, {}, "shared-path")  # type: ignore[arg-type]
 
 

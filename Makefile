@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint format clean gpu-check gpu-wheels
+.PHONY: demo test cpp-test bench lint format clean gpu-check gpu-wheels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,10 +44,15 @@ gpu-wheels:
 	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu/whl $(GPU_WHEELS)
 	@ls .gpu/whl
 
+# The scheduler's C++ tests alone: unit tests, then the stress test under ThreadSanitizer
+# (tests/cpp/test_cpp.py builds both with g++; `make test` runs them too).
+cpp-test: $(STAMP)
+	$(BIN)/python -m pytest -q tests/cpp
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	@if command -v clang-format >/dev/null; then \
-	  clang-format --dry-run --Werror csrc/*.cpp csrc/*.hpp && echo "clang-format: clean"; \
+	  clang-format --dry-run --Werror csrc/*.cpp csrc/*.hpp tests/cpp/*.cpp tests/cpp/*.hpp && echo "clang-format: clean"; \
 	else echo "clang-format not installed: C++ formatting not checked"; fi
 
 format: $(STAMP)

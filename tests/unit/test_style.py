@@ -25,7 +25,8 @@ def test_clang_format_clean() -> None:
     clang_format = shutil.which("clang-format")
     need_peer(clang_format is not None, "clang-format")
     assert clang_format is not None
-    sources = sorted(str(p) for p in (ROOT / "csrc").glob("*.[ch]pp"))
+    sources = sorted(str(p) for folder in ("csrc", "tests/cpp")
+                     for p in (ROOT / folder).glob("*.[ch]pp"))
     assert sources
     proc = subprocess.run([clang_format, "--dry-run", "--Werror", *sources], capture_output=True,
                           text=True, check=False)

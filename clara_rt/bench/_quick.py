@@ -30,7 +30,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "priority": {"backlog": 200, "probes": 3, "window": 3.0},
     "e2e": {"repeat": 1},
     "load": {"jobs": 12, "shape": (16, 64, 64)},
-    "lungseg": {"shape": (48, 192, 192), "repeat": 3, "threads": (1, 2), "rss": False},
+    "lungseg": {"shape": (16, 512, 512), "repeat": 2, "threads": (1, 2), "rss": False},
     "gpu": {"hop_jobs": 500, "chain_shape": (64, 256, 256), "chain_jobs": 10, "concurrent": 8,
             "lung_shape": (64, 128, 128)},
 }

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clara_rt.job import PriorityName
 from clara_rt.server.config import MAX_TIMEOUT
@@ -25,6 +26,11 @@ __all__ = [
     "PipelineOut",
     "PriorityName",
 ]
+
+MAX_VARIABLES = 256
+MAX_VARIABLE_BYTES = 64 << 10  # under Linux's MAX_ARG_STRLEN (128 KiB) for one argv/env entry
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 JobStateName = Literal["pending", "running", "stopped"]
 JobStatusName = Literal["healthy", "faulted", "canceled", "timed-out"]
@@ -90,6 +96,33 @@ class JobCreate(BaseModel):
                                   description="seconds (at most 7 days); default: the "
                                               "server's")
     start: bool = Field(False, description="queue the job at once (else POST .../start)")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        if name is not None and _CONTROL.search(name):
+            raise ValueError(f"job name {name[:80]!r} holds control characters (NUL, newline...)")
+        return name
+
+    @field_validator("variables")
+    @classmethod
+    def _usable_values(cls, variables: dict[str, str]) -> dict[str, str]:
+        """Every value must be something a command can be given (issue 16): a name that
+        ``${{NAME}}`` can refer to, a value without NUL that fits in one environment entry."""
+        if len(variables) > MAX_VARIABLES:
+            raise ValueError(f"a job takes at most {MAX_VARIABLES} variables")
+        for key, value in variables.items():
+            if not _VARIABLE.fullmatch(key):
+                raise ValueError(f"variable name {key[:80]!r} is not a name ${{{{NAME}}}} can "
+                                 "refer to (letters, digits, '_'; not starting with a digit)")
+            if "\x00" in value:
+                raise ValueError(f"the value of {key} holds a NUL character, which no command "
+                                 "can be given")
+            if len(value.encode("utf-8", "surrogatepass")) > MAX_VARIABLE_BYTES:
+                raise ValueError(f"the value of {key} is longer than {MAX_VARIABLE_BYTES} bytes "
+                                 "(the most one argument or environment entry may hold); pass "
+                                 "large data as a payload file")
+        return variables
 
 
 class OperatorOut(BaseModel):

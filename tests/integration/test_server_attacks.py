@@ -160,3 +160,33 @@ def test_issue_16_1_hard_links_never_serve_a_file_outside_the_output(
     assert "cmd/output/late" not in {f["path"] for f in client.result_files(job_id)}
     status, archive = get(server, f"/v1/jobs/{job_id}/results/archive")
     assert status == 200 and b"secret v2" not in archive
+
+
+# --- 16, 19: job values and names a command could never be given -------------------------
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    ({"variables": {"A": "x\x00y"}}, "NUL"),
+    ({"variables": {"A": "x" * 200_000}}, "65536"),
+    ({"variables": {"../x": "1"}}, "'../x'"),
+    ({"variables": {"A B": "1"}}, "'A B'"),
+    ({"name": "job\x00name"}, "control"),
+    ({"name": "two\nlines"}, "control"),
+], ids=["nul-value", "huge-value", "path-name", "space-name", "nul-job-name", "newline-name"])
+def test_issue_16_19_job_values_a_command_cannot_take_are_refused_at_creation(
+        server: ServerProcess, client: Client, payload: dict[str, str],
+        body: dict[str, object], says: str) -> None:
+    client.create_pipeline(pipeline("echoer", ["/bin/sh", "-c", "echo ${{A}} > /output/a"]),
+                           replace=True)
+    request = {"pipeline": "echoer", "payloads": [payload["id"]], "variables": {"A": "1"},
+               "start": True, **body}
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("POST", "/v1/jobs", json.dumps(request),
+                     {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+        answer = conn.getresponse()
+        status, detail = answer.status, answer.read().decode()
+    finally:
+        conn.close()
+    assert status == 422 and says in detail, (status, detail)
+    assert run(client, "echoer", payload, {"A": "fine"})["status"] == "healthy"

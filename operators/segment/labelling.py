@@ -139,19 +139,6 @@ def moments(slabs: SlabRunner, labels: Any, ids: Any) -> Any:
     return sum(slabs.map(slab, labels))
 
 
-def _above(slabs: SlabRunner, volume: Any, hu: float) -> Any:
-    """``volume > hu`` as bool, slab by slab."""
-    xp = get_array_module(volume)
-    above = xp.empty(volume.shape, dtype=bool)
-    slabs.map(lambda z0, z1: xp.greater(volume[z0:z1], hu, out=above[z0:z1]), volume)
-    return above
-
-
-def _cross_2d() -> np.ndarray:
-    """Return the 4-connected 3x3 cross used to fill holes slice by slice."""
-    return np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
-
-
 def fill_holes_in_plane(body: Any) -> None:
     """Fill, in place, the holes of every axial slice of ``body`` (4-connected background).
 
@@ -170,3 +157,19 @@ def fill_holes_in_plane(body: Any) -> None:
         outside[edge.ravel()] = True
     outside[0] = False  # label 0 is the body itself
     xp.logical_not(outside[background], out=body)
+
+
+# --- private ---------------------------------------------------------------------------------
+
+
+def _above(slabs: SlabRunner, volume: Any, hu: float) -> Any:
+    """``volume > hu`` as bool, slab by slab."""
+    xp = get_array_module(volume)
+    above = xp.empty(volume.shape, dtype=bool)
+    slabs.map(lambda z0, z1: xp.greater(volume[z0:z1], hu, out=above[z0:z1]), volume)
+    return above
+
+
+def _cross_2d() -> np.ndarray:
+    """Return the 4-connected 3x3 cross used to fill holes slice by slice."""
+    return np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)

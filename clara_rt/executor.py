@@ -33,14 +33,11 @@ mutex is never held while calling Python.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import os
 import threading
 import time
 import traceback
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +54,7 @@ from clara_rt.arrays import (
     wait_event,
     worker_stream,
 )
+from clara_rt.deadlines import Deadlines
 from clara_rt.errors import (
     ClaraRTError,
     OperatorError,
@@ -141,10 +139,7 @@ class Runtime:
         self._observers: tuple[RuntimeObserver, ...] = ()  # replaced whole: read without a lock
         self._closed = False
         self._stopping = False
-        self._deadlines: list[tuple[float, int, weakref.ref[Job]]] = []
-        self._deadline_seq = itertools.count()
-        self._deadline_cv = threading.Condition(self._lock)
-        self._deadline_thread: threading.Thread | None = None
+        self._deadlines = Deadlines(lambda job: self.stop_job(job, JobState.TIMED_OUT))
         self._threads = [threading.Thread(target=self._worker, name=f"clara-rt-worker-{i}",
                                           daemon=True) for i in range(workers)]
         for t in self._threads:
@@ -197,7 +192,7 @@ class Runtime:
                 raise SchedulerError(f"job {job.id} ('{plan.name}'): {exc}") from exc
             self._jobs[job._key] = job
             if timeout is not None:
-                self._add_deadline(job, timeout)
+                self._deadlines.add(job, timeout)
         if not self._threads:
             self._run_inline()
         return job
@@ -230,12 +225,9 @@ class Runtime:
             job.wait()
         self._stopping = True
         self._sched.shutdown()
-        with self._lock:
-            self._deadline_cv.notify_all()
         for t in self._threads:
             t.join()
-        if self._deadline_thread is not None:
-            self._deadline_thread.join()
+        self._deadlines.close()
         for op in self._graphs.close():
             stop_operator(op)
 
@@ -494,39 +486,6 @@ class Runtime:
         if self._observers:
             _notify(self._observers, "job_ended", job)
 
-    # --- timeouts -------------------------------------------------------------------------
-
-    def _add_deadline(self, job: Job, timeout: float) -> None:
-        """Register a deadline (caller holds ``_lock``)."""
-        # A weak reference: a finished job (and its plan) must not wait here for its deadline.
-        heapq.heappush(self._deadlines, (time.monotonic() + timeout, next(self._deadline_seq),
-                                         weakref.ref(job)))
-        if self._deadline_thread is None:
-            self._deadline_thread = threading.Thread(target=self._watch_deadlines,
-                                                     name="clara-rt-deadlines", daemon=True)
-            self._deadline_thread.start()
-        self._deadline_cv.notify()
-
-    def _watch_deadlines(self) -> None:
-        while True:
-            with self._lock:
-                while True:
-                    if self._stopping:
-                        return
-                    now = time.monotonic()
-                    while self._deadlines and _finished(self._deadlines[0][2]()):
-                        heapq.heappop(self._deadlines)
-                    if self._deadlines and self._deadlines[0][0] <= now:
-                        job = heapq.heappop(self._deadlines)[2]()
-                        if job is None:
-                            continue
-                        break
-                    wait = self._deadlines[0][0] - now if self._deadlines else None
-                    # A far deadline (timeout=1e12) is waited for in steps: Condition.wait
-                    # overflows past threading.TIMEOUT_MAX and would end this thread.
-                    self._deadline_cv.wait(None if wait is None else min(wait, 3600.0))
-            self.stop_job(job, JobState.TIMED_OUT)
-
 
 def run(pipeline: Pipeline, payload: Mapping[str, Any] | None = None, *,
         workers: int | None = 0, priority: Priority | str | int = "normal",
@@ -554,10 +513,6 @@ def _notify(observers: tuple[RuntimeObserver, ...], hook: str, *args: Any) -> No
             getattr(observer, hook)(*args)
         except Exception:
             log.exception("runtime observer %r raised in %s", observer, hook)
-
-
-def _finished(job: Job | None) -> bool:
-    return job is None or job._done.is_set()
 
 
 def _payload_values(plan: Plan, payload: Mapping[str, Any]) -> list[Any]:

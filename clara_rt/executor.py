@@ -315,7 +315,11 @@ class Runtime:
             try:
                 self._run_chain(*task)
             except Exception:  # never let a worker die silently; _run_chain reports per job
-                log.exception("clara-rt worker: unexpected error on task %s", task)
+                job = self._jobs.get(task[0])  # name the job's public id, not the number
+                where = (f"job {job.id} ('{job.pipeline}'), operator "
+                         f"'{job._plan.nodes[task[1]].operator.name}'" if job is not None
+                         else "a job that has ended")
+                log.exception("clara-rt worker: unexpected error in %s", where)
 
     def _run_inline(self) -> None:
         try_next = self._sched.try_next

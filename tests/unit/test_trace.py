@@ -124,7 +124,7 @@ def test_chrome_trace_units_fields_ordering_and_json() -> None:
 def test_spans_from_server_rows_skip_unfinished() -> None:
     rows = [{"name": "a", "state": "succeeded", "start_ms": 1.5, "duration_ms": 2.25},
             {"name": "b", "state": "running", "start_ms": 4.0, "duration_ms": None},
-            {"name": "c", "state": "not run", "start_ms": None, "duration_ms": None}]
+            {"name": "c", "state": "not_run", "start_ms": None, "duration_ms": None}]
     assert spans_from_rows(rows, offset_ns=1000) == [Span("a", 1_501_000, 3_751_000)]
 
 

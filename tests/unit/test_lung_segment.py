@@ -224,3 +224,23 @@ def test_keep_largest_on_a_big_volume_takes_runs_and_keeps_the_same(dtype: str) 
         expected = np.isin(labels, order[sizes[order] >= max(min_size, 1)])
         assert runs.worth_it(mask)
         assert (keep_largest(mask, count, min_size=min_size) == expected).all()
+
+
+@pytest.mark.gpu
+def test_issue_15_lung_seg_on_cupy_copies_nothing_to_the_host() -> None:
+    import cupy
+
+    from clara_rt.arrays import transfer_counters
+
+    volume = ct_phantom((40, 96, 96), seed=1)
+    body, labels, count = segment_lungs_sequential(volume)
+    device = cupy.asarray(volume)
+    before = transfer_counters()
+    seg = segment_lungs(device)
+    kept = keep_largest((seg.labels > 0).view(cupy.uint8), 2)
+    after = transfer_counters()
+    assert isinstance(seg.labels, cupy.ndarray) and isinstance(kept, cupy.ndarray)
+    assert (after.device_to_host, after.host_to_device) == (before.device_to_host,
+                                                            before.host_to_device)
+    assert seg.count == count and (seg.labels.get() == labels).all()
+    assert (seg.body.get() == body).all()

@@ -211,6 +211,14 @@ def test_auto_backend_uses_runs_for_big_host_volumes(xp: ModuleType) -> None:
     assert pick(xp.asarray(big[:2]), "scipy").__name__ == "LabelArray"
 
 
+def test_without_numba_big_volumes_label_with_scipy(monkeypatch: pytest.MonkeyPatch) -> None:
+    big = np.empty((runs.RUNS_MIN_VOXELS // 4096, 64, 64), dtype=np.int16)
+    monkeypatch.setattr(runs, "available", lambda: False)
+    assert pick(big, "auto").__name__ == "LabelArray" and not runs.worth_it(big)
+    with pytest.raises(ValueError, match=r"^backend 'runs' needs a 3-D NumPy volume and numba$"):
+        pick(big, "runs")
+
+
 @pytest.mark.parametrize("dtype", ["bool", "uint8", "int16", "float32"])
 def test_keep_largest_on_a_big_volume_takes_runs_and_keeps_the_same(dtype: str) -> None:
     shape = (runs.RUNS_MIN_VOXELS // (128 * 128), 128, 128)  # big enough for runs

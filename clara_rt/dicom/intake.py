@@ -17,6 +17,7 @@ element and no copy of the pixel data. Nesting deeper than :data:`MAX_DEPTH` is 
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b
 _VRS = _LONG_VRS | frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL",
                               b"IS", b"LO", b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM",
                               b"UI", b"UL", b"US"})
+_CHARSET = re.compile(rb"^[\x20-\x7e]*\0*$")  # printable: a NUL inside makes pydicom raise
+_SIZES = {b"US": 2, b"SS": 2, b"UL": 4, b"SL": 4, b"FL": 4, b"AT": 4, b"FD": 8, b"SV": 8,
+          b"UV": 8}  # numeric VRs: pydicom refuses a value that is not a whole number of them
 _IMPLICIT, _BIG_ENDIAN, _DEFLATED = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.2",
                                      "1.2.840.10008.1.2.1.99")
 
@@ -125,6 +129,7 @@ class _Walker:
         """Walk elements from ``pos`` to ``end`` (or an item delimiter); return where it ended."""
         if depth > MAX_DEPTH:
             raise DatasetProblem(f"sequences nested deeper than {MAX_DEPTH} levels")
+        creators: dict[tuple[int, int], str] = {}  # private creators of this data set
         while pos < end:
             start = pos
             tag, vr, pos, length = self.header(pos, end)
@@ -146,12 +151,29 @@ class _Walker:
                 raise DatasetProblem(f"{where} declares {length} bytes, only {end - pos} follow")
             if facts is not None:
                 self.note(tag, vr, pos, length, facts)
-            if vr == b"SQ":
-                self.items(pos, pos + length, depth, where)
+            self.value(tag, vr, pos, length, depth, where, creators)
             pos += length
         if stop_at_item_end:
             raise DatasetProblem(f"item ending at byte {end} has no item delimiter")
         return pos
+
+    def value(self, tag: int, vr: bytes, pos: int, length: int, depth: int, where: str,
+              creators: dict[tuple[int, int], str]) -> None:
+        """Check a defined-length value as pydicom will read it (the VR it will use)."""
+        group, elem = tag >> 16, tag & 0xFFFF
+        if group % 2 and 0x10 <= elem <= 0xFF:
+            creators[group, elem] = self.buf[pos:pos + length].decode("latin-1").strip("\0 ")
+        if tag == 0x00080005 and not _CHARSET.match(self.buf[pos:pos + length]):
+            raise DatasetProblem(f"{where}: SpecificCharacterSet "
+                                 f"{self.buf[pos:pos + length]!r} is not a CS value")
+        kind = _read_vr(tag, creators) if self.implicit or vr == b"UN" else vr
+        size = _SIZES.get(kind)
+        if size and length % size:
+            raise DatasetProblem(f"{where}: {length} bytes are no whole number of "
+                                 f"{kind.decode()} values")
+        if kind == b"SQ":  # pydicom reads an explicit UN sequence as implicit VR
+            walker = self.implicit_twin() if vr == b"UN" else self
+            walker.items(pos, pos + length, depth, where)
 
     def note(self, tag: int, vr: bytes, pos: int, length: int, facts: DatasetFacts) -> None:
         if tag in _PIXEL_TAGS:
@@ -208,6 +230,22 @@ class _Walker:
                                      f"({length} bytes declared, {end - pos} follow)")
             pos += length
             count += 1
+
+
+def _read_vr(tag: int, creators: dict[tuple[int, int], str]) -> bytes:
+    """The VR pydicom gives an implicit-VR (or explicit UN) element: its dictionary's."""
+    from pydicom.datadict import dictionary_VR, private_dictionary_VR
+
+    group, elem = tag >> 16, tag & 0xFFFF
+    try:
+        if not group % 2:
+            return dictionary_VR(tag)[:2].encode()
+        if 0x10 <= elem <= 0xFF:
+            return b"LO"  # a private creator
+        creator = creators.get((group, elem >> 8)) if elem & 0xFF00 else None
+        return private_dictionary_VR(tag, creator)[:2].encode() if creator else b"UN"
+    except KeyError:
+        return b"UL" if elem == 0 and not group % 2 else b"UN"
 
 
 def _check_pixels(facts: DatasetFacts) -> None:

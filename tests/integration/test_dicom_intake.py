@@ -188,6 +188,25 @@ def test_encapsulated_pixel_data_needs_a_fragment_per_frame(tmp_path: Path) -> N
         assert info.value.pixels  # answered 0xA900
 
 
+def test_values_pydicom_cannot_convert_are_refused() -> None:
+    """Found by the fuzz tests: pydicom raises on these when the element is read."""
+    from clara_rt.dicom.intake import DatasetProblem, check_dataset
+
+    implicit, explicit = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
+    ul_of_6 = b"\x08\x00\x00\x00\x06\x00\x00\x00TARGET"  # (0008,0000) UL, implicit VR
+    with pytest.raises(DatasetProblem, match=r"6 bytes are no whole number of UL values$"):
+        check_dataset(ul_of_6, implicit)
+    with pytest.raises(DatasetProblem, match=r"5 bytes are no whole number of US values$"):
+        check_dataset(b"\x28\x00\x10\x00US\x05\x00abcde", explicit)  # Rows
+    nul_charset = b"\x08\x00\x05\x00CS\x0a\x00\0SO_IR 100"
+    with pytest.raises(DatasetProblem, match=r"SpecificCharacterSet b'\\x00SO_IR 100' is not"):
+        check_dataset(nul_charset, explicit)
+    check_dataset(b"\x08\x00\x05\x00CS\x0a\x00ISO_IR 100", explicit)
+    sequence = b"\x08\x00\x40\x11\x08\x00\x00\x00garbage!"  # implicit (0008,1140) SQ
+    with pytest.raises(DatasetProblem, match=r"expected an item"):
+        check_dataset(sequence, implicit)
+
+
 def test_deep_nesting_is_refused_without_recursion_errors() -> None:
     from clara_rt.dicom.intake import MAX_DEPTH, DatasetProblem, check_dataset
 

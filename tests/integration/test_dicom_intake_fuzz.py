@@ -53,15 +53,27 @@ def _meta_end(data: bytes) -> int:
     return 144 + int.from_bytes(data[140:144], "little")
 
 
+class Case:
+    """A mutated data set; its repr names the seed and the mutations, not 100 kB of bytes."""
+
+    def __init__(self, name: str, data: bytes, syntax: str, steps: tuple[str, ...]) -> None:
+        self.name, self.data, self.syntax, self.steps = name, data, syntax, steps
+
+    def __repr__(self) -> str:
+        return f"Case({self.name}, {len(self.data)} bytes, {'; '.join(self.steps)})"
+
+
 @st.composite
-def mutated(draw: st.DrawFn) -> tuple[str, bytes, str]:
+def mutated(draw: st.DrawFn) -> Case:
     name, data, syntax = draw(st.sampled_from(_seeds()))
     if syntax == _DEFLATED:  # mutate the inflated bytes, deflate again (else only zlib is hit)
         data = zlib.decompress(data, -zlib.MAX_WBITS)
+    steps = []
     for _ in range(draw(st.integers(1, 3))):
         at = draw(st.integers(0, max(len(data) - 1, 0)))
         kind = draw(st.sampled_from(["cut", "overwrite", "insert", "append", "length"]))
         blob = draw(st.binary(min_size=1, max_size=16))
+        steps.append(f"{kind} at {at}: {blob.hex()}")
         if kind == "cut":
             data = data[:at]
         elif kind == "overwrite":
@@ -74,10 +86,11 @@ def mutated(draw: st.DrawFn) -> tuple[str, bytes, str]:
             size = draw(st.sampled_from([2, 4]))
             value = draw(st.integers(0, 2 ** (8 * size) - 1))
             data = data[:at] + value.to_bytes(size, "little") + data[at + size:]
+            steps[-1] = f"length at {at}: {value:#x}"
     if syntax == _DEFLATED:
         packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
         data = packer.compress(data) + packer.flush()
-    return name, data, syntax
+    return Case(name, data, syntax, tuple(steps))
 
 
 def _assert_readable(data: bytes, syntax: str) -> None:
@@ -106,8 +119,8 @@ def _assert_readable(data: bytes, syntax: str) -> None:
 @settings(max_examples=1500, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
-def test_check_dataset_accepts_only_readable_data_sets(case: tuple[str, bytes, str]) -> None:
-    _, data, syntax = case
+def test_check_dataset_accepts_only_readable_data_sets(case: Case) -> None:
+    data, syntax = case.data, case.syntax
     try:
         check_dataset(data, syntax)
     except DatasetProblem:

@@ -17,6 +17,7 @@ element and no copy of the pixel data. Nesting deeper than :data:`MAX_DEPTH` is 
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 import zlib
@@ -234,6 +235,13 @@ class _Walker:
 
 def _read_vr(tag: int, creators: dict[tuple[int, int], str]) -> bytes:
     """The VR pydicom gives an implicit-VR (or explicit UN) element: its dictionary's."""
+    group, elem = tag >> 16, tag & 0xFFFF
+    creator = creators.get((group, elem >> 8)) if group % 2 and elem & 0xFF00 else None
+    return _lookup_vr(tag, creator)
+
+
+@functools.lru_cache(maxsize=4096)
+def _lookup_vr(tag: int, creator: str | None) -> bytes:
     from pydicom.datadict import dictionary_VR, private_dictionary_VR
 
     group, elem = tag >> 16, tag & 0xFFFF
@@ -242,7 +250,6 @@ def _read_vr(tag: int, creators: dict[tuple[int, int], str]) -> bytes:
             return dictionary_VR(tag)[:2].encode()
         if 0x10 <= elem <= 0xFF:
             return b"LO"  # a private creator
-        creator = creators.get((group, elem >> 8)) if elem & 0xFF00 else None
         return private_dictionary_VR(tag, creator)[:2].encode() if creator else b"UN"
     except KeyError:
         return b"UL" if elem == 0 and not group % 2 else b"UN"

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["EventHub"]
@@ -22,13 +23,20 @@ log = logging.getLogger("clara_rt.server")
 _QUEUE_LIMIT = 1000
 
 
+@dataclass(frozen=True, eq=False)
+class _Subscriber:
+    """One SSE stream: its event loop and the queue it reads (hashed by identity)."""
+
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[dict[str, Any]]
+
+
 class EventHub:
     """Publish/subscribe of job records."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any]]]]
-        self._subscribers = set()
+        self._subscribers: set[_Subscriber] = set()
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
 
     def listen(self, fn: Callable[[dict[str, Any]], None]) -> None:
@@ -47,18 +55,19 @@ class EventHub:
                 fn(event)
             except Exception:
                 log.exception("event listener %r failed", fn)
-        for loop, queue in subscribers:
+        for sub in subscribers:
             with contextlib.suppress(RuntimeError):  # the loop has closed
-                loop.call_soon_threadsafe(_put, queue, event)
+                sub.loop.call_soon_threadsafe(_put, sub.queue, event)
 
     @contextlib.asynccontextmanager
     async def subscribe(self) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
         """An asyncio queue receiving every event published while the context is open."""
-        entry = (asyncio.get_running_loop(), asyncio.Queue[dict[str, Any]](_QUEUE_LIMIT))
+        entry = _Subscriber(asyncio.get_running_loop(),
+                            asyncio.Queue[dict[str, Any]](_QUEUE_LIMIT))
         with self._lock:
             self._subscribers.add(entry)
         try:
-            yield entry[1]
+            yield entry.queue
         finally:
             with self._lock:
                 self._subscribers.discard(entry)

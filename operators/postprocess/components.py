@@ -198,8 +198,7 @@ def largest_ids(sizes: Any, count: int) -> Any:
 
 def _keep_largest_runs(mask: np.ndarray, count: int, min_size: int) -> np.ndarray:
     """:func:`keep_largest` through :mod:`.runs` (same components, same ties): host, 3-D, faces."""
-    unsigned = mask.dtype == bool or mask.dtype.kind == "u"
-    found = runs.components(mask if unsigned else mask != 0)  # runs keep v > 0
+    found = runs.components(mask)
     out = np.zeros(mask.shape, dtype=bool)
     if found.count == 0:
         return out

@@ -8,7 +8,8 @@ parallel); runs are joined with a union-find where they overlap a run of the row
 joined in parallel, then the chunk seams in one pass. A component is numbered by its first run
 in raster order, which is the order ``scipy.ndimage.label`` numbers them in, so "largest, ties
 to the lowest label" picks the same component. Sizes, centres and edge contact come from the
-runs; a kept set of components is painted back into a mask slab by slab.
+runs; a kept set of components is painted back into a mask row by row, rows in parallel.
+Thread-safety: calls are serialised by a lock (numba's workqueue layer is not reentrant).
 
 The kernels are compiled on first use (``cache=True``: once per machine) and need numba; the
 caller falls back to SciPy without it (see :func:`available`).
@@ -126,6 +127,8 @@ def components(mask: np.ndarray, *, above: float | None = None,
     k = _kernels()
     if k is None:
         raise RuntimeError("numba is not installed: clara_rt.operators.postprocess.runs needs it")
+    if above is None and mask.dtype.kind not in "bu":
+        mask = mask != 0  # the kernels keep v > 0: the same as v != 0 only without negatives
     mask = np.ascontiguousarray(mask)
     src = mask.view(np.uint8) if mask.dtype == bool else mask
     thr: Any = src.dtype.type(0)

@@ -202,6 +202,8 @@ def test_runs_threshold_a_volume_like_numpy() -> None:
         assert runs.components(volume, above=bound).count == ndimage.label(volume > bound)[1]
     as_float = volume.astype(np.float32)
     assert runs.components(as_float, above=-500.5).count == ndimage.label(volume > -500.5)[1]
+    signed = np.where(volume > -500, volume, 0).astype(np.int16)  # negative and positive
+    assert runs.components(signed).count == ndimage.label(signed != 0)[1]
 
 
 def test_auto_backend_uses_runs_for_big_host_volumes(xp: ModuleType) -> None:

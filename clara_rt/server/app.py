@@ -28,6 +28,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from clara_rt import __version__
 from clara_rt.definition.logtail import open_snapshot
+from clara_rt.errors import NotFound
 from clara_rt.runner.logs import OperatorLogs
 from clara_rt.runner.protocol import Runner
 from clara_rt.server import metrics_routes, payload_routes
@@ -59,7 +60,7 @@ from clara_rt.server.payloads import (
     PayloadTooLarge,
     safe_relative,
 )
-from clara_rt.server.pipelines import NotFound, PipelineRegistry
+from clara_rt.server.pipelines import PipelineRegistry
 from clara_rt.server.retention import Retention
 from clara_rt.server.runners import LocalRunner
 from clara_rt.server.sse import sse_response

@@ -28,6 +28,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from clara_rt.errors import NotFound
 from clara_rt.server.config import ServerConfig
 from clara_rt.server.console import job_page, pages
 from clara_rt.server.console.markup import static_file
@@ -36,7 +37,6 @@ from clara_rt.server.console.segments import segment_names
 from clara_rt.server.console.viewer import viewer_info
 from clara_rt.server.console.volumes import JobVolumes, NoVolume, VolumeCache, load_job_volumes
 from clara_rt.server.metrics_routes import cluster_snapshot
-from clara_rt.server.pipelines import NotFound
 
 __all__ = ["add"]
 

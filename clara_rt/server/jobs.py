@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from clara_rt.definition.process_group import reap_stale_groups
-from clara_rt.errors import ClaraRTError
+from clara_rt.errors import ClaraRTError, Conflict, NotFound
 from clara_rt.fair_queue import FairQueue
 from clara_rt.job import PRIORITY_NAMES, JobState, Priority
 from clara_rt.runner.logs import append_command_logs
@@ -47,7 +47,7 @@ from clara_rt.server.admission import Admission, FreeMemory, default_gpu_jobs, p
 from clara_rt.server.config import ServerConfig
 from clara_rt.server.events import EventHub
 from clara_rt.server.payloads import iter_files
-from clara_rt.server.pipelines import Conflict, NotFound, PipelineRegistry
+from clara_rt.server.pipelines import PipelineRegistry
 from clara_rt.server.results import drop_links, result_files
 from clara_rt.server.runners import LocalRunner
 from clara_rt.server.store import Store, new_id

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.params import Depends
 from fastapi.responses import FileResponse, StreamingResponse
 
+from clara_rt.errors import Conflict, NotFound
 from clara_rt.server.http_errors import ERRORS
 from clara_rt.server.models import PayloadOut
 from clara_rt.server.multipart import receive_multipart
@@ -26,7 +27,6 @@ from clara_rt.server.payloads import (
     iter_files,
     storage_error,
 )
-from clara_rt.server.pipelines import Conflict, NotFound
 from clara_rt.server.results import result_file, tar_stream
 from clara_rt.server.store import new_id
 

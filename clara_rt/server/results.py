@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from clara_rt.errors import NotFound
 from clara_rt.server.payloads import PayloadError, safe_relative
-from clara_rt.server.pipelines import NotFound
 
 __all__ = ["drop_links", "result_file", "result_files", "tar_stream"]
 

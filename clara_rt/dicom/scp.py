@@ -22,7 +22,9 @@ Timeouts:
     ``acse-timeout`` bounds the wait for the A-ASSOCIATE-RQ of a new connection and for a release,
     ``dimse-timeout`` the wait for a DIMSE message, ``network-timeout`` an idle association; a
     connection closed before it asked for an association frees its slot at once (pynetdicom
-    alone would hold it until ``acse-timeout``). At most ``max-associations`` run at a time.
+    alone would hold it until ``acse-timeout``). At most ``max-associations`` run at a time. A PDU
+    longer than the listener takes is refused unread, and one PDU must arrive within
+    ``acse-timeout`` (before the request) or ``network-timeout`` (see ``pdu_reads.py``).
 
 Threads:
     pynetdicom runs one thread per association; the handlers only touch the tracker (locked) and
@@ -45,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from clara_rt.dicom.config import AdapterConfig
 from clara_rt.dicom.intake import DatasetFacts, DatasetProblem, check_dataset
+from clara_rt.dicom.pdu_reads import bound_reads
 from clara_rt.dicom.tracker import OnComplete, SeriesTracker, StorageLayout
 
 if TYPE_CHECKING:
@@ -175,6 +178,9 @@ class StorageScp:
     # --- association handlers (pynetdicom threads) ----------------------------------------
 
     def _on_open(self, event: Event) -> None:
+        listener = self.config.dicom
+        bound_reads(event.assoc, max_pdu=listener.max_pdu, acse_timeout=listener.acse_timeout,
+                    network_timeout=listener.network_timeout)  # no slot held by a slow PDU
         if self._tcp_nodelay:
             sock = event.assoc.dul.socket
             if sock is not None and sock.socket is not None:

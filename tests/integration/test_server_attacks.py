@@ -8,9 +8,14 @@ served as a result.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import socket
+import struct
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -190,3 +195,75 @@ def test_issue_16_19_job_values_a_command_cannot_take_are_refused_at_creation(
         conn.close()
     assert status == 422 and says in detail, (status, detail)
     assert run(client, "echoer", payload, {"A": "fine"})["status"] == "healthy"
+
+
+# --- 18: associations that hold a slot by sending a PDU slowly, or never finishing it --------
+
+
+def _echo(address: tuple[str, int]) -> bool:
+    from pynetdicom import AE
+
+    ae = AE(ae_title="PROBE")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    ae.acse_timeout = ae.network_timeout = 3
+    assoc = ae.associate(*address, ae_title="LUNGSEG")
+    if not assoc.is_established:
+        return False
+    status = assoc.send_c_echo()
+    assoc.release()
+    return bool(status) and status.Status == 0
+
+
+def _trickle(sock: socket.socket, stop: threading.Event) -> None:
+    """An A-ASSOCIATE-RQ that announces 1000 bytes and sends one every 0.2 s (slowloris)."""
+    for byte in struct.pack(">BBI", 1, 0, 1000) + bytes(1000):
+        if stop.wait(0.2):
+            return
+        try:
+            sock.sendall(bytes([byte]))
+        except OSError:
+            return
+
+
+def test_issue_16_18_half_sent_and_trickled_pdus_free_their_slot(tmp_path: Path) -> None:
+    pytest.importorskip("pynetdicom")
+    from clara_rt.dicom.config import parse_config
+    from clara_rt.dicom.scp import StorageScp
+    from tests.dicom_peers import free_port
+
+    config = parse_config(
+        f"dicom: {{ae-title: CLARA, port: {free_port()}, storage: {tmp_path / 'store'}, "
+        "acse-timeout: 1, network-timeout: 2, max-associations: 4}\n"
+        "ae-titles: [{name: LUNGSEG, pipelines: [p]}]\n")
+    scp = StorageScp(config, lambda *args: None, tracker_interval=0.05)
+    scp.start()
+    stop = threading.Event()
+    half = [socket.create_connection(scp.address) for _ in range(3)]
+    slow = [socket.create_connection(scp.address) for _ in range(3)]
+    huge = socket.create_connection(scp.address)
+    try:
+        for sock in half:  # a header announcing 1000 bytes, 10 of them, then silence
+            sock.sendall(struct.pack(">BBI", 1, 0, 1000) + bytes(10))
+        threads = [threading.Thread(target=_trickle, args=(s, stop), daemon=True) for s in slow]
+        for thread in threads:
+            thread.start()
+        huge.sendall(struct.pack(">BBI", 1, 0, 0xFFFFFFF0))  # 4 GiB announced, never buffered
+        huge.settimeout(5)
+        sent = 0
+        with contextlib.suppress(OSError):  # reset, broken pipe or a full window: refused
+            while sent < 64 << 20:
+                sent += huge.send(bytes(1 << 16))
+        assert sent < 64 << 20, "the listener buffers a PDU of any announced length"
+        time.sleep(2.5)  # past acse-timeout: every slot held above must be free again
+        start = time.monotonic()
+        assert _echo(scp.address), "a half-sent or trickled PDU still holds the listener"
+        assert time.monotonic() - start < 3
+        for sock in [*half, *slow]:
+            sock.settimeout(3)
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(16) == b""  # closed by the listener
+    finally:
+        stop.set()
+        for sock in [*half, *slow, huge]:
+            sock.close()
+        scp.stop()

@@ -19,6 +19,7 @@ __all__ = ["LungSegmentation", "LungThresholdOp", "ball", "segment_lungs"]
 
 _SHAPE = ("Z", "Y", "X")
 LEFT, RIGHT = 1, 2
+_SLAB_BYTES_PER_VOXEL = 4.5  # budget for the slab temporaries of the air step, per voxel
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class LungThresholdOp(Operator):
         threads: Host threads for the slab-parallel steps (``None``: every core this process
             may use; 1: the calling thread only). Ignored on CuPy. The masks do not depend on it.
     """
+
+    preload = ("scipy.ndimage",)  # imported by the labelling on first use; see Operator.preload
 
     def __init__(self, name: str | None = None, /, *, body_hu: float = -500.0,
                  air_hu: float = -400.0, closing_radius: int = 2, opening_radius: int = 1,
@@ -165,7 +168,10 @@ def _air(slabs: SlabRunner, volume: Any, body: Any, air_hu: float, closing_radiu
                              closing_radius, opening_radius)
         air[z0:z1] = done[z0 - lo:z1 - lo]
 
-    slabs.map(slab, air)
+    # each running slab holds ~4 bool copies of its window: bound them to ~2.25x an int16
+    # volume, whatever the core count (at least 2 slabs at once)
+    per_slab = 4 * min(volume.shape[0], slabs.slab + 2 * halo) * int(volume[0].size)
+    slabs.map(slab, air, workers=max(2, int(_SLAB_BYTES_PER_VOXEL * volume.size) // per_slab))
     return air
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -71,19 +71,38 @@ class SlabRunner:
             return [(0, nz)]
         return [(z0, min(z0 + self.slab, nz)) for z0 in range(0, nz, self.slab)]
 
-    def map(self, func: Callable[[int, int], Any], like: Any) -> list[Any]:
+    def map(self, func: Callable[[int, int], Any], like: Any,
+            workers: int | None = None) -> list[Any]:
         """Call ``func(z0, z1)`` for every slab of ``like`` and return the results in z order.
 
-        The first exception raised by a slab is raised here, after every slab has finished.
+        Args:
+            func: Called once per slab, on a pool thread (inline without a pool).
+            like: The array whose z axis is cut.
+            workers: At most this many slabs at once (a memory bound: each running slab holds
+                its temporaries); default :attr:`threads`.
+
+        The first exception (in lane order) is raised here, once every lane has stopped; a lane
+        stops at its first failing slab.
         """
         slabs = self.ranges(like)
-        if self._pool is None or len(slabs) == 1:
+        lanes = min(self.threads, max(1, workers or self.threads), len(slabs))
+        if self._pool is None or lanes == 1:
             return [func(z0, z1) for z0, z1 in slabs]
-        futures = [self._pool.submit(func, z0, z1) for z0, z1 in slabs]
-        return [f.result() for f in futures]
+        # lane i runs slabs i, i + lanes, ... one after the other
+        futures = [self._pool.submit(_lane, func, slabs[i::lanes]) for i in range(lanes)]
+        wait(futures)
+        done = [f.result() for f in futures]
+        out: list[Any] = [None] * len(slabs)
+        for i, results in enumerate(done):
+            out[i::lanes] = results
+        return out
 
 
 def window(z0: int, z1: int, nz: int, halo: int) -> tuple[slice, slice]:
     """Return the input window of slab ``[z0, z1)`` with ``halo`` and the slab inside it."""
     lo, hi = max(z0 - halo, 0), min(z1 + halo, nz)
     return slice(lo, hi), slice(z0 - lo, z1 - lo)
+
+
+def _lane(func: Callable[[int, int], Any], slabs: list[tuple[int, int]]) -> list[Any]:
+    return [func(z0, z1) for z0, z1 in slabs]

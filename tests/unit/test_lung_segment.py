@@ -6,6 +6,8 @@ operator had before (whole-volume ``scipy.ndimage`` calls on one core).
 
 from __future__ import annotations
 
+import threading
+import time
 from types import ModuleType
 
 import numpy as np
@@ -126,6 +128,27 @@ def test_no_lungs_in_a_solid_body(xp: ModuleType) -> None:
         assert int(host(seg.body).sum()) == 8 * 12 * 12
     with pytest.raises(ValueError, match=r"^backend must be 'auto', 'scipy' or 'runs', got 'x'$"):
         segment_lungs(volume, backend="x")  # type: ignore[arg-type]
+
+
+def test_slab_lanes_keep_z_order_and_bound_concurrency() -> None:
+    running, peak = [0], [0]
+    lock = threading.Lock()
+
+    def work(z0: int, z1: int) -> tuple[int, int]:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        return z0, z1
+
+    like = np.zeros((23, 1, 1))
+    with SlabRunner(4, slab=3) as slabs:
+        assert slabs.map(work, like) == [(z, min(z + 3, 23)) for z in range(0, 23, 3)]
+        peak[0] = 0
+        assert slabs.map(work, like, workers=2) == slabs.ranges(like)
+        assert peak[0] <= 2
 
 
 def test_the_operator_takes_threads_and_refuses_zero() -> None:

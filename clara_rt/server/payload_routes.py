@@ -9,10 +9,10 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.params import Depends
 from fastapi.responses import FileResponse, StreamingResponse
 
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 __all__ = ["add", "archive_response", "content_type", "file_response"]
 
+# A payload's name is a label of one line (no NUL, newline or other control character).
+_Name = Annotated[str | None, Query(max_length=255, pattern=r"^[^\x00-\x1f\x7f]*$",
+                                    description="a label (default: the payload id)")]
 _TAR_TYPES = {"application/x-tar", "application/tar", "application/gzip", "application/x-gzip",
               "application/x-compressed-tar", "application/octet-stream"}
 
@@ -44,7 +47,7 @@ def add(app: FastAPI, srv: Callable[[], Server], write: list[Depends]) -> None:
 
     @app.post("/v1/payloads", status_code=201, response_model=PayloadOut, tags=["payloads"],
               dependencies=write, responses=ERRORS, openapi_extra=_upload_body())
-    async def create_payload(request: Request, name: str | None = None) -> dict[str, Any]:
+    async def create_payload(request: Request, name: _Name = None) -> dict[str, Any]:
         """Upload a payload: a tar stream (plain or gzip) or multipart ``files``."""
         s = srv()
         limit = s.config.max_payload_bytes

@@ -267,3 +267,30 @@ def test_issue_16_18_half_sent_and_trickled_pdus_free_their_slot(tmp_path: Path)
         for sock in [*half, *slow, huge]:
             sock.close()
         scp.stop()
+
+
+# --- 4: a payload's name is a label of one line ----------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["two%0Alines", "nul%00", "x" * 300],
+                         ids=["newline", "nul", "long"])
+def test_issue_16_4_payload_names_are_one_short_line(server: ServerProcess, name: str,
+                                                     tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        member = tarfile.TarInfo("f.txt")
+        member.size = 2
+        tar.addfile(member, io.BytesIO(b"hi"))
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("POST", f"/v1/payloads?name={name}", raw.getvalue(),
+                     {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/x-tar"})
+        answer = conn.getresponse()
+        status, detail = answer.status, answer.read().decode()
+    finally:
+        conn.close()
+    assert status == 422 and "name" in detail, (status, detail)
+    assert not list((server.data / "tmp").glob("payload-*"))  # nothing left half-received

@@ -92,7 +92,7 @@ class JobCreate(BaseModel):
     device: Literal["cpu", "cuda", "auto"] | None = Field(
         None, description="where the job's arrays live (auto: the GPU when there is one); "
                           "default the pipeline's clara-rt: {device: ...}, else cpu")
-    timeout: float | None = Field(None, gt=0, le=MAX_TIMEOUT, allow_inf_nan=False,
+    timeout: float | None = Field(None, gt=0, le=MAX_TIMEOUT, allow_inf_nan=False, strict=True,
                                   description="seconds (at most 7 days); default: the "
                                               "server's")
     start: bool = Field(False, description="queue the job at once (else POST .../start)")

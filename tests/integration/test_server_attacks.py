@@ -177,7 +177,10 @@ def test_issue_16_1_hard_links_never_serve_a_file_outside_the_output(
     ({"variables": {"A B": "1"}}, "'A B'"),
     ({"name": "job\x00name"}, "control"),
     ({"name": "two\nlines"}, "control"),
-], ids=["nul-value", "huge-value", "path-name", "space-name", "nul-job-name", "newline-name"])
+    ({"timeout": True}, "timeout"),
+    ({"timeout": "60"}, "timeout"),
+], ids=["nul-value", "huge-value", "path-name", "space-name", "nul-job-name", "newline-name",
+        "timeout-true", "timeout-text"])
 def test_issue_16_19_job_values_a_command_cannot_take_are_refused_at_creation(
         server: ServerProcess, client: Client, payload: dict[str, str],
         body: dict[str, object], says: str) -> None:

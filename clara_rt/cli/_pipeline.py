@@ -233,9 +233,9 @@ def _local_inference(args: argparse.Namespace) -> None:
     if args.models is None or not args.models.is_dir():
         raise ValueError("--inference local needs --models DIR, a folder of ONNX models named "
                          "after the Triton models (NAME.onnx or NAME/<version>/model.onnx)")
-    import importlib
+    from clara_rt.operators.inference import set_local_models
 
-    importlib.import_module("clara_rt.operators.inference").set_local_models(args.models)
+    set_local_models(args.models)
 
 
 def _check_folders(args: argparse.Namespace) -> None:

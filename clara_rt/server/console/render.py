@@ -16,7 +16,6 @@ Pure functions of arrays in and bytes out: no server, no files (see :mod:`.volum
 
 from __future__ import annotations
 
-import importlib
 import io
 from typing import Any
 
@@ -213,5 +212,6 @@ def _square_pixels(grey: np.ndarray, labels: np.ndarray | None, spacing: tuple[f
 
 
 def _render_module() -> Any:
-    # clara_rt.operators is the top-level operators/ folder mapped in at install time.
-    return importlib.import_module("clara_rt.operators.output.render")
+    from clara_rt.operators.output import render  # on first use: the console starts without it
+
+    return render

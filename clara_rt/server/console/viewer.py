@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 from typing import Any
 
@@ -37,7 +36,7 @@ def viewer_info(found: JobVolumes, pipeline: str) -> dict[str, Any]:
         (plane -> ``{top, bottom, left, right}`` or ``None``) and ``patient``
         (``[(label, text, identifying)]``).
     """
-    label_color = importlib.import_module("clara_rt.operators.output.render").label_color
+    from clara_rt.operators.output.render import label_color
     labels = []
     for rel in found.labels:
         values = found.label_values(rel)[:32]

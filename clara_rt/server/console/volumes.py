@@ -18,7 +18,6 @@ a job that is not loaded yet wait for one load.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 from collections import OrderedDict
@@ -296,5 +295,6 @@ def _is_nifti(name: str) -> bool:
 
 
 def _io() -> Any:
-    # clara_rt.operators is the top-level operators/ folder mapped in at install time.
-    return importlib.import_module("clara_rt.operators.io")
+    from clara_rt.operators import io  # on first use: the console starts without it
+
+    return io

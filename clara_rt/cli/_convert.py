@@ -1,10 +1,14 @@
 """``clara-rt convert DICOM_DIR OUT.nii[.gz]``: one DICOM series -> NIfTI, like dcm2niix.
 
-Loads the series with :func:`clara_rt.operators.io.load_series` (the rules ``--modality``,
-``--description``, ``--series-uid`` and ``--select`` pick one when the folder holds several) and
-writes it with :func:`clara_rt.operators.io.write_nifti` (temporary name, then rename: never a
-partial file). Prints one summary line on stdout (or a JSON record with ``--json``); the loader's
-warnings (skipped files, missing slices, irregular spacing) go to stderr.
+Runs :func:`clara_rt.operators.io.convert_series`: the series :func:`load_series` would load
+(the rules ``--modality``, ``--description``, ``--series-uid`` and ``--select`` pick one when the
+folder holds several), written as :func:`write_nifti` writes it (temporary name, then rename:
+never a partial file), but streamed slice by slice into the file as it is read. The process
+imports only what that needs (no runtime, server, pydicom or nibabel for native syntaxes), with
+the garbage collector paused and NumPy's BLAS on one thread (a new process would otherwise start
+BLAS threads that only spin). Prints one summary line on stdout (or a JSON record with
+``--json``); the loader's warnings (skipped files, missing slices, irregular spacing) go to
+stderr.
 
 Exit status: 0 written; 1 the series could not be read or written; 2 bad arguments: no such
 folder, no DICOM series in it (or none matching the rules), a bad output name, or an existing
@@ -14,10 +18,14 @@ output without ``--overwrite``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import importlib
 import json
 import logging
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,36 +58,40 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert ``args.dicom_dir`` to ``args.output``; return the exit status."""
-    # clara_rt.operators is mapped from the top-level operators/ folder at install time, where
-    # mypy (run on clara_rt/) cannot see it: import it dynamically.
-    io = importlib.import_module("clara_rt.operators.io")
     out: Path = args.output
     problem = _usage_problem(args.dicom_dir, out, args.overwrite)
     if problem:
         return _fail(problem, EXIT_USAGE)
+    with _lean():
+        return _convert(args, out)
+
+
+def _convert(args: argparse.Namespace, out: Path) -> int:
+    # clara_rt.operators is mapped from the top-level operators/ folder at install time, where
+    # mypy (run on clara_rt/) cannot see it: import it dynamically.
+    io = importlib.import_module("clara_rt.operators.io")
     # The warnings are printed below with the summary; keep the logger's copy off stderr.
     logging.getLogger("clara_rt.dicom").addHandler(logging.NullHandler())
     try:
-        volume, meta = io.load_series(args.dicom_dir, modality=args.modality,
-                                      description=args.description,
-                                      series_uid=args.series_uid, select=args.select)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        done = io.convert_series(args.dicom_dir, out, modality=args.modality,
+                                 description=args.description, series_uid=args.series_uid,
+                                 select=args.select)
     except (io.NoSeriesError, ValueError) as exc:  # nothing to convert, or a bad regex
         return _fail(str(exc), EXIT_USAGE)
     except io.DicomSeriesError as exc:  # a series that cannot be stacked or decoded
         return _fail(str(exc), EXIT_FAILED)
-    for warning in meta.warnings:
-        print(f"clara-rt: warning: {warning}", file=sys.stderr)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        io.write_nifti(volume, meta, out)
     except OSError as exc:
         return _fail(f"cannot write {out}: {exc}", EXIT_FAILED)
-    record = _record(volume, meta, out)
+    meta = done.meta
+    for warning in meta.warnings:
+        print(f"clara-rt: warning: {warning}", file=sys.stderr)
+    record = _record(done)
     if args.json:
         print(json.dumps(record), flush=True)
     else:
-        k, j, i = volume.shape
-        print(f"{out}: {i}x{j}x{k} {volume.dtype}, spacing {meta.spacing[2]:g} x "
+        k, j, i = done.shape
+        print(f"{out}: {i}x{j}x{k} {done.dtype}, spacing {meta.spacing[2]:g} x "
               f"{meta.spacing[1]:g} x {meta.spacing[0]:g} mm, series "
               f"{record['series_uid']} ({record['modality']} {record['description']!r}), "
               f"{len(meta.warnings)} warning(s)", flush=True)
@@ -87,6 +99,29 @@ def run(args: argparse.Namespace) -> int:
 
 
 # --- private ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _lean() -> Iterator[None]:
+    """Pause the garbage collector; import NumPy (if not yet) with OpenBLAS on one thread.
+
+    A conversion allocates few objects, so collections during its imports are wasted work; its
+    only linear algebra is on 3x3 matrices, and OpenBLAS threads started at import spin for a
+    while. The environment variable is set only around the import, so nothing else sees it.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        if "numpy" not in sys.modules and "OPENBLAS_NUM_THREADS" not in os.environ:
+            os.environ["OPENBLAS_NUM_THREADS"] = "1"
+            try:
+                importlib.import_module("numpy")
+            finally:
+                del os.environ["OPENBLAS_NUM_THREADS"]
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _usage_problem(folder: Path, out: Path, overwrite: bool) -> str | None:
@@ -99,12 +134,12 @@ def _usage_problem(folder: Path, out: Path, overwrite: bool) -> str | None:
     return None
 
 
-def _record(volume: Any, meta: Any, out: Path) -> dict[str, Any]:
-    source = meta.source
+def _record(done: Any) -> dict[str, Any]:
+    meta, source = done.meta, done.meta.source
     return {
-        "output": str(out),
-        "shape_kji": list(volume.shape),
-        "dtype": str(volume.dtype),
+        "output": str(done.path),
+        "shape_kji": list(done.shape),
+        "dtype": done.dtype,
         "spacing_kji": list(meta.spacing),
         "origin_lps": list(meta.origin),
         "affine_ras": [list(row) for row in meta.affine_ras.tolist()],

@@ -2,6 +2,7 @@
 
 * :class:`DicomSeriesLoaderOp` / :func:`load_series`: a folder of DICOM files -> volume + meta.
 * :class:`NiftiReaderOp` / :func:`read_nifti`, :class:`NiftiWriterOp` / :func:`write_nifti`.
+* :func:`convert_series`: a DICOM series straight to a NIfTI-1 file (``clara-rt convert``).
 * :class:`Image2DReaderOp` / :func:`read_image2d`: one 2-D DICOM or PNG image.
 
 Volumes follow :mod:`clara_rt.operators.volume`: arrays indexed ``[k, j, i]`` with a
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from clara_rt.operators.io._dicom_read import DicomSeriesError as DicomSeriesError
     from clara_rt.operators.io._dicom_read import NoSeriesError as NoSeriesError
+    from clara_rt.operators.io.convert import Converted as Converted
+    from clara_rt.operators.io.convert import convert_series as convert_series
     from clara_rt.operators.io.dicom_series import DicomSeriesLoaderOp as DicomSeriesLoaderOp
     from clara_rt.operators.io.dicom_series import load_series as load_series
     from clara_rt.operators.io.image2d import Image2DReaderOp as Image2DReaderOp
@@ -29,18 +32,21 @@ if TYPE_CHECKING:
 # load_series does not pay for the PNG reader or the NIfTI reader's imports
 _HOMES: dict[str, str] = {
     **dict.fromkeys(("DicomSeriesError", "NoSeriesError"), "_dicom_read"),
+    **dict.fromkeys(("Converted", "convert_series"), "convert"),
     **dict.fromkeys(("DicomSeriesLoaderOp", "load_series"), "dicom_series"),
     **dict.fromkeys(("Image2DReaderOp", "read_image2d"), "image2d"),
     **dict.fromkeys(("NiftiReaderOp", "NiftiWriterOp", "read_nifti", "write_nifti"), "nifti"),
 }
 
 __all__ = [
+    "Converted",
     "DicomSeriesError",
     "DicomSeriesLoaderOp",
     "Image2DReaderOp",
     "NiftiReaderOp",
     "NiftiWriterOp",
     "NoSeriesError",
+    "convert_series",
     "load_series",
     "read_image2d",
     "read_nifti",

@@ -15,11 +15,11 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
-__all__ = ["HEADER_FORMAT", "write_nifti1"]
+__all__ = ["HEADER_FORMAT", "nifti1_header", "write_nifti1"]
 
 HEADER_FORMAT = "<i10s18sihcb8h3fhhhh8f3fhbb4f2i80s24shh3f3f4f4f4f16s4s"
 """``struct`` layout of the NIfTI-1 header, field by field (348 bytes)."""
@@ -38,19 +38,30 @@ def write_nifti1(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
         ValueError: A dtype NIfTI-1 has no code for (bool is written as uint8 by the caller).
     """
     dtype = data.dtype.newbyteorder("=") if data.dtype.byteorder != "|" else data.dtype
-    code = _CODES.get(np.dtype(dtype))
-    if code is None:
-        raise ValueError(f"NIfTI-1 cannot store dtype {data.dtype}")
+    header = nifti1_header(data.shape, dtype, affine)
     little = np.ascontiguousarray(data, dtype=np.dtype(dtype).newbyteorder("<"))
-    header = _header(little.shape[::-1], code, little.dtype.itemsize * 8, affine)
     with open(path, "wb") as raw:
         if not path.name.endswith(".gz"):
-            raw.write(header + b"\0\0\0\0")  # no extensions; data at byte 352
+            raw.write(header)
             _write_data(raw, little)
             return
-        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as f:
-            f.write(header + b"\0\0\0\0")
+        with gzip.GzipFile("", "wb", 1, raw, mtime=0) as f:  # no name: same bytes anywhere
+            f.write(header)
             _write_data(f, little)  # type: ignore[arg-type]
+
+
+def nifti1_header(shape_kji: tuple[int, ...], dtype: np.dtype[Any] | str,
+                  affine: np.ndarray) -> bytes:
+    """The first 352 bytes of the file :func:`write_nifti1` writes (header, no extensions).
+
+    Raises:
+        ValueError: A dtype NIfTI-1 has no code for.
+    """
+    dtype = np.dtype(dtype)
+    code = _CODES.get(dtype.newbyteorder("=") if dtype.byteorder != "|" else dtype)
+    if code is None:
+        raise ValueError(f"NIfTI-1 cannot store dtype {dtype}")
+    return _header(tuple(shape_kji[::-1]), code, dtype.itemsize * 8, affine) + b"\0\0\0\0"
 
 
 def _write_data(f: BinaryIO, data: np.ndarray) -> None:

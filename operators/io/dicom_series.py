@@ -56,7 +56,7 @@ from clara_rt.operators.io._dicom_read import (
 from clara_rt.operators.volume import VolumeMeta
 
 __all__ = ["SELECT_RULES", "DicomSeriesError", "DicomSeriesLoaderOp", "NoSeriesError",
-           "load_series"]
+           "load_series", "reader_pool", "scan_series", "series_meta"]
 
 SELECT_RULES = ("largest", "first", "only")
 """``largest``: most slices (then most voxels); ``first``: lowest SeriesNumber (then UID);
@@ -146,19 +146,41 @@ def load_series(folder: str | os.PathLike[str], *, modality: str | None = None,
         DicomSeriesError: Not a folder, no image series, none matching the rules (the message
             lists the series found), a series that cannot be stacked or decoded.
     """
+    with reader_pool(workers) as pool:
+        stack, warnings = scan_series(folder, pool, modality=modality, description=description,
+                                      series_uid=series_uid, select=select)
+        volume = read_volume(stack, pool, pinned=pinned)
+    return volume, _meta(stack, warnings)
+
+
+def reader_pool(workers: int | None = None) -> ThreadPoolExecutor:
+    """The loader's thread pool: ``workers`` threads (default: the usable CPUs, at most 8)."""
+    return ThreadPoolExecutor(workers or _default_workers(), thread_name_prefix="clara-rt-dicom")
+
+
+def scan_series(folder: str | os.PathLike[str], pool: ThreadPoolExecutor, *,
+                modality: str | None = None, description: str | None = None,
+                series_uid: str | None = None,
+                select: str = "largest") -> tuple[_Stack, list[str]]:
+    """Steps 1-3 of :func:`load_series`: the chosen series' slices in order, and the warnings.
+
+    Raises:
+        DicomSeriesError: As :func:`load_series`.
+    """
     _check_rules(select, description)
     root = Path(folder)
     if not root.is_dir():
         raise NoSeriesError(f"{root}: not a folder")
     files = list_files(root)
     warnings: list[str] = []
-    threads = workers or _default_workers()
-    with ThreadPoolExecutor(threads, thread_name_prefix="clara-rt-dicom") as pool:
-        headers = _read_headers(files, pool, warnings)
-        chosen = _select(root, len(files), headers, modality, description, series_uid, select)
-        stack = _stack(chosen, warnings)
-        volume = read_volume(stack, pool, pinned=pinned)
-    return volume, _meta(stack, warnings)
+    headers = _read_headers(files, pool, warnings)
+    chosen = _select(root, len(files), headers, modality, description, series_uid, select)
+    return _stack(chosen, warnings), warnings
+
+
+def series_meta(stack: _Stack, warnings: list[str]) -> VolumeMeta:
+    """The :class:`VolumeMeta` :func:`load_series` returns for ``stack``."""
+    return _meta(stack, warnings)
 
 
 # --- private: headers and series selection -------------------------------------------------

@@ -198,11 +198,40 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
+# Files that still load another clara-rt layer with ``import_module("literal")`` (allowed by the
+# table, but an import in disguise): path -> why it is not a plain import yet.
+IMPORT_MODULE_EXCEPTIONS: dict[str, str] = {
+    "clara_rt/cli/_convert.py": "being rewritten by the convert work (issue 16/17) as this lands",
+    "clara_rt/bench/_gpu.py": "bench scenarios; convert with the bench owner",
+    "clara_rt/bench/_dicom.py": "bench scenarios; convert with the bench owner",
+    "clara_rt/bench/_branches.py": "bench scenarios; convert with the bench owner",
+    "clara_rt/bench/_lungseg.py": "bench scenarios; convert with the bench owner",
+    "clara_rt/bench/_inference.py": "bench scenarios; convert with the bench owner",
+    "clara_rt/bench/_kernels.py": "bench scenarios; convert with the bench owner",
+    "operators/inference/infer.py": "sliding window backend; the file is being edited in parallel",
+}
+
+
+def test_no_import_module_stands_for_a_plain_import() -> None:
+    """``import_module("clara_rt.x")`` across layers is written as an import (DESIGN: it counts
+    as one anyway); only dynamic names (operator classes from YAML) need ``import_module``."""
+    found = sorted({f"{imp.source.relative_to(ROOT)}:{imp.line}: import_module of {imp.target}"
+                    for imp in all_imports()
+                    if imp.how == "import_module" and layer_of(imp.target) is not None
+                    and layer_of(imp.target) != layer_of(imp.importer)
+                    and str(imp.source.relative_to(ROOT)) not in IMPORT_MODULE_EXCEPTIONS})
+    assert not found, "write these as (lazy) imports:\n" + "\n".join(found)
+
+
 def test_exceptions_are_still_needed() -> None:
     """An exception that no longer matches any import is stale: remove it from the table."""
     seen = {(imp.importer, imp.target) for imp in all_imports()}
     stale = sorted(set(EXCEPTIONS) - seen)
     assert not stale, f"stale entries in EXCEPTIONS: {stale}"
+    still = {str(imp.source.relative_to(ROOT)) for imp in all_imports()
+             if imp.how == "import_module" and layer_of(imp.target) is not None}
+    stale_files = sorted(set(IMPORT_MODULE_EXCEPTIONS) - still)
+    assert not stale_files, f"stale entries in IMPORT_MODULE_EXCEPTIONS: {stale_files}"
 
 
 @pytest.mark.parametrize(("code", "expected"), [

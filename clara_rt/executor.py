@@ -70,6 +70,7 @@ from clara_rt.operator import Inputs, Outputs
 from clara_rt.pipeline import Pipeline
 from clara_rt.plan import Plan, PlanNode
 from clara_rt.ports import bind_symbols
+from clara_rt.preload import preload
 
 __all__ = ["Runtime", "RuntimeStats", "run"]
 
@@ -295,7 +296,9 @@ class Runtime:
         with self._lock:
             if self._closed:
                 raise RuntimeClosedError("this Runtime is closed; create a new one to run jobs")
-            return self._graphs.register(plan)
+            graph = self._graphs.register(plan)
+        preload(plan)  # what its operators import lazily, on a background thread
+        return graph
 
     # --- workers --------------------------------------------------------------------------
 

@@ -115,6 +115,11 @@ class Operator:
     """``False``: never run two ``compute`` calls of this instance at once."""
     max_concurrency: ClassVar[int | None] = None
     """At most this many concurrent ``compute`` calls of this instance (``None``: no limit)."""
+    preload: ClassVar[tuple[str, ...]] = ()
+    """Modules ``compute`` imports lazily (``"scipy.ndimage"``), or ``"module:function"`` to
+    call once (a cache to fill). The runtime imports them on a background thread when it first
+    registers a pipeline holding this operator, so a cold process loads them while earlier
+    operators run; importing stays lazy for processes that never run the operator."""
 
     def __init__(self, name: str | None = None, /, **params: Any) -> None:
         if name is None:

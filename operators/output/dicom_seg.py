@@ -76,6 +76,8 @@ class DicomSegWriterOp(Operator):
         **params: Further operator parameters (``thread_safe``, ``max_concurrency``).
     """
 
+    preload = ("pydicom", "highdicom")  # imported at the first job; see Operator.preload
+
     def __init__(self, name: str | None = None, /, *, labels: Mapping[int, str] | None = None,
                  label_codes: Mapping[int, tuple[Any, Any]] | None = None,
                  series_description: str = "clara-rt segmentation", series_number: int = 900,

@@ -82,13 +82,21 @@ def startup_yaml(stages: int = 10, stamp: Path | str = "") -> str:
 
 
 def startup(stages: int = 10, *, repeat: int = 5, warm_repeat: int = 20,
+            lung_shape: tuple[int, int, int] | None = (64, 128, 128),
             progress: Progress | None = None) -> BenchRecord:
     """Measure cold (new process) and warm (in-process) start to the first operator.
+
+    Also, as processes in the same rounds: ``clara-rt run examples/ct-lung-seg/pipeline.yaml``
+    on a ``lung_shape`` chest phantom, start to exit (issue 19.1: target 1.0 s), next to a
+    Python that only imports the imaging libraries that pipeline uses (numpy, scipy.ndimage,
+    pydicom, highdicom, PIL: the floor of any tool doing the same), and a trivial 2-operator
+    Python app on a :class:`Runtime` next to ``python + import numpy``.
 
     Args:
         stages: Operators in the YAML chain.
         repeat: Timed processes per cold system (after one warm-up each).
         warm_repeat: Timed in-process starts per warm system.
+        lung_shape: Phantom shape (z, y, x) for the ct-lung-seg run; ``None`` skips it.
         progress: Called with one-line progress messages.
     """
     say = progress or _quiet
@@ -100,14 +108,15 @@ def startup(stages: int = 10, *, repeat: int = 5, warm_repeat: int = 20,
         (work / "input").mkdir()
         (work / "input" / "hello.txt").write_text("hello\n")
         say(f"startup: cold, {repeat} processes per system")
-        cold = _cold(work, yaml_path, stamp, repeat)
+        cold = _cold(work, yaml_path, stamp, repeat, _app_commands(work, lung_shape))
         say(f"startup: warm, {warm_repeat} starts per system")
         warm = _warm(yaml_path, work / "input", stages, warm_repeat)
     figures = {**cold, **warm}
     clara_cold = figures["cold: clara-rt run"]["first_op_ms"]
     floor = figures["cold: python + import numpy"]["first_op_ms"]
     clara_warm = figures["warm: Runtime + YAML build + submit"]["first_op_ms"]
-    ratios = {
+    ratios = _app_ratios(figures)
+    ratios.update({
         "python+numpy / clara-rt run, to first op": _ratio(floor, clara_cold),
         "python -c pass / clara-rt run, to exit":
             _ratio(figures["cold: python -c pass"]["exit_ms"],
@@ -117,7 +126,7 @@ def startup(stages: int = 10, *, repeat: int = 5, warm_repeat: int = 20,
         "queue threads / clara-rt (Python API), warm to first op":
             _ratio(figures["warm: queue threads start + put"]["first_op_ms"],
                    figures["warm: Runtime + Python API + submit"]["first_op_ms"]),
-    }
+    })
     return BenchRecord(
         scenario="startup",
         title=f"process start -> first operator of a {stages}-operator YAML pipeline "
@@ -129,7 +138,8 @@ def startup(stages: int = 10, *, repeat: int = 5, warm_repeat: int = 20,
         targets=(Target("clara-rt run cold, to first op", clara_cold, 1000.0, "ms"),
                  Target("clara-rt run cold overhead over python+numpy", clara_cold - floor,
                         500.0, "ms"),
-                 Target("warm Runtime + YAML build + first op", clara_warm, 50.0, "ms")),
+                 Target("warm Runtime + YAML build + first op", clara_warm, 50.0, "ms"),
+                 *_app_targets(figures)),
         notes="cold = a new interpreter (page cache warm); 'first_op_ms' is the first "
               "operator's time_ns() stamp minus the parent's time_ns() before Popen; the numpy "
               "baseline writes the same stamp right after `import numpy`. clara-rt run also "
@@ -141,9 +151,10 @@ def startup(stages: int = 10, *, repeat: int = 5, warm_repeat: int = 20,
 
 
 
-def _cold(work: Path, yaml_path: Path, stamp: Path, repeat: int) -> dict[str, dict[str, float]]:
+def _cold(work: Path, yaml_path: Path, stamp: Path, repeat: int,
+          extra: dict[str, list[str]]) -> dict[str, dict[str, float]]:
     exe = sys.executable
-    commands: dict[str, list[str]] = {
+    commands: dict[str, list[str]] = {**extra,
         "cold: python -c pass": [exe, "-c", "pass"],
         "cold: python + import numpy": [exe, "-c", f"import time, numpy; open({str(stamp)!r}, "
                                         "'w').write(str(time.time_ns()))"],
@@ -225,3 +236,60 @@ def _warm_figures(samples: list[tuple[int, int, int]]) -> dict[str, Any]:
     done = [(c - a) / 1e6 for a, _, c in samples]
     return {"first_op_ms": float(np.median(first)), "result_ms": float(np.median(done)),
             "best_first_op_ms": min(first)}
+
+
+# --- private: the ct-lung-seg run and the trivial app (issue 19.1) ---------------------------
+
+_LUNG = "cold: clara-rt run ct-lung-seg"
+_IMAGING = "cold: python + imaging imports"
+_APP = "cold: 2-operator app"
+_NUMPY = "cold: python + import numpy"
+_IMAGING_IMPORTS = "import numpy, scipy.ndimage, pydicom, highdicom, PIL.Image"
+_TWO_OPS = """
+import numpy as np
+from clara_rt import Operator, Pipeline, Runtime
+class Twice(Operator):
+    def setup(self, spec):
+        spec.input("x", dtype="float32", shape=(-1,))
+        spec.output("y", dtype="float32", shape=(-1,))
+    def compute(self, inputs, outputs, context):
+        outputs["y"] = inputs["x"] * 2
+p = Pipeline("app")
+a, b = p.add(Twice("a")), p.add(Twice("b"))
+p.connect(a, "y", b, "x")
+with Runtime() as rt:
+    assert rt.run(p, {"a.x": np.ones(4, np.float32)})["b.y"][0] == 4
+"""
+
+
+def _app_commands(work: Path, lung_shape: tuple[int, int, int] | None) -> dict[str, list[str]]:
+    exe = sys.executable
+    commands = {_APP: [exe, "-c", _TWO_OPS]}
+    if lung_shape is not None:
+        from clara_rt.bench._chest import chest_series
+
+        commands[_LUNG] = [exe, "-m", "clara_rt.cli", "run",
+                           str(_ROOT / "examples" / "ct-lung-seg" / "pipeline.yaml"), "--input",
+                           str(chest_series(lung_shape)), "--output", str(work / "lung-out"),
+                           "--overwrite"]
+        commands[_IMAGING] = [exe, "-c", _IMAGING_IMPORTS]
+    return commands
+
+
+def _app_ratios(figures: dict[str, dict[str, float]]) -> dict[str, float]:
+    ratios = {"python+numpy / 2-operator app, to exit":
+              _ratio(figures[_NUMPY]["exit_ms"], figures[_APP]["exit_ms"])}
+    if _LUNG in figures:
+        lung = figures[_LUNG]["exit_ms"]
+        ratios["1.0 s target / clara-rt run ct-lung-seg, to exit"] = _ratio(1000.0, lung)
+        ratios["imaging imports / clara-rt run ct-lung-seg, to exit"] = _ratio(
+            figures[_IMAGING]["exit_ms"], lung)
+    return ratios
+
+
+def _app_targets(figures: dict[str, dict[str, float]]) -> tuple[Target, ...]:
+    targets = [Target("2-operator app, start to exit", figures[_APP]["exit_ms"], 500.0, "ms")]
+    if _LUNG in figures:
+        targets.append(Target("clara-rt run ct-lung-seg, start to exit",
+                              figures[_LUNG]["exit_ms"], 1000.0, "ms"))
+    return tuple(targets)

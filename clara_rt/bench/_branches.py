@@ -22,7 +22,6 @@ client threads and the Python backend's stub share those two cores.
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from typing import Any
@@ -99,9 +98,9 @@ def _pipeline(url: str, model: str, shape: tuple[int, int, int]) -> Any:
     from clara_rt import Pipeline
 
     # mapped from operators/ (see cli), so imported by name
-    InferenceOp = importlib.import_module("clara_rt.operators.inference").InferenceOp
-    WindowOp = importlib.import_module("clara_rt.operators.preprocess.window").WindowOp
-    roi = importlib.import_module("clara_rt.operators.roi.split_merge")
+    from clara_rt.operators.inference import InferenceOp
+    from clara_rt.operators.preprocess.window import WindowOp
+    from clara_rt.operators.roi import split_merge as roi
     RoiSplitOp, RoiMergeOp = roi.RoiSplitOp, roi.RoiMergeOp
 
     z, x = shape[0] // 2, shape[2] // 2

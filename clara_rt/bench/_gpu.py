@@ -22,7 +22,6 @@ CUDA runtime and CuPy versions.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import time
 from collections.abc import Callable
@@ -113,9 +112,8 @@ def gpu_info() -> dict[str, Any]:
 
 def chain_functions() -> list[Callable[[Any], Any]]:
     """The chain's four steps as plain functions (window, z-score, threshold, count)."""
-    # importlib: mypy checks clara_rt from the source tree, where operators/ is not mapped yet
-    window = importlib.import_module("clara_rt.operators.kernels").window
-    normalize = importlib.import_module("clara_rt.operators.preprocess.normalize").normalize
+    from clara_rt.operators.kernels import window
+    from clara_rt.operators.preprocess.normalize import normalize
     return [lambda v: window(v, *_WINDOW), lambda v: normalize(v, "zscore"),
             lambda v: (v > 0.5).view(np.uint8),
             lambda v: get_array_module(v).asarray(get_array_module(v).count_nonzero(v))]
@@ -281,9 +279,8 @@ def _lung_op(figures: dict[str, dict[str, float]], ratios: dict[str, float],
              targets: list[Target], folder: Path, say: Progress) -> None:
     import cupy
 
-    load_series = importlib.import_module("clara_rt.operators.io.dicom_series").load_series
-    segment_lungs = importlib.import_module(
-        "clara_rt.operators.segment.lung_threshold").segment_lungs
+    from clara_rt.operators.io.dicom_series import load_series
+    from clara_rt.operators.segment.lung_threshold import segment_lungs
     host, meta = load_series(folder)
     device = cupy.asarray(host)
     middle = device.shape[0] // 2

@@ -33,7 +33,6 @@ Figures are medians in ms. Targets: backend overhead over the bare call <= 5 % p
 
 from __future__ import annotations
 
-import importlib
 import os
 import tempfile
 import time
@@ -109,7 +108,7 @@ def _in_process(size: int, repeat: int, say: Progress
     from clara_rt import Pipeline, Runtime
 
     # mapped from operators/ (see cli), so imported by name
-    InferenceOp = importlib.import_module("clara_rt.operators.inference").InferenceOp
+    from clara_rt.operators.inference import InferenceOp
 
     x = np.random.default_rng(size).random((size,) * 3, dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="clara-rt-bench-") as tmp:

@@ -36,7 +36,7 @@ def kernels(shape: tuple[int, int, int] = SHAPE, *, repeat: int = 5,
         progress: Called with one-line progress messages.
     """
     say = progress or _quiet
-    kern: Any = importlib.import_module("clara_rt.operators.kernels")
+    from clara_rt.operators import kernels as kern
     say(f"kernels: building a {shape} int16 volume and a {LABELS}-label map")
     volume, labels = window_volume(shape), label_volume(shape, LABELS)
     lo, hi = LEVEL - WIDTH / 2, LEVEL + WIDTH / 2

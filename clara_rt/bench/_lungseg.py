@@ -12,7 +12,6 @@ through ``/proc/self/clear_refs`` before each call), in units of the int16 volum
 
 from __future__ import annotations
 
-import importlib
 import subprocess
 import sys
 import tempfile
@@ -51,13 +50,13 @@ def lungseg(shape: tuple[int, int, int] = SHAPE, *, repeat: int = 2,
         progress: Called with one-line progress messages.
     """
     say = progress or _quiet
-    seg: Any = importlib.import_module("clara_rt.operators.segment.lung_threshold")
-    slabs: Any = importlib.import_module("clara_rt.operators.segment.slabs")
+    from clara_rt.operators.segment import lung_threshold as seg
+    from clara_rt.operators.segment import slabs
     cores = slabs.default_threads()
     counts = tuple(threads or sorted({1, min(2, cores), cores}))
     say(f"lungseg: building a {shape} chest phantom")
     volume = chest_phantom(shape)
-    labelling: Any = importlib.import_module("clara_rt.operators.segment.labelling")
+    from clara_rt.operators.segment import labelling
     labeller = "runs" if labelling.pick(volume, "auto").__name__ == "LabelRuns" else "scipy"
     seg.segment_lungs(volume[:4, :16, :16], backend=labeller)  # imports and kernels: not timed
     say("lungseg: sequential baseline")
@@ -77,7 +76,7 @@ def lungseg(shape: tuple[int, int, int] = SHAPE, *, repeat: int = 2,
                              "masks_equal": float(same)}
         ratios[f"sequential / slabs({n})"] = _ratio(base_s, secs)
     say("lungseg: keep the 2 largest components of the lung mask (KeepLargestOp)")
-    comps: Any = importlib.import_module("clara_rt.operators.postprocess.components")
+    from clara_rt.operators.postprocess import components as comps
     mask = (labels > 0).view(np.uint8)
     old_s, _, old = _timed(partial(keep_largest_sequential, mask, 2), repeat, volume.nbytes)
     new_s, _, new = _timed(partial(comps.keep_largest, mask, 2), repeat, volume.nbytes)

@@ -67,9 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace, out: Path) -> int:
-    # clara_rt.operators is mapped from the top-level operators/ folder at install time, where
-    # mypy (run on clara_rt/) cannot see it: import it dynamically.
-    io = importlib.import_module("clara_rt.operators.io")
+    from clara_rt.operators import io
     # The warnings are printed below with the summary; keep the logger's copy off stderr.
     logging.getLogger("clara_rt.dicom").addHandler(logging.NullHandler())
     try:

@@ -19,7 +19,6 @@ pipeline is built::
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from collections.abc import Mapping
@@ -314,8 +313,7 @@ class InferenceOp(Operator):
 
     def _compute_sliding(self, backend: InferenceBackend, inputs: Inputs,
                          outputs: Outputs) -> None:
-        sliding_window_infer = importlib.import_module(
-            "clara_rt.backends.sliding_window").sliding_window_infer
+        from clara_rt.backends.sliding_window import sliding_window_infer
         feed = self._feeds[0]
         volume = inputs[feed.port]
         for p in self._fetches:

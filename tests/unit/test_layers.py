@@ -199,17 +199,8 @@ def _private(name: str) -> bool:
 
 
 # Files that still load another clara-rt layer with ``import_module("literal")`` (allowed by the
-# table, but an import in disguise): path -> why it is not a plain import yet.
-IMPORT_MODULE_EXCEPTIONS: dict[str, str] = {
-    "clara_rt/cli/_convert.py": "being rewritten by the convert work (issue 16/17) as this lands",
-    "clara_rt/bench/_gpu.py": "bench scenarios; convert with the bench owner",
-    "clara_rt/bench/_dicom.py": "bench scenarios; convert with the bench owner",
-    "clara_rt/bench/_branches.py": "bench scenarios; convert with the bench owner",
-    "clara_rt/bench/_lungseg.py": "bench scenarios; convert with the bench owner",
-    "clara_rt/bench/_inference.py": "bench scenarios; convert with the bench owner",
-    "clara_rt/bench/_kernels.py": "bench scenarios; convert with the bench owner",
-    "operators/inference/infer.py": "sliding window backend; the file is being edited in parallel",
-}
+# table, but an import in disguise): path -> why it is not a plain import yet. Keep it empty.
+IMPORT_MODULE_EXCEPTIONS: dict[str, str] = {}
 
 
 def test_no_import_module_stands_for_a_plain_import() -> None:

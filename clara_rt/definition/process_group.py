@@ -10,6 +10,10 @@ the command signal everything it started. Two more guards keep a crash from leav
   the job's workspace before running the job again: every process of a recorded group whose
   environment still names that operator folder is killed. The environment check keeps a group id
   reused by some other program (after a reboot) safe from us.
+* A process that left the group (``setsid``, a daemon's double fork) is found by the same
+  environment entry (``NVIDIA_CLARA_WORKSPACE=<operator folder>``) when the command ends and at
+  restart, and killed. Only one that also clears its environment escapes; closing that needs a
+  PID namespace or cgroup per command, which this process does not set up.
 """
 
 from __future__ import annotations
@@ -60,10 +64,15 @@ def terminate(proc: subprocess.Popen[bytes]) -> None:
 
 
 def kill_group(proc: subprocess.Popen[bytes], folder: Path) -> None:
-    """SIGKILL whatever is left of the group (as a container's end would) and forget it."""
+    """SIGKILL whatever is left of the group (as a container's end would) and forget it.
+
+    Processes that left the group (``setsid``, a daemon's double fork) but still carry the
+    operator folder in their environment are killed too.
+    """
     _signal_group(proc.pid, signal.SIGKILL)
     if proc.poll() is None:
         proc.wait()
+    _kill_marked(_markers(folder))
     with contextlib.suppress(OSError):
         (folder / PGID_FILE).unlink()
 
@@ -85,13 +94,13 @@ def reap_stale_groups(workspace: Path, timeout: float = 5.0) -> list[int]:
         except (OSError, ValueError, IndexError):
             record.unlink(missing_ok=True)
             continue
-        markers = {b"\x00" + _MARKER + os.fsencode(str(folder)) + b"\x00"
-                   for folder in (record.parent.absolute(), record.parent.resolve())}
+        markers = _markers(record.parent)
         for pid in _group_members(pgid):
             if any(_environ_has(pid, marker) for marker in markers):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
+        killed += _kill_marked(markers)  # those that left the group (setsid)
         record.unlink(missing_ok=True)
     deadline = time.monotonic() + timeout
     while any(_alive(pid) for pid in killed) and time.monotonic() < deadline:
@@ -133,6 +142,25 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
     # The group outlives its leader while children remain; Linux never reuses its id meanwhile.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _markers(folder: Path) -> set[bytes]:
+    return {b"\x00" + _MARKER + os.fsencode(str(path)) + b"\x00"
+            for path in (folder.absolute(), folder.resolve())}
+
+
+def _kill_marked(markers: set[bytes]) -> list[int]:
+    """SIGKILL every other process whose environment names the operator folder; their ids."""
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        pid = int(entry.name)
+        if any(_environ_has(pid, marker) for marker in markers):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+    return killed
 
 
 def _group_members(pgid: int) -> list[int]:

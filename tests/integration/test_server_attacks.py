@@ -297,3 +297,53 @@ def test_issue_16_4_payload_names_are_one_short_line(server: ServerProcess, name
         conn.close()
     assert status == 422 and "name" in detail, (status, detail)
     assert not list((server.data / "tmp").glob("payload-*"))  # nothing left half-received
+
+
+# --- 12: a command that leaves its session (setsid) does not outlive it ---------------------
+
+
+def _sleepers(arg: str) -> list[int]:
+    """Processes running ``sleep ARG``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes() == \
+                    b"sleep\x00" + arg.encode() + b"\x00":
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_issue_16_12_processes_that_left_the_command_session_die_with_it(
+        tmp_path: Path) -> None:
+    tag = f"{os.getpid() % 1000}.{time.monotonic_ns() % 10**6}"
+    escape = (f"setsid sleep 4{tag} </dev/null >/dev/null 2>&1 & "
+              f"(setsid sleep 5{tag} </dev/null >/dev/null 2>&1 &); ")
+    with ServerProcess(tmp_path / "data", token=TOKEN) as server:
+        client = server.client()
+        folder = tmp_path / "in"
+        folder.mkdir()
+        (folder / "a.txt").write_text("x\n")
+        payload = client.create_payload(folder)
+        client.create_pipeline(pipeline("escape", ["/bin/sh", "-c", escape + "echo done"]))
+        client.create_pipeline(pipeline("hang", ["/bin/sh", "-c", escape.replace(
+            "sleep 4", "sleep 6").replace("sleep 5", "sleep 7") + "sleep 60"]))
+        try:
+            job = run(client, "escape", payload)
+            assert job["status"] == "healthy", job
+            time.sleep(0.3)
+            assert _sleepers(f"4{tag}") == [] and _sleepers(f"5{tag}") == []
+            hung = client.create_job("hang", [payload["id"]])
+            deadline = time.monotonic() + 20
+            while len(_sleepers(f"6{tag}") + _sleepers(f"7{tag}")) < 2:
+                assert time.monotonic() < deadline, "the escaping command never started"
+                time.sleep(0.1)
+            server.kill()  # kill -9: the escaped sleepers are reaped at the next start
+            server.start()
+            assert client.get_job(str(hung["id"]))["state"] == "stopped"
+            assert _sleepers(f"6{tag}") == [] and _sleepers(f"7{tag}") == []
+        finally:
+            for pid in [p for d in "4567" for p in _sleepers(f"{d}{tag}")]:  # ours only
+                with contextlib.suppress(OSError):
+                    os.kill(pid, 9)

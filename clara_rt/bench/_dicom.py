@@ -6,22 +6,15 @@ reused by later runs. Each round times, in turn:
 
 * ``clara-rt load_series``: :func:`clara_rt.operators.io.load_series` (parallel header scan,
   pixel bytes read straight into one preallocated volume, rescaled to int16);
-* ``clara-rt convert (.nii)``: :func:`convert_series` in this process, what ``clara-rt convert``
-  runs (the same scan, slices streamed into an uncompressed ``.nii``);
+* ``clara-rt convert (.nii)``: the same, then :func:`write_nifti` to an uncompressed ``.nii``;
 * ``clara-rt convert (process)``: ``python -m clara_rt.cli convert`` as a new process, as a user
   runs it (interpreter start, imports, load, write): the fair comparison with dcm2niix;
 * ``dcm2niix -z n``: the converter as a subprocess, writing an uncompressed ``.nii``;
-* ``python + import numpy (process)``: the floor of any Python tool built on NumPy;
 * ``pydicom loop``: ``dcmread`` every file, sort by position along the normal, ``np.stack`` the
   ``pixel_array``\\ s and rescale: what a script would do.
 
-Every system writes into an empty place: outputs of the previous round are deleted before the
-clock starts (deleting a 150 MiB file that was just written costs the kernel as much as writing
-it). Best and median of ``repeat`` rounds per system; processes also report their CPU time
-(user + system, from ``getrusage``), steadier than wall time on a shared machine. Ratios are
-baseline time / clara-rt time (above 1: clara-rt faster); for the processes also the median of
-the ratios within each round, where both ran under the same neighbours. Files are in the page
-cache for every system (one warm-up each, untimed).
+Best of ``repeat`` rounds per system; ratios are baseline time / clara-rt time (above 1: clara-rt
+faster). Files are in the page cache for every system (one warm-up each, untimed).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "hops": {"jobs": 1000, "repeat": 2},
     "throughput": {"jobs": 20_000, "dask_jobs": 2000, "repeat": 2},
     "core": {"jobs": 100_000, "repeat": 2},
-    "dispatch": {"jobs": 500, "throughput_jobs": 20_000, "repeat": 2},
+    "dispatch": {"jobs": 300, "throughput_jobs": 10_000, "repeat": 2},
     "construct": {"repeat": 10},
     "dicom": {"slices": 100, "repeat": 2},
     "startup": {"repeat": 2, "warm_repeat": 5},

@@ -127,7 +127,7 @@ def segment_lungs_sequential(volume: np.ndarray, meta: Any = None, *, body_hu: f
     Returns:
         ``(body, labels, count)``: bool body, uint8 labels (1 left, 2 right), lungs kept.
     """
-    from scipy import ndimage as nd
+    from scipy import ndimage as nd  # type: ignore[import-untyped]
 
     six = nd.generate_binary_structure(3, 1)
     in_plane = np.zeros((3, 3, 3), dtype=bool)

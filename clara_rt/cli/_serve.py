@@ -146,7 +146,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> str | None:
-    """The write token: ``--token-file``, else ``$CLARA_RT_TOKEN``, else ``--token`` (warned)."""
+    """The write token: ``--token-file``, else ``--token`` (warned), else ``$CLARA_RT_TOKEN``."""
     if args.token_file is not None:
         try:
             token = args.token_file.read_text().strip()

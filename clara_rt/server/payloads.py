@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from clara_rt.server.archive_reader import open_archive, unpack_cap
+
 __all__ = [
     "InsufficientStorage",
     "PayloadError",
@@ -139,7 +141,8 @@ class StagedPayload:
         """
         self.received = 0
         try:
-            with tarfile.open(archive, "r:*") as tar:
+            cap = unpack_cap(self.max_bytes, self.max_files)  # headers count too (16.15)
+            with open_archive(archive, cap, PayloadTooLarge) as tar:
                 for member in tar:
                     if member.isdir():
                         safe_relative(member.name)

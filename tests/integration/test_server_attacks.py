@@ -347,3 +347,48 @@ def test_issue_16_12_processes_that_left_the_command_session_die_with_it(
             for pid in [p for d in "4567" for p in _sleepers(f"{d}{tag}")]:  # ours only
                 with contextlib.suppress(OSError):
                     os.kill(pid, 9)
+
+
+# --- 15: a compressed archive's headers count against the limit, not only its files ---------
+
+
+def _pax_bomb(size: int) -> bytes:
+    """A gzip tar whose first header is a pax header of ``size`` bytes (about size/1000)."""
+    import tarfile
+    import zlib
+
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type, header.size = tarfile.XHDTYPE, size
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = [comp.compress(header.tobuf(format=tarfile.USTAR_FORMAT))]
+    out += [comp.compress(b"x" * (1 << 20)) for _ in range(size >> 20)]
+    return b"".join([*out, comp.compress(bytes(1024)), comp.flush()])
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_issue_16_15_a_compressed_header_bomb_stops_at_the_payload_limit(tmp_path: Path) -> None:
+    body = _pax_bomb(200 << 20)
+    assert len(body) < 1 << 20  # under --max-payload as sent
+    with ServerProcess(tmp_path / "data", "--max-payload", "1M", "--max-files", "100",
+                       token=TOKEN) as server:
+        assert server.proc is not None
+        before = _peak_rss_kib(server.proc.pid)
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        start = time.monotonic()
+        try:
+            conn.request("POST", "/v1/payloads", body, {"Authorization": f"Bearer {TOKEN}",
+                                                        "Content-Type": "application/gzip"})
+            answer = conn.getresponse()
+            status, detail = answer.status, answer.read().decode()
+        finally:
+            conn.close()
+        grown = _peak_rss_kib(server.proc.pid) - before
+        assert status == 413 and "limit" in detail, (status, detail)
+        assert grown < 64 << 10, f"peak RSS grew by {grown} KiB for a {len(body)}-byte upload"
+        assert time.monotonic() - start < 5

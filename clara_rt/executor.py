@@ -367,6 +367,11 @@ class Runtime:
                 return
             if finished:
                 self._finalize(job)
+            if job._stop_reason is JobState.FAILED and isinstance(
+                    getattr(job._error, "__cause__", None), KeyboardInterrupt):
+                # Ctrl-C reached the waiting (main) thread inside an operator: the job failed
+                # and is settled above; the caller gets the interrupt, as when it slept.
+                raise KeyboardInterrupt
 
     def _run_task(self, job: Job, pn: PlanNode) -> None:
         """Run one operator of one job; on failure record it on the job (never raise)."""

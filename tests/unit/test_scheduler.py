@@ -660,3 +660,30 @@ def test_issue_19_result_runs_the_job_on_the_waiting_thread() -> None:
         assert not held.done
         gate.set()
         held.result()
+
+
+def test_issue_19_ctrl_c_in_an_operator_run_by_result_reaches_the_caller() -> None:
+    class Interrupted(Operator):
+        def setup(self, spec: Any) -> None:
+            spec.input("x", dtype="float32", shape=(-1,))
+            spec.output("y", dtype="float32", shape=(-1,))
+
+        def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
+            raise KeyboardInterrupt  # what SIGINT raises on the main thread
+
+    pipe = Pipeline("ctrl-c")
+    pipe.add(Interrupted("op"))
+    with Runtime(workers=1) as rt:
+        gate = threading.Event()
+        job = None
+        for _ in range(50):  # the caller must win the race with the worker at least once
+            job = rt.submit(pipe, {"op.x": np.zeros(2, dtype=np.float32)})
+            try:
+                job.result()
+            except KeyboardInterrupt:
+                gate.set()
+                break
+            except Exception:
+                continue  # the worker ran it: an ordinary operator failure
+        assert gate.is_set() and job is not None
+        assert job.done and job.state.value == "failed"  # settled, nobody waits for ever

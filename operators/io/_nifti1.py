@@ -12,7 +12,6 @@ needs NumPy only.
 
 from __future__ import annotations
 
-import gzip
 import struct
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -45,6 +44,8 @@ def write_nifti1(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
             raw.write(header)
             _write_data(raw, little)
             return
+        import gzip  # only here: an uncompressed write (clara-rt convert) does without it
+
         with gzip.GzipFile("", "wb", 1, raw, mtime=0) as f:  # no name: same bytes anywhere
             f.write(header)
             _write_data(f, little)  # type: ignore[arg-type]

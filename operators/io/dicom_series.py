@@ -32,16 +32,15 @@ from __future__ import annotations
 
 import os
 import re
-import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs
+from clara_rt import Inputs, Operator, OperatorSpec, Outputs
 from clara_rt.arrays import to_device
 from clara_rt.operators.io._dicom_frames import expand_frames, frame_count
 from clara_rt.operators.io._dicom_pixels import read_volume
@@ -54,6 +53,9 @@ from clara_rt.operators.io._dicom_read import (
     read_header,
 )
 from clara_rt.operators.volume import VolumeMeta
+
+if TYPE_CHECKING:  # not at run time: clara-rt convert needs no job machinery
+    from clara_rt import Context
 
 __all__ = ["SELECT_RULES", "DicomSeriesError", "DicomSeriesLoaderOp", "NoSeriesError",
            "load_series", "reader_pool", "scan_series", "series_meta"]
@@ -330,7 +332,7 @@ def _spacing(headers: list[SliceHeader], along: np.ndarray, warnings: list[str])
         first = headers[0]
         return float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
     steps = np.diff(along)
-    median = float(statistics.median(steps.tolist()))  # np.median imports numpy.ma: 0.1 s
+    median = _median(steps.tolist())  # np.median imports numpy.ma (0.1 s), statistics 7 ms
     gaps = np.flatnonzero(steps > 1.5 * median)
     for i in gaps:
         _warn(warnings, f"missing slice(s): gap of {steps[i]:.3f} mm between positions "
@@ -343,6 +345,12 @@ def _spacing(headers: list[SliceHeader], along: np.ndarray, warnings: list[str])
         _warn(warnings, f"irregular slice spacing: median {median:.4f} mm, max deviation "
                         f"{deviation.max():.4f} mm; using the median")
     return median
+
+
+def _median(values: list[float]) -> float:
+    """``statistics.median``: the middle value, or the mean of the two middle ones."""
+    ordered, half = sorted(values), len(values) // 2
+    return float(ordered[half] if len(ordered) % 2 else (ordered[half - 1] + ordered[half]) / 2)
 
 
 def _meta(stack: _Stack, warnings: list[str]) -> VolumeMeta:

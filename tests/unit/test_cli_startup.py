@@ -20,9 +20,9 @@ from tests.data.dicom_series import make_series
 # modules a conversion has no use for: the server, the runtime, YAML definitions, imaging
 # libraries the fast paths replace
 NOT_FOR_CONVERT = ("fastapi", "starlette", "uvicorn", "clara_rt.server", "clara_rt.definition",
-                   "clara_rt.executor", "clara_rt._core", "clara_rt.bench", "yaml", "scipy",
-                   "numba", "pydicom", "nibabel", "highdicom", "importlib.metadata",
-                   "pkg_resources")
+                   "clara_rt.executor", "clara_rt._core", "clara_rt.job", "clara_rt.bench",
+                   "yaml", "scipy", "numba", "pydicom", "nibabel", "highdicom",
+                   "importlib.metadata", "pkg_resources")
 
 _CHILD = """
 import json, sys

@@ -6,7 +6,9 @@ and 8 s of CPU before it failed, although the file data it holds is counted byte
 16.15). :func:`open_archive` decompresses the upload itself (gzip, bz2, xz or none, told by its
 first bytes) and hands ``tarfile`` a stream that counts every decompressed byte: past
 ``cap`` it raises :class:`~clara_rt.server.payloads.PayloadTooLarge`. Damaged compressed data
-reads as :class:`tarfile.ReadError`.
+reads as :class:`tarfile.ReadError`, and so does a pax or long-name record over 1 MiB, more than
+8 of them in a row, or a GNU sparse member, whatever the limits (the default --max-payload is
+20 GiB, far more memory than one header may take).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ __all__ = ["open_archive", "unpack_cap"]
 
 _PER_ENTRY = 8 << 10  # header, pax or long-name record and padding of one member
 _SLACK = 1 << 20  # end-of-archive blocks and record padding
+_META_MAX = 1 << 20  # bytes of one pax or GNU long-name record
+_META_RUN = 8  # such records before one member
+_META_TYPES = frozenset({tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                         tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK})
 
 
 def unpack_cap(max_bytes: int | None, max_files: int | None) -> int | None:
@@ -48,7 +54,7 @@ def open_archive(archive: Path, cap: int | None, too_large: type[Exception]
     with open(archive, "rb") as raw:
         magic = raw.read(6)
         raw.seek(0)
-        stream: IO[bytes]
+        stream: Any
         if magic[:2] == b"\x1f\x8b":
             stream = gzip.GzipFile(fileobj=raw, mode="rb")
         elif magic[:3] == b"BZh":
@@ -58,8 +64,29 @@ def open_archive(archive: Path, cap: int | None, too_large: type[Exception]
         else:
             stream = raw
         counted = _Counted(stream, cap, too_large)
-        with stream, tarfile.open(fileobj=counted, mode="r|") as tar:  # type: ignore[call-overload]
+        with stream, tarfile.open(fileobj=counted, mode="r|",  # type: ignore[call-overload]
+                                  tarinfo=_BoundedInfo) as tar:
             yield tar
+
+
+class _BoundedInfo(tarfile.TarInfo):
+    """A member header whose extension records (pax, GNU long names) are read only when they
+    are small, and only a few in a row; GNU sparse members (whose maps grow without bound) are
+    refused. Whatever ``--max-payload`` is, one header never costs more than 1 MiB."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise tarfile.ReadError(f"member {self.name[:80]!r} is a GNU sparse file; "
+                                    "payloads hold plain regular files (tar without --sparse)")
+        if self.type in _META_TYPES:
+            run = getattr(tar, "_clara_meta_run", 0) + 1
+            tar._clara_meta_run = run  # type: ignore[attr-defined]
+            if self.size > _META_MAX or run > _META_RUN:
+                raise tarfile.ReadError(f"a header record of {self.size} bytes ({run} in a row) "
+                                        f"is larger than the {_META_MAX} bytes a member may have")
+        else:
+            tar._clara_meta_run = 0  # type: ignore[attr-defined]
+        return super()._proc_member(tar)  # type: ignore[misc,no-any-return]
 
 
 class _Counted(io.RawIOBase):

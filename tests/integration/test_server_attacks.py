@@ -352,16 +352,21 @@ def test_issue_16_12_processes_that_left_the_command_session_die_with_it(
 # --- 15: a compressed archive's headers count against the limit, not only its files ---------
 
 
-def _pax_bomb(size: int) -> bytes:
-    """A gzip tar whose first header is a pax header of ``size`` bytes (about size/1000)."""
+def _pax_bomb(size: int, rounds: int = 1) -> bytes:
+    """A gzip tar of ``rounds`` x (4 pax headers of ``size`` bytes, one empty file)."""
     import tarfile
     import zlib
 
     header = tarfile.TarInfo("././@PaxHeader")
     header.type, header.size = tarfile.XHDTYPE, size
     comp = zlib.compressobj(9, zlib.DEFLATED, 31)
-    out = [comp.compress(header.tobuf(format=tarfile.USTAR_FORMAT))]
-    out += [comp.compress(b"x" * (1 << 20)) for _ in range(size >> 20)]
+    out = []
+    for i in range(rounds):
+        for _ in range(4 if rounds > 1 else 1):
+            out.append(comp.compress(header.tobuf(format=tarfile.USTAR_FORMAT)))
+            out += [comp.compress(b"x" * min(1 << 20, size - at)) for at in range(0, size, 1 << 20)]
+            out.append(comp.compress(bytes(-size % 512)))
+        out.append(comp.compress(tarfile.TarInfo(f"f{i}").tobuf(format=tarfile.USTAR_FORMAT)))
     return b"".join([*out, comp.compress(bytes(1024)), comp.flush()])
 
 
@@ -372,11 +377,16 @@ def _peak_rss_kib(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
-def test_issue_16_15_a_compressed_header_bomb_stops_at_the_payload_limit(tmp_path: Path) -> None:
-    body = _pax_bomb(200 << 20)
+@pytest.mark.parametrize(("limits", "expected"), [
+    (("--max-payload", "1M", "--max-files", "100"), (413, "limit")),
+    ((), (400, "header record")),  # the defaults (20 GiB): one header still costs <= 1 MiB
+], ids=["1M", "defaults"])
+def test_issue_16_15_a_compressed_header_bomb_stops_at_the_payload_limit(
+        tmp_path: Path, limits: tuple[str, ...], expected: tuple[int, str]) -> None:
+    # 1M: 50 x 4 headers of 900 KB each (none too large alone); defaults: one of 200 MB
+    body = _pax_bomb(900 << 10, rounds=50) if limits else _pax_bomb(200 << 20)
     assert len(body) < 1 << 20  # under --max-payload as sent
-    with ServerProcess(tmp_path / "data", "--max-payload", "1M", "--max-files", "100",
-                       token=TOKEN) as server:
+    with ServerProcess(tmp_path / "data", *limits, token=TOKEN) as server:
         assert server.proc is not None
         before = _peak_rss_kib(server.proc.pid)
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
@@ -389,6 +399,6 @@ def test_issue_16_15_a_compressed_header_bomb_stops_at_the_payload_limit(tmp_pat
         finally:
             conn.close()
         grown = _peak_rss_kib(server.proc.pid) - before
-        assert status == 413 and "limit" in detail, (status, detail)
+        assert status == expected[0] and expected[1] in detail, (status, detail)
         assert grown < 64 << 10, f"peak RSS grew by {grown} KiB for a {len(body)}-byte upload"
         assert time.monotonic() - start < 5

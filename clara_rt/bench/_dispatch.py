@@ -58,29 +58,6 @@ def core(jobs: int = 200_000, chain: int = 10, *, repeat: int = 3,
               "driven row is the floor of what the Python runtime can reach.")
 
 
-# --- private ------------------------------------------------------------------------------
-
-
-def _python_dispatch(jobs: int, chain: int) -> float:
-    sched = loaded_scheduler(jobs, chain)
-    t0 = time.perf_counter()
-    python_drain(sched)
-    return time.perf_counter() - t0
-
-
-def _best_seconds(runners: dict[str, Callable[[], float]], jobs: int, chain: int, repeat: int,
-                  say: Progress) -> dict[str, float]:
-    """Run every system ``repeat`` rounds, alternating within a round; keep each one's best."""
-    best: dict[str, float] = {}
-    for r in range(repeat):
-        for name, run in runners.items():
-            say(f"core: round {r + 1}/{repeat}: {name}, {jobs} x {chain} dispatches")
-            gc.collect()
-            elapsed = run()
-            best[name] = min(best.get(name, elapsed), elapsed)
-    return best
-
-
 def dispatch(jobs: int = 2000, *, long: int = 21, throughput_jobs: int = 100_000,
              window: int = 1000, repeat: int = 3,
              progress: Progress | None = None) -> BenchRecord:
@@ -220,3 +197,26 @@ def _dispatch_targets(figures: dict[str, dict[str, float]], rates: bool) -> tupl
     targets.append(Target("clara-rt(w=1) 1-op submit->result p99", one["e2e_1_p99_us"], 100.0,
                           "us"))
     return tuple(targets)
+
+
+# --- private: the core scenario ------------------------------------------------------------
+
+
+def _python_dispatch(jobs: int, chain: int) -> float:
+    sched = loaded_scheduler(jobs, chain)
+    t0 = time.perf_counter()
+    python_drain(sched)
+    return time.perf_counter() - t0
+
+
+def _best_seconds(runners: dict[str, Callable[[], float]], jobs: int, chain: int, repeat: int,
+                  say: Progress) -> dict[str, float]:
+    """Run every system ``repeat`` rounds, alternating within a round; keep each one's best."""
+    best: dict[str, float] = {}
+    for r in range(repeat):
+        for name, run in runners.items():
+            say(f"core: round {r + 1}/{repeat}: {name}, {jobs} x {chain} dispatches")
+            gc.collect()
+            elapsed = run()
+            best[name] = min(best.get(name, elapsed), elapsed)
+    return best

@@ -15,10 +15,36 @@ The models need optional packages (``pip install 'clara-rt[onnx]'`` / ``'clara-r
 
 from __future__ import annotations
 
-from clara_rt.operators.inference.argmax import ArgmaxOp as ArgmaxOp
-from clara_rt.operators.inference.infer import InferenceOp as InferenceOp
-from clara_rt.operators.inference.infer import local_models as local_models
-from clara_rt.operators.inference.infer import set_local_models as set_local_models
-from clara_rt.operators.inference.onnx_classify import OnnxClassifierOp as OnnxClassifierOp
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clara_rt.operators.inference.argmax import ArgmaxOp as ArgmaxOp
+    from clara_rt.operators.inference.infer import InferenceOp as InferenceOp
+    from clara_rt.operators.inference.infer import local_models as local_models
+    from clara_rt.operators.inference.infer import set_local_models as set_local_models
+    from clara_rt.operators.inference.onnx_classify import OnnxClassifierOp as OnnxClassifierOp
+
+# public name -> its module, imported on first use (PEP 562): a pipeline that uses one
+# operator of this package does not import the others (nor what they import)
+_HOMES: dict[str, str] = {
+    "ArgmaxOp": "argmax",
+    **dict.fromkeys(("InferenceOp", "local_models", "set_local_models"), "infer"),
+    "OnnxClassifierOp": "onnx_classify",
+}
 
 __all__ = ["ArgmaxOp", "InferenceOp", "OnnxClassifierOp", "local_models", "set_local_models"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public name ``name`` from its module on first use, then keep it here."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
-from clara_rt.operators.preprocess.crop_pad import CropPadOp as CropPadOp
-from clara_rt.operators.preprocess.normalize import NormalizeOp as NormalizeOp
-from clara_rt.operators.preprocess.resample import ResampleOp as ResampleOp
-from clara_rt.operators.preprocess.resize import Resize2DOp as Resize2DOp
-from clara_rt.operators.preprocess.window import PRESETS as PRESETS
-from clara_rt.operators.preprocess.window import WindowOp as WindowOp
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clara_rt.operators.preprocess.crop_pad import CropPadOp as CropPadOp
+    from clara_rt.operators.preprocess.normalize import NormalizeOp as NormalizeOp
+    from clara_rt.operators.preprocess.resample import ResampleOp as ResampleOp
+    from clara_rt.operators.preprocess.resize import Resize2DOp as Resize2DOp
+    from clara_rt.operators.preprocess.window import PRESETS as PRESETS
+    from clara_rt.operators.preprocess.window import WindowOp as WindowOp
+
+# public name -> its module, imported on first use (PEP 562): a pipeline that uses one
+# operator of this package does not import the others (nor what they import)
+_HOMES: dict[str, str] = {
+    "CropPadOp": "crop_pad",
+    "NormalizeOp": "normalize",
+    "ResampleOp": "resample",
+    "Resize2DOp": "resize",
+    **dict.fromkeys(("PRESETS", "WindowOp"), "window"),
+}
 
 __all__ = ["PRESETS", "CropPadOp", "NormalizeOp", "ResampleOp", "Resize2DOp", "WindowOp"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public name ``name`` from its module on first use, then keep it here."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

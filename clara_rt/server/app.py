@@ -312,7 +312,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}/results/files/{path:path}", response_class=FileResponse,
              tags=["results"], responses=ERRORS)
-    def job_result_file(job_id: str, path: str) -> FileResponse:
+    def job_result_file(job_id: str, path: str) -> StreamingResponse:
         output, _ = srv().jobs.results(job_id)
         return file_response(output, path)
 

@@ -5,11 +5,14 @@ routes share.
 
 from __future__ import annotations
 
+import mimetypes
+import os
 import shutil
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import quote
 
 import anyio
 from fastapi import FastAPI, Query, Request, Response
@@ -27,7 +30,7 @@ from clara_rt.server.payloads import (
     iter_files,
     storage_error,
 )
-from clara_rt.server.results import result_file, tar_stream
+from clara_rt.server.results import open_result, tar_stream
 from clara_rt.server.store import new_id
 
 if TYPE_CHECKING:
@@ -101,7 +104,7 @@ def add(app: FastAPI, srv: Callable[[], Server], write: list[Depends]) -> None:
 
     @app.get("/v1/payloads/{payload_id}/files/{path:path}", response_class=FileResponse,
              tags=["payloads"], responses=ERRORS)
-    def payload_file(payload_id: str, path: str) -> FileResponse:
+    def payload_file(payload_id: str, path: str) -> StreamingResponse:
         _payload(srv(), payload_id)
         return file_response(srv().config.payloads_dir / payload_id, path)
 
@@ -131,10 +134,36 @@ def content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def file_response(folder: Path, path: str) -> FileResponse:
-    """One regular file under ``folder`` (404 for anything else, links included)."""
-    target = result_file(folder, path)  # a regular file inside folder, never through a link
-    return FileResponse(target, filename=target.name)
+def file_response(folder: Path, path: str) -> StreamingResponse:
+    """One regular file under ``folder`` (404 for anything else, links included).
+
+    The file is opened once, without following a link at any level, and sent from that
+    descriptor (its size as opened), so a link swapped in after the checks is never followed.
+    """
+    fd, info = open_result(folder, path)
+    name = PurePosixPath(path).name
+    quoted = quote(name)
+    disposition = (f'attachment; filename="{name}"' if quoted == name
+                   else f"attachment; filename*=utf-8''{quoted}")
+    return StreamingResponse(
+        _read_fd(fd, info.st_size),
+        media_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+        headers={"Content-Length": str(info.st_size), "Content-Disposition": disposition,
+                 "X-Content-Type-Options": "nosniff"})
+
+
+def _read_fd(fd: int, size: int) -> Iterator[bytes]:
+    """The first ``size`` bytes of the open file ``fd`` (closed at the end)."""
+    try:
+        left = size
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                return
+            left -= len(chunk)
+            yield chunk
+    finally:
+        os.close(fd)
 
 
 def archive_response(folder: Path, name: str, compress: bool) -> StreamingResponse:

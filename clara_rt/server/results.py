@@ -28,7 +28,7 @@ from typing import Any
 from clara_rt.errors import NotFound
 from clara_rt.server.payloads import PayloadError, safe_relative
 
-__all__ = ["drop_links", "result_file", "result_files", "tar_stream"]
+__all__ = ["drop_links", "open_result", "result_file", "result_files", "tar_stream"]
 
 
 def drop_links(folder: Path) -> list[str]:
@@ -104,6 +104,48 @@ def result_file(folder: Path, path: str) -> Path:
     if not inside or not regular:
         raise NotFound(f"no file '{path}' (only files inside the job's output are served)")
     return real
+
+
+def open_result(folder: Path, path: str) -> tuple[int, os.stat_result]:
+    """Open the regular file ``path`` inside ``folder`` without following any link on the way.
+
+    :func:`result_file` checks a path, but whatever opens it later could meet a link swapped in
+    meanwhile (by a process still writing there). Here each folder on the way is opened with
+    ``O_NOFOLLOW`` relative to the one before, and the file is checked on the open descriptor,
+    so what is read is what was checked.
+
+    Returns:
+        The open descriptor (the caller closes it) and its ``fstat``.
+
+    Raises:
+        NotFound: as :func:`result_file`.
+    """
+    result_file(folder, path)  # the path's own checks (relative, inside, not a link)
+    parts = safe_relative(path).parts
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = -1
+    try:
+        fd = os.open(folder, flags | os.O_DIRECTORY)
+        for part in parts[:-1]:
+            parent, fd = fd, -1
+            try:
+                fd = os.open(part, flags | os.O_DIRECTORY, dir_fd=parent)
+            finally:
+                os.close(parent)
+        parent, fd = fd, -1
+        try:
+            fd = os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=parent)
+        finally:
+            os.close(parent)
+        info = os.fstat(fd)
+    except OSError:
+        if fd >= 0:
+            os.close(fd)
+        raise NotFound(f"no file '{path}' (links are never served)") from None
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise NotFound(f"no file '{path}' (only files inside the job's output are served)")
+    return fd, info
 
 
 def tar_stream(folder: Path, compress: bool) -> Iterator[bytes]:

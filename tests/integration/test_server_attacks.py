@@ -402,3 +402,45 @@ def test_issue_16_15_a_compressed_header_bomb_stops_at_the_payload_limit(
         assert status == expected[0] and expected[1] in detail, (status, detail)
         assert grown < 64 << 10, f"peak RSS grew by {grown} KiB for a {len(body)}-byte upload"
         assert time.monotonic() - start < 5
+
+
+# --- 1: a file swapped for a link while it is being served -----------------------------------
+
+
+def test_issue_16_1_a_link_swapped_in_during_downloads_is_never_followed(
+        server: ServerProcess, client: Client, payload: dict[str, str]) -> None:
+    client.create_pipeline(pipeline("swapped", ["/bin/sh", "-c", "echo mine > /output/f"]))
+    job = run(client, "swapped", payload)
+    assert job["status"] == "healthy", job
+    output = server.data / "jobs" / str(job["id"]) / "output" / "cmd" / "output"
+    stop = threading.Event()
+
+    def swap() -> None:  # a process left behind, racing the server's check and its open
+        while not stop.is_set():
+            with contextlib.suppress(FileExistsError):
+                os.symlink("/etc/passwd", output / ".link")
+            os.replace(output / ".link", output / "f")
+            (output / ".file").write_text("mine\n")
+            os.replace(output / ".file", output / "f")
+
+    swapper = threading.Thread(target=swap, daemon=True)
+    swapper.start()
+    served = 0
+    try:
+        for _ in range(300):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            try:
+                conn.request("GET", f"/v1/jobs/{job['id']}/results/files/cmd/output/f")
+                answer = conn.getresponse()
+                body = answer.read()
+            finally:
+                conn.close()
+            assert b"root:" not in body, "a link swapped in after the check was followed"
+            assert answer.status in (200, 404), answer.status
+            if answer.status == 200:
+                assert body == b"mine\n"
+                served += 1
+    finally:
+        stop.set()
+        swapper.join(5)
+    assert served > 0

@@ -31,6 +31,9 @@ class Scheduler:
     def set_resource_limit(self, resource: int, limit: int) -> None:
         """Let at most ``limit`` (>= 1) tasks of ``resource`` (>= 0) run at once."""
 
+    def set_max_running(self, limit: int) -> None:
+        """Let at most ``limit`` tasks run at once over all jobs (0: no cap, the default)."""
+
     def submit(self, graph: int, priority: int) -> int:
         """Start a job and return its id; RuntimeError after ``shutdown()``."""
 

@@ -131,6 +131,8 @@ class Runtime:
         except (ValueError, TypeError) as exc:
             raise SchedulerError(f"invalid priority weights {weights!r}: {exc}") from exc
         self.workers = workers
+        # A caller that runs its own job (help) takes a worker's slot, never an extra thread.
+        self._sched.set_max_running(workers)
         self._freeze_shared = freeze_shared
         self._cuda = cuda_available()
         self._gpu_or_freeze = self._cuda or freeze_shared

@@ -44,6 +44,9 @@ active jobs ends. ValueError on an unknown or already removed graph.)doc")
       .def("set_resource_limit", &Scheduler::set_resource_limit, py::arg("resource"),
            py::arg("limit"),
            "Let at most `limit` (>= 1) tasks of `resource` (>= 0) run at once; default unlimited.")
+      .def("set_max_running", &Scheduler::set_max_running, py::arg("limit"), R"doc(
+Let at most `limit` tasks run at once over all jobs (0: no cap, the default); the runtime sets
+its number of workers, so that a caller running its own job never adds a thread.)doc")
       .def("submit", &Scheduler::submit, py::arg("graph"), py::arg("priority"),
            "Start a job of `graph` at `priority` (PRIORITY_*) and return its id; RuntimeError "
            "after shutdown().")

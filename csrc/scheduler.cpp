@@ -83,6 +83,15 @@ void Scheduler::set_resource_limit(std::int64_t resource, std::int64_t limit) {
   notify(wake);
 }
 
+void Scheduler::set_max_running(std::int64_t limit) {
+  CLARA_RT_CHECK(limit >= 0, "max_running must be >= 0 (0: no cap), got " + std::to_string(limit));
+  std::unique_lock<std::mutex> lock(mutex_);
+  max_running_ = limit;
+  std::int64_t wake = wakeups();
+  lock.unlock();
+  notify(wake);
+}
+
 std::int64_t Scheduler::submit(std::int64_t graph, std::int64_t priority) {
   CLARA_RT_CHECK(
       priority >= 0 && priority < kNumPriorities,
@@ -277,6 +286,7 @@ std::int32_t Scheduler::resource_index(std::int64_t resource) {
 }
 
 std::optional<Task> Scheduler::pop_task() {
+  if (at_cap()) return std::nullopt;
   while (const std::optional<Priority> selected = ready_.select()) {
     const Priority priority = *selected;
     const Task next = ready_.pop(priority);
@@ -309,7 +319,7 @@ std::optional<Task> Scheduler::pop_task() {
 
 std::optional<Task> Scheduler::take_task_of(std::int64_t job_id) {
   JobSlot* job = live_job(job_id);
-  if (job == nullptr || job->queued == 0 || ready_.more_urgent_than(job->priority)) {
+  if (job == nullptr || job->queued == 0 || at_cap() || ready_.more_urgent_than(job->priority)) {
     return std::nullopt;
   }
   const std::vector<std::int32_t>& resource = job->graph->resource_index;

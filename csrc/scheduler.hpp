@@ -103,6 +103,13 @@ class Scheduler {
   /// @throws std::invalid_argument if resource < 0 or limit < 1.
   void set_resource_limit(std::int64_t resource, std::int64_t limit);
 
+  /// @brief Caps how many tasks run at once, over all jobs (0: no cap, the default). The runtime
+  /// sets it to its number of workers, so that a caller running its own job (take_own()) never
+  /// adds a thread to them: it takes a task only while a worker is idle, and no worker takes one
+  /// while the caller holds that slot.
+  /// @throws std::invalid_argument if limit < 0.
+  void set_max_running(std::int64_t limit);
+
   /// @brief Starts a job of `graph` at `priority` (0..3, see Priority); its roots become ready.
   /// @return The job id, unique for the scheduler's life.
   /// @throws std::invalid_argument on an unknown graph or priority.
@@ -207,6 +214,7 @@ class Scheduler {
   void release_resource(std::int32_t resource);
   bool stop(std::int64_t job, StopReason reason);
   void free_slot(JobSlot& job);
+  bool at_cap() const { return max_running_ > 0 && running_ >= max_running_; }
   std::int64_t wakeups() const;
   void notify(std::int64_t count);
 
@@ -223,6 +231,7 @@ class Scheduler {
   std::vector<Task> scratch_;  // tasks released together by set_resource_limit()
   std::int64_t waiters_ = 0;
   std::int64_t running_ = 0;
+  std::int64_t max_running_ = 0;  // 0: no cap
   std::int64_t parked_ = 0;
   std::int64_t jobs_active_ = 0;
   std::int64_t dispatched_ = 0;

@@ -58,6 +58,7 @@ int main(int argc, char** argv) {
   const std::int64_t diamond = s.add_graph(4, {{0, 1}, {0, 2}, {1, 3}, {2, 3}}, {-1, 7, -1, -1});
   const std::int64_t chain = s.add_graph(3, {{0, 1}, {1, 2}}, {-1, -1, -1});
   s.set_resource_limit(7, 1);
+  s.set_max_running(kWorkers);  // as the runtime does: callers borrow idle workers' slots
   std::atomic<std::int64_t> ran{0};
   std::vector<std::thread> threads;
   for (int i = 0; i < kWorkers; ++i) threads.emplace_back(worker, std::ref(s), std::ref(ran));

@@ -120,6 +120,19 @@ TEST(take_own_yields_to_more_urgent_work) {
   CHECK(s.take_own(low) == TaskId(low, 0));
 }
 
+TEST(max_running_caps_workers_and_callers_together) {
+  Scheduler s;
+  const std::int64_t g = chain(s, 1);
+  s.set_max_running(1);
+  const std::int64_t a = s.submit(g, kNormal);
+  const std::int64_t b = s.submit(g, kNormal);
+  CHECK(s.try_next() == TaskId(a, 0));
+  CHECK(s.try_next() == std::nullopt);
+  CHECK(s.take_own(b) == std::nullopt);
+  CHECK(s.complete(a, 0) == Scheduler::Completion(true, b, 0));
+  CHECK_THROWS(std::invalid_argument, s.set_max_running(-1), "max_running must be >= 0");
+}
+
 TEST(remove_graph_refuses_submits_and_frees_after_the_last_job) {
   Scheduler s;
   const std::int64_t g = chain(s, 1);

@@ -628,7 +628,25 @@ def test_issue_19_stolen_entries_do_not_pile_up() -> None:
     assert s.try_next() is None
 
 
-def test_issue_19_result_runs_the_job_on_the_waiting_thread() -> None:
+def test_issue_19_max_running_caps_workers_and_waiting_callers_together() -> None:
+    s = Scheduler()
+    g = single(s)
+    s.set_max_running(1)
+    a, b, c = s.submit(g, NORMAL), s.submit(g, NORMAL), s.submit(g, NORMAL)
+    assert s.try_next() == (a, 0)
+    assert s.try_next() is None  # at the cap: the single worker's slot is taken
+    assert s.take_own(b) is None  # a waiting caller does not add a thread either
+    assert s.complete(a, 0) == (True, b, 0)  # the slot passes on at once
+    assert s.complete(b, 0) == (True, c, 0)
+    assert s.complete(c, 0) == (True, -1, -1)
+    s.set_max_running(0)  # no cap
+    d, e = s.submit(g, NORMAL), s.submit(g, NORMAL)
+    assert (s.try_next(), s.take_own(e)) == ((d, 0), (e, 0))
+    with pytest.raises(ValueError, match="max_running must be >= 0"):
+        s.set_max_running(-1)
+
+
+def test_issue_19_result_never_runs_more_operators_than_workers() -> None:
     gate, ran_on = threading.Event(), []
 
     class Gate(Operator):
@@ -647,19 +665,25 @@ def test_issue_19_result_runs_the_job_on_the_waiting_thread() -> None:
 
     blocker, probe = Pipeline("blocker"), Pipeline("probe")
     blocker.add(Gate("gate"))
-    a, b = probe.add(Where("a")), probe.add(Where("b"))
-    probe.connect(a, "y", b, "x")
+    probe.add(Where("a"))
     x = np.zeros(4, dtype=np.float32)
     with Runtime(workers=1) as rt:
         held = rt.submit(blocker, {"gate.x": x})
         while rt.stats().running == 0:  # the only worker is inside Gate.compute
             time.sleep(0.001)
         job = rt.submit(probe, {"a.x": x})
-        assert job.result()["b.y"] is x  # the worker is still held: this thread ran a and b
-        assert ran_on == [threading.get_ident()] * 2
-        assert not held.done
+        waiter = threading.Thread(target=job.result)
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive() and ran_on == []  # the waiter did not become a second worker
         gate.set()
-        held.result()
+        waiter.join(10)
+        assert job.result()["a.y"] is x and held.done and len(ran_on) == 1
+    # With the worker idle, the waiting caller runs its job itself (one thread at a time).
+    with Runtime(workers=1) as rt:
+        for _ in range(20):
+            rt.submit(probe, {"a.x": x}).result()
+    assert threading.get_ident() in ran_on
 
 
 def test_issue_19_ctrl_c_in_an_operator_run_by_result_reaches_the_caller() -> None:

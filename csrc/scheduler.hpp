@@ -16,9 +16,11 @@
 //
 // A thread that waits on a job (Python's job.result()) runs that job's ready tasks itself through
 // take_own()/complete_own() instead of sleeping while a worker does: no wake-up and no hand-back.
-// It takes only its own job's tasks, never while a more urgent class has a ready task, and never
-// past a resource limit, so the policy below still decides what the workers run. Its entries
-// leave the ready queue at once (they sit at an end), or go stale and are dropped when popped.
+// It takes only its own job's tasks, never while a more urgent class has a ready task, never past
+// a resource limit, and never past set_max_running() (the runtime's worker count: the caller
+// borrows an idle worker's slot), so the policy below still decides what the workers run. Its
+// entries leave the ready queue at once (they sit at an end), or go stale and are dropped when
+// popped.
 //
 // Priority policy (Clara semantics). Ready tasks sit in four classes (ReadyQueue). `immediate` is
 // served whenever it holds a task; `high`, `normal`, `low` share the rest by smooth weighted round

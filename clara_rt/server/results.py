@@ -151,20 +151,17 @@ def open_result(folder: Path, path: str) -> tuple[int, os.stat_result]:
 def tar_stream(folder: Path, compress: bool) -> Iterator[bytes]:
     """Tar the regular files of ``folder`` on the fly (no temporary archive on disk).
 
-    Each file is opened without following links and described from the opened file, so a file
-    replaced by a link after the listing is skipped, not followed.
+    Each file is opened with :func:`open_result` and described from the opened file, so a file
+    or a folder replaced by a link after the listing is skipped, not followed.
     """
     sink = _Chunks()
     with tarfile.open(fileobj=sink, mode="w|gz" if compress else "w|") as tar:
         for rel, _ in result_files(folder):
             try:
-                fd = os.open(folder / rel, os.O_RDONLY | os.O_NOFOLLOW)
-            except OSError:
+                fd, info = open_result(folder, rel)  # no link followed at any level
+            except NotFound:
                 continue
             with os.fdopen(fd, "rb") as f:
-                info = os.fstat(fd)
-                if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-                    continue
                 member = tarfile.TarInfo(rel)
                 member.size, member.mtime, member.mode = info.st_size, int(info.st_mtime), 0o644
                 tar.addfile(member, f)

@@ -45,8 +45,8 @@ SCENARIOS: dict[str, Callable[..., BenchRecord]] = {
 }
 """Scenario name (as on the command line) -> function."""
 
-_JOBS_PARAM = {"hops": "jobs", "throughput": "jobs", "core": "jobs", "dispatch": "jobs", "priority": "backlog",
-               "load": "jobs", "cluster": "jobs", "gpu": "hop_jobs"}
+_JOBS_PARAM = {"hops": "jobs", "throughput": "jobs", "core": "jobs", "dispatch": "jobs",
+               "priority": "backlog", "load": "jobs", "cluster": "jobs", "gpu": "hop_jobs"}
 """Which keyword ``--jobs`` sets, per scenario that takes it."""
 
 

@@ -1,10 +1,10 @@
 """``clara-rt dicom``: run the DICOM adapter in the foreground.
 
-* ``clara-rt dicom --config ADAPTER.yaml --server URL [--token T]`` listens for DICOM (C-ECHO,
-  C-STORE), turns each complete series into a payload and jobs on the server, and sends the jobs'
-  DICOM results to the configured destinations, until SIGINT or SIGTERM (then it stops cleanly:
-  series not yet complete stay on disk and are picked up by the next start). The token may also
-  come from ``$CLARA_RT_TOKEN``.
+* ``clara-rt dicom --config ADAPTER.yaml --server URL [--token-file PATH]`` listens for DICOM
+  (C-ECHO, C-STORE), turns each complete series into a payload and jobs on the server, and sends
+  the jobs' DICOM results to the configured destinations, until SIGINT or SIGTERM (then it stops
+  cleanly: series not yet complete stay on disk and are picked up by the next start). The token
+  may also come from ``$CLARA_RT_TOKEN``.
 * ``clara-rt dicom --check --config ADAPTER.yaml`` only checks the configuration and reports
   every mistake it finds (each section, destination and AE title on its own), not only the first.
 
@@ -42,8 +42,10 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--server", metavar="URL", default=os.environ.get("CLARA_RT_HOST"),
                    help="the clara-rt server (clara-rt serve), e.g. http://127.0.0.1:8000; "
                         "default $CLARA_RT_HOST")
-    p.add_argument("--token", metavar="T", help="the server's API token (default "
-                                                "$CLARA_RT_TOKEN)")
+    p.add_argument("--token-file", type=Path, metavar="PATH",
+                   help="a file holding the server's API token (default $CLARA_RT_TOKEN)")
+    p.add_argument("--token", metavar="T", help="the server's API token; visible to every "
+                                                "user (ps): prefer --token-file")
     p.add_argument("--check", action="store_true",
                    help="only check the configuration and exit")
     p.add_argument("--verbose", action="store_true", help="also log pynetdicom's messages")
@@ -77,7 +79,34 @@ def _cmd_dicom(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     _setup_logging(args.verbose)
-    return _run(config, args.server, args.token or os.environ.get("CLARA_RT_TOKEN"))
+    try:
+        token = _token(args)
+    except ValueError as exc:
+        print(f"clara-rt: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return _run(config, args.server, token)
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """``--token-file``, else ``--token`` (warned), else ``$CLARA_RT_TOKEN``; then the token is
+    removed from this process's environment and ``/proc`` views (issue 16.2, 16.7)."""
+    from clara_rt.server.environ import forget_secret
+
+    if args.token_file is not None:
+        try:
+            token: str | None = args.token_file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read --token-file {args.token_file}: {exc}") from exc
+        if not token:
+            raise ValueError(f"--token-file {args.token_file} is empty")
+    elif args.token:
+        print("clara-rt: warning: --token is visible to every user of this machine (ps); "
+              "put the token in a file (--token-file) or in CLARA_RT_TOKEN", file=sys.stderr)
+        token = str(args.token)
+    else:
+        token = os.environ.get("CLARA_RT_TOKEN") or None
+    forget_secret(token)
+    return token
 
 
 def _run(config: AdapterConfig, server: str, token: str | None) -> int:

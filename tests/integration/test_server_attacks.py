@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import importlib.util
 import json
 import os
 import socket
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from clara_rt.client import Client
+from tests.conftest import need_peer
 from tests.server_process import ServerProcess
 
 pytest.importorskip("fastapi")
@@ -63,6 +65,11 @@ def payload(client: Client, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     folder = tmp_path_factory.mktemp("payload")
     (folder / "a.txt").write_text("uploaded\n")
     return client.create_payload(folder)
+
+
+def _need_pynetdicom() -> None:
+    need_peer(importlib.util.find_spec("pynetdicom") is not None,
+              "pynetdicom (pip install 'clara-rt[dicom-net]')")
 
 
 def get(server: ServerProcess, path: str) -> tuple[int, bytes]:
@@ -229,7 +236,7 @@ def _trickle(sock: socket.socket, stop: threading.Event) -> None:
 
 
 def test_issue_16_18_half_sent_and_trickled_pdus_free_their_slot(tmp_path: Path) -> None:
-    pytest.importorskip("pynetdicom")
+    _need_pynetdicom()
     from clara_rt.dicom.config import parse_config
     from clara_rt.dicom.scp import StorageScp
     from tests.dicom_peers import free_port
@@ -451,7 +458,7 @@ def test_issue_16_1_a_link_swapped_in_during_downloads_is_never_followed(
 
 @pytest.mark.parametrize("how", ["env", "file", "argv"])
 def test_issue_16_7_the_dicom_adapter_token_is_not_left_in_proc(tmp_path: Path, how: str) -> None:
-    pytest.importorskip("pynetdicom")
+    _need_pynetdicom()
     import signal
     import subprocess
     import sys

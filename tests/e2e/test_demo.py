@@ -42,6 +42,7 @@ def test_demo_script_prints_what_it_did() -> None:
     assert proc.returncode == 0, proc.stderr
     expected = _lung_voxels((64, 128, 128))
     assert f"result stats.stats: {expected} lung voxels" in proc.stdout
-    assert re.search(r"^job [0-9a-f]{32}: succeeded \(priority high\)$", proc.stdout, re.M), proc.stdout
+    job_line = r"^job [0-9a-f]{32}: succeeded \(priority high\)$"
+    assert re.search(job_line, proc.stdout, re.M), proc.stdout
     for op in ("window", "threshold", "largest", "stats", "mip"):
         assert f"  {op} " in proc.stdout

@@ -1,4 +1,4 @@
-"""Write a label map as a DICOM Segmentation (highdicom) that references its source CT/MR series.
+"""Write a label map as a DICOM Segmentation that references its source CT/MR series.
 
 Segments: one per label, numbered ``1..N`` in ascending label order over the labels named in
 ``labels`` together with those present in the mask (DICOM needs consecutive segment numbers, so
@@ -9,8 +9,11 @@ Empty mask (no label present at all): by default (``on_empty="write"``) a valid 
 whose frames are all empty, with the named segments (or one ``"Segment 1"`` if none are named),
 so that a "no finding" result still reaches PACS; ``on_empty="error"`` raises instead.
 
-Source images: the headers of ``meta.files`` (read without pixel data; highdicom needs only the
-geometry and identifying tags). Missing Type 2 patient/study attributes are filled with empty
+Source images: the headers of ``meta.files`` (read without pixel data; the SEG needs only the
+geometry and identifying tags). The dataset is built with pydicom by :mod:`._seg_dataset` (the
+modules highdicom writes, read back by highdicom in the tests and checked with dciodvfy):
+highdicom costs a cold process about 0.5 s (its import and, at the first SEG, its standard
+tables). Missing Type 2 patient/study attributes are filled with empty
 values on the in-memory copy, as DICOM permits.
 """
 
@@ -29,7 +32,6 @@ from clara_rt import Context, Inputs, Operator, OperatorSpec, Outputs, __version
 from clara_rt.arrays import to_host
 
 if TYPE_CHECKING:
-    import highdicom as hd
     import pydicom
     from pydicom.sr.coding import Code
 
@@ -76,7 +78,7 @@ class DicomSegWriterOp(Operator):
         **params: Further operator parameters (``thread_safe``, ``max_concurrency``).
     """
 
-    preload = ("pydicom", "highdicom")  # imported at the first job; see Operator.preload
+    preload = ("pydicom", "pydicom.sr.codedict")  # imported at the first job; Operator.preload
 
     def __init__(self, name: str | None = None, /, *, labels: Mapping[int, str] | None = None,
                  label_codes: Mapping[int, tuple[Any, Any]] | None = None,
@@ -126,35 +128,21 @@ class DicomSegWriterOp(Operator):
         outputs["seg"] = path
 
     def _segmentation(self, sources: list[pydicom.Dataset], frames: np.ndarray,
-                      numbered: list[int], *, empty: bool) -> hd.seg.Segmentation:
-        # highdicom and pydicom (SciPy, Pillow, pydicom's codecs: ~80 MB) load at the first job,
-        # so that a server holding this pipeline idles small.
-        import highdicom as hd
-        from pydicom.sr.codedict import codes
+                      numbered: list[int], *, empty: bool) -> pydicom.Dataset:
+        # pydicom (and its codes) load at the first job, so that a server holding this
+        # pipeline idles small; the dataset is built without highdicom (see _seg_dataset).
+        from clara_rt.operators.output._seg_dataset import segmentation_dataset
 
-        algorithm = hd.AlgorithmIdentificationSequence(
-            name=self.algorithm_name, family=codes.cid7162.ArtificialIntelligence,
-            version=self.algorithm_version)
-        descriptions = [self._description(number, label, algorithm)
-                        for number, label in enumerate(numbered, start=1)]
-        return hd.seg.Segmentation(
-            source_images=sources, pixel_array=frames, segmentation_type="BINARY",
-            segment_descriptions=descriptions, series_instance_uid=hd.UID(),
-            series_number=self.series_number, sop_instance_uid=hd.UID(), instance_number=1,
-            manufacturer=self.manufacturer, manufacturer_model_name=self.manufacturer,
-            software_versions=f"clara-rt {__version__}", device_serial_number="0",
-            series_description=self.series_description, omit_empty_frames=not empty)
-
-    def _description(self, number: int, label: int,
-                     algorithm: hd.AlgorithmIdentificationSequence) -> hd.seg.SegmentDescription:
-        import highdicom as hd
-
-        name = self.labels.get(label, f"Segment {label}")
-        category, prop_type = self.label_codes.get(label) or segment_codes(name)
-        return hd.seg.SegmentDescription(
-            segment_number=number, segment_label=name, segmented_property_category=category,
-            segmented_property_type=prop_type, algorithm_type="AUTOMATIC",
-            algorithm_identification=algorithm)
+        segments = []
+        for label in numbered:
+            name = self.labels.get(label, f"Segment {label}")
+            category, prop_type = self.label_codes.get(label) or segment_codes(name)
+            segments.append((name, category, prop_type))
+        return segmentation_dataset(
+            sources, frames, segments, empty=empty,
+            algorithm=(self.algorithm_name, self.algorithm_version),
+            series=(self.series_description, self.series_number),
+            manufacturer=self.manufacturer, software_versions=f"clara-rt {__version__}")
 
 
 def present_labels(mask: np.ndarray) -> list[int]:

@@ -492,3 +492,48 @@ def test_issue_16_7_the_dicom_adapter_token_is_not_left_in_proc(tmp_path: Path, 
     finally:
         adapter.send_signal(signal.SIGTERM)
         assert adapter.wait(timeout=30) == 0, log.read_text()
+
+
+# --- 17: a small NIfTI that declares a huge volume costs the viewer nothing -------------------
+
+
+def _nifti_bomb(path: Path, n: int) -> None:
+    """A gzip NIfTI-1 of n x n x n uint8 zeros (n=700: 343 MB unpacked, 1.5 MB on disk)."""
+    import gzip
+
+    header = bytearray(348)
+    struct.pack_into("<i", header, 0, 348)
+    struct.pack_into("<8h", header, 40, 3, n, n, n, 1, 1, 1, 1)
+    struct.pack_into("<hh", header, 70, 2, 8)  # uint8, 8 bits
+    struct.pack_into("<8f", header, 76, 1, 1, 1, 1, 1, 1, 1, 1)
+    struct.pack_into("<ff", header, 108, 352.0, 1.0)
+    header[344:348] = b"n+1\0"
+    zeros = bytes(1 << 24)
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(bytes(header) + bytes(4))
+        left = n ** 3
+        while left:
+            f.write(zeros[:min(left, len(zeros))])
+            left -= min(left, len(zeros))
+
+
+def test_issue_16_17_a_nifti_declaring_a_huge_volume_is_not_loaded_by_the_viewer(
+        server: ServerProcess, client: Client, tmp_path: Path) -> None:
+    folder = tmp_path / "bomb"
+    folder.mkdir()
+    _nifti_bomb(folder / "bomb.nii.gz", 700)
+    assert (folder / "bomb.nii.gz").stat().st_size < 2 << 20
+    bomb = client.create_payload(folder)
+    client.create_pipeline(pipeline("viewed", ["/bin/sh", "-c", "echo hi > /output/x"]),
+                           replace=True)
+    job = run(client, "viewed", bomb)
+    assert job["status"] == "healthy", job
+    assert server.proc is not None
+    before = _peak_rss_kib(server.proc.pid)
+    for path in ("viewer", "view.png"):
+        status, body = get(server, f"/console/jobs/{job['id']}/{path}")
+        assert status in (200, 404), (status, body[:300])
+    grown = _peak_rss_kib(server.proc.pid) - before
+    assert grown < 128 << 10, f"the viewer grew the server by {grown} KiB for a 1.5 MB file"
+    status, page = get(server, f"/console/jobs/{job['id']}/viewer")
+    assert b"voxels" in page  # the page says why nothing is shown

@@ -18,7 +18,10 @@ a job that is not loaded yet wait for one load.
 
 from __future__ import annotations
 
+import gzip
 import logging
+import math
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -38,6 +41,7 @@ log = logging.getLogger("clara_rt.server")
 _NIFTI = (".nii", ".nii.gz")
 _MAX_LABELS = 8
 _MAX_FILE = 2 << 30  # results larger than this are not read for the viewer
+_MAX_VOXELS = 1 << 28  # NIfTI volumes declaring more are not read (1 GiB as float32)
 PATIENT_TAGS = ("PatientName", "PatientID", "StudyDate", "StudyDescription", "SeriesDescription")
 """Tags of the image's source shown on the viewer's patient line (when the image has them)."""
 
@@ -202,6 +206,10 @@ def _result_image(output: Path, results: list[tuple[str, int]]
 def _read_image(path: Path, source: str) -> JobVolumes | None:
     try:
         if _is_nifti(path.name):
+            voxels = _declared_voxels(path)
+            if voxels > _MAX_VOXELS:  # a small .nii.gz may unpack to any size (issue 16.17)
+                raise NoVolume(f"the {source} declares {voxels} voxels, more than the viewer "
+                               f"loads ({_MAX_VOXELS})")
             image, meta = _io().read_nifti(path)
             return _volumes(image, meta, source)
         array = np.load(path, allow_pickle=False)
@@ -263,6 +271,26 @@ def _read_labels(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     if tuple(labels.shape) != tuple(shape) or not _looks_like_labels(labels):
         return None
     return labels if labels.dtype.kind in "biu" else labels.astype(np.int32)
+
+
+def _declared_voxels(path: Path) -> int:
+    """Voxels a NIfTI-1 or NIfTI-2 header declares (0 when it is not one: the reader says why),
+    read from the first bytes only."""
+    opener: Callable[..., Any] = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        head = f.read(540)
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack_from(order + "i", head, 0)[0] == 348:
+            dims: tuple[int, ...] = struct.unpack_from(order + "8h", head, 40)
+            break
+        if len(head) >= 540 and struct.unpack_from(order + "i", head, 0)[0] == 540:
+            dims = struct.unpack_from(order + "8q", head, 16)
+            break
+    else:
+        return 0
+    if not 0 < dims[0] <= 7:
+        return 0
+    return math.prod(max(int(d), 1) for d in dims[1:dims[0] + 1])
 
 
 def _looks_like_labels(array: np.ndarray) -> bool:

@@ -36,7 +36,8 @@ QUICK: dict[str, dict[str, Any]] = {
 }
 """Small sizes per scenario for ``--quick``."""
 
-GUARDED = ("hops", "throughput", "core", "dispatch", "construct", "dicom", "lungseg")
+GUARDED = ("hops", "throughput", "core", "dispatch", "construct", "dicom", "lungseg",
+           "startup")
 """Scenarios whose ratios the guard checks (those recorded in the baseline file)."""
 
 _FACTOR = 0.5  # fail below half the recorded ratio (a 2x regression)

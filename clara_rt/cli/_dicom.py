@@ -90,15 +90,10 @@ def _cmd_dicom(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> str | None:
     """``--token-file``, else ``--token`` (warned), else ``$CLARA_RT_TOKEN``; then the token is
     removed from this process's environment and ``/proc`` views (issue 16.2, 16.7)."""
-    from clara_rt.server.environ import forget_secret
+    from clara_rt.server.environ import forget_secret, read_token_file
 
     if args.token_file is not None:
-        try:
-            token: str | None = args.token_file.read_text().strip()
-        except OSError as exc:
-            raise ValueError(f"cannot read --token-file {args.token_file}: {exc}") from exc
-        if not token:
-            raise ValueError(f"--token-file {args.token_file} is empty")
+        token: str | None = read_token_file(args.token_file)  # warns when others may read it
     elif args.token:
         print("clara-rt: warning: --token is visible to every user of this machine (ps); "
               "put the token in a file (--token-file) or in CLARA_RT_TOKEN", file=sys.stderr)

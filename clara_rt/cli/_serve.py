@@ -148,13 +148,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> str | None:
     """The write token: ``--token-file``, else ``--token`` (warned), else ``$CLARA_RT_TOKEN``."""
     if args.token_file is not None:
-        try:
-            token = args.token_file.read_text().strip()
-        except OSError as exc:
-            raise ValueError(f"cannot read --token-file {args.token_file}: {exc}") from exc
-        if not token:
-            raise ValueError(f"--token-file {args.token_file} is empty")
-        return token
+        from clara_rt.server.environ import read_token_file
+
+        return read_token_file(args.token_file)  # warns when others may read it
     if args.token:
         print("clara-rt: warning: --token is visible to every user of this machine (ps); "
               "put the token in a file (--token-file) or in CLARA_RT_TOKEN", file=sys.stderr)

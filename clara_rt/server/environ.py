@@ -21,7 +21,7 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["forget_secret"]
+__all__ = ["forget_secret", "read_token_file"]
 
 log = logging.getLogger("clara_rt.server")
 
@@ -60,3 +60,24 @@ def _overwrite(secret: bytes) -> int:
             count += 1
             at = area.find(secret, at + len(secret))
     return count
+
+
+def read_token_file(path: Path) -> str:
+    """The token in ``path`` (stripped); warns on stderr when other users may read the file.
+
+    Raises:
+        ValueError: The file cannot be read or is empty.
+    """
+    import sys
+
+    try:
+        token = path.read_text().strip()
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ValueError(f"cannot read --token-file {path}: {exc}") from exc
+    if not token:
+        raise ValueError(f"--token-file {path} is empty")
+    if mode & 0o077:
+        print(f"clara-rt: warning: --token-file {path} may be read by other users (mode "
+              f"{mode & 0o777:o}); chmod 600 {path}", file=sys.stderr)
+    return token

@@ -453,7 +453,8 @@ def test_issue_16_1_a_link_swapped_in_during_downloads_is_never_followed(
     assert served > 0
 
 
-# --- 2, 7: the adapter's token is neither on its command line nor in its /proc environ -------
+# --- 2, 7: the adapter's token is neither on its command line nor in its /proc environ, and a
+# token file others may read is warned about ---------------------------------------------------
 
 
 @pytest.mark.parametrize("how", ["env", "file", "argv"])
@@ -471,6 +472,7 @@ def test_issue_16_7_the_dicom_adapter_token_is_not_left_in_proc(tmp_path: Path, 
     config.write_text(f"dicom: {{ae-title: CLARA, port: {port}, storage: {tmp_path / 'store'}}}"
                       "\nae-titles: [{name: LUNGSEG, pipelines: [p]}]\n")
     (tmp_path / "token").write_text(token + "\n")
+    (tmp_path / "token").chmod(0o644)  # others may read it: warned
     extra = {"env": [], "file": ["--token-file", str(tmp_path / "token")],
              "argv": ["--token", token]}[how]
     env = {**checkout_env(), **({"CLARA_RT_TOKEN": token} if how == "env" else {})}
@@ -489,6 +491,7 @@ def test_issue_16_7_the_dicom_adapter_token_is_not_left_in_proc(tmp_path: Path, 
         assert token.encode() not in (proc / "environ").read_bytes()
         assert token.encode() not in (proc / "cmdline").read_bytes()
         assert ("--token is visible" in log.read_text()) == (how == "argv")
+        assert ("may be read by other users (mode 644)" in log.read_text()) == (how == "file")
     finally:
         adapter.send_signal(signal.SIGTERM)
         assert adapter.wait(timeout=30) == 0, log.read_text()

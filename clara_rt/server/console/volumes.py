@@ -175,12 +175,11 @@ def load_job_volumes(payload_dirs: list[Path], output: Path,
 
 
 def _input_image(payload_dirs: list[Path]) -> JobVolumes | None:
-    io = _io()
     for folder in payload_dirs:
         if not folder.is_dir():
             continue
         try:
-            image, meta = io.load_series(folder)
+            image, meta = _load_series(folder)
         except (ClaraRTError, OSError, ValueError) as exc:
             log.debug("viewer: %s is not a DICOM series: %s", folder, exc)
         else:
@@ -190,6 +189,22 @@ def _input_image(payload_dirs: list[Path]) -> JobVolumes | None:
             if found is not None:
                 return found
     return None
+
+
+def _load_series(folder: Path) -> tuple[np.ndarray, Any]:
+    """:func:`load_series`, but a series whose headers declare more than ``_MAX_VOXELS`` is not
+    decoded: compressed or deflated pixel data may unpack to any size (issue 16.17)."""
+    from clara_rt.operators.io import dicom_series as series
+
+    with series.reader_pool() as pool:
+        stack, warnings = series.scan_series(folder, pool)
+        first = stack.headers[0]
+        voxels = len(stack.headers) * int(first.get("Rows", 0)) * int(first.get("Columns", 0))
+        if voxels > _MAX_VOXELS:
+            raise NoVolume(f"the input DICOM series declares {voxels} voxels, more than the "
+                           f"viewer loads ({_MAX_VOXELS})")
+        volume = series.read_volume(stack, pool)
+    return volume, series.series_meta(stack, warnings)
 
 
 def _result_image(output: Path, results: list[tuple[str, int]]

@@ -26,18 +26,23 @@ __all__ = ["forget_secret", "read_token_file"]
 log = logging.getLogger("clara_rt.server")
 
 # Fields of /proc/self/stat (proc(5)), counted from 1: arg_start 48 ... env_end 51.
-_AREAS = ((48, 49), (50, 51))
+_AREAS = ((48, 49), (50, 51))  # the command line, then the environment
+_PREFIX = "CLARA_RT_TOKEN"
 
 
 def forget_secret(secret: str | None) -> int:
     """Remove ``secret`` from ``os.environ`` and from this process's ``/proc`` views.
+
+    Only where it is the token: the value of a ``CLARA_RT_TOKEN*`` variable, a whole argument or
+    an ``--opt=secret`` argument (never another variable that happens to hold the same text, and
+    never a substring: a short token such as ``0`` must not garble ``CUDA_VISIBLE_DEVICES=0``).
 
     Returns:
         How many copies were overwritten in the initial environment and command line.
     """
     if not secret:
         return 0
-    for key in [k for k, v in os.environ.items() if v == secret]:
+    for key in [k for k, v in os.environ.items() if v == secret and k.startswith(_PREFIX)]:
         del os.environ[key]
     try:
         return _overwrite(secret.encode())
@@ -49,16 +54,21 @@ def forget_secret(secret: str | None) -> int:
 def _overwrite(secret: bytes) -> int:
     fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
     count = 0
-    for first, last in _AREAS:
+    for (first, last), environment in zip(_AREAS, (False, True), strict=True):
         start, end = int(fields[first - 3]), int(fields[last - 3])
         if not 0 < start < end:
             continue
-        area = ctypes.string_at(start, end - start)
-        at = area.find(secret)
-        while at >= 0:
-            ctypes.memset(start + at, ord("*"), len(secret))
-            count += 1
-            at = area.find(secret, at + len(secret))
+        offset = 0
+        for entry in ctypes.string_at(start, end - start).split(b"\x00"):
+            name, eq, value = entry.partition(b"=")
+            if environment:
+                hit = eq and value == secret and name.startswith(_PREFIX.encode())
+            else:
+                hit = entry == secret or (eq and value == secret and name.startswith(b"-"))
+            if hit:
+                ctypes.memset(start + offset + len(entry) - len(secret), ord("*"), len(secret))
+                count += 1
+            offset += len(entry) + 1
     return count
 
 

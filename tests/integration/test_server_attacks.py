@@ -576,3 +576,20 @@ def test_issue_16_17_a_deflated_dicom_series_declaring_a_huge_volume_is_not_load
     grown = _peak_rss_kib(server.proc.pid) - before
     assert status in (200, 404) and b"more than the viewer loads" in page, (status, page[:300])
     assert grown < 256 << 10, f"the viewer grew the server by {grown} KiB"
+
+
+def test_issue_16_2_forgetting_a_short_token_leaves_other_variables_alone() -> None:
+    import subprocess
+    import sys
+
+    from clara_rt.bench import checkout_env
+
+    probe = ("import os; from clara_rt.server.environ import forget_secret; "
+             "n = forget_secret('0'); env = open('/proc/self/environ', 'rb').read(); "
+             "print(n, b'CLARA_RT_TOKEN=*' in env, b'CUDA_VISIBLE_DEVICES=0' in env, "
+             "b'X=a0b' in env, os.environ.get('CUDA_VISIBLE_DEVICES'), "
+             "'CLARA_RT_TOKEN' in os.environ)")
+    env = {**checkout_env(), "CLARA_RT_TOKEN": "0", "CUDA_VISIBLE_DEVICES": "0", "X": "a0b"}
+    done = subprocess.run([sys.executable, "-c", probe, "0"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.stdout.split() == ["2", "True", "True", "True", "0", "False"], done.stderr

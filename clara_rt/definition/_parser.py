@@ -10,29 +10,28 @@ from __future__ import annotations
 
 import functools
 import re
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
-from clara_rt.definition._yaml import Location, Reader, YList, YMap, describe
+from clara_rt.definition._graph_checks import (
+    check_cycles,
+    check_outputs,
+    check_source,
+    check_types,
+)
+from clara_rt.definition._port_reader import PortReader
+from clara_rt.definition._yaml import Location, YList, YMap, describe
 from clara_rt.definition.schema import (
-    PORT_TYPES,
     PULL_SECRETS_NOTE,
     SUPPORTED_API_VERSIONS,
-    TYPED_PORTS_VERSION,
     ClaraRTKey,
     ContainerDef,
     OperatorDef,
     PipelineDefinition,
     PortDef,
     ServiceDef,
-    find_source,
 )
-from clara_rt.definition.typed_ports import mismatch, mismatch_key
 from clara_rt.definition.variables import substitute
-from clara_rt.names import name_problem
 
 __all__ = ["Parser"]
 
@@ -46,22 +45,14 @@ _SILENT_KEYS = frozenset({"orchestrator", "timeout"})
 _OPERATOR_EXTRA_KEYS = frozenset({"models"})
 _CONTAINER_KEYS = ("image", "tag", "command")
 _REQUEST_KEYS = ("gpu", "memory", "gpu-memory")
-_TYPED_KEYS = ("type", "shape", "element-type", "format")
-_INPUT_KEYS = ("from", "name", "path", *_TYPED_KEYS)
-_OUTPUT_KEYS = ("name", "path", *_TYPED_KEYS)
 _SERVICE_KEYS = ("name", "container", "connections")
 _MODEL_KEYS = ("name",)
 _HTTP_KEYS = ("name", "port")
 _CLARA_RT_KEYS = ("operator", "args", "ports")
 _OPERATOR_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-_DIM_NAME = re.compile(r"[A-Za-z_]\w*")
 
 
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(".") if part.isdigit())
-
-
-class Parser(Reader):
+class Parser(PortReader):
     """Reads one document into records; the graph checks run once all operators are read."""
 
     def __init__(self, path: str, strict: bool, cli: Mapping[str, str],
@@ -87,13 +78,13 @@ class Parser(Reader):
         secrets = self.pull_secrets(doc)
         operators = self.operators(doc)
         for op in operators:
-            self.check_outputs(op)
+            check_outputs(op)
         by_name = {op.name: op for op in operators}
         for op in operators:
             for port in op.inputs:
-                self.check_source(by_name, port)
-                self.check_types(by_name, port)
-        self.check_cycles(operators)
+                check_source(by_name, port, self._entries)
+                check_types(by_name, port, self._entries)
+        check_cycles(operators, self._entries)
         device = self.pipeline_device(doc)
         return PipelineDefinition(self.version, name, operators, secrets, self.path,
                                   tuple(self.warnings), device)
@@ -244,78 +235,6 @@ class Parser(Reader):
             result[key] = self.text(box, key, owner) if isinstance(memory, str) else memory
         return result
 
-    def ports(self, parent: YMap, key: str, owner: str) -> tuple[PortDef, ...]:
-        items = self.sequence(parent, key, owner)
-        if items is None:
-            return ()
-        result: list[PortDef] = []
-        for index, item in enumerate(items, 1):
-            what = f"{key} #{index} of {owner}"
-            if not isinstance(item, YMap):
-                raise items.item_locs[index - 1].error(
-                    f"expected a mapping (path, name{', from' if key == 'input' else ''}...) for "
-                    f"{what}, got {describe(item)}")
-            result.append(self.port(item, what, is_input=key == "input"))
-        return tuple(result)
-
-    def port(self, item: YMap, what: str, *, is_input: bool) -> PortDef:
-        self.check_keys(item, _INPUT_KEYS if is_input else _OUTPUT_KEYS, what)
-        name, path = self.text(item, "name", what), self.text(item, "path", what)
-        if name is not None:
-            self.check_name(item, name, f"port name in {what}")
-        from_ = self.text(item, "from", what) if is_input else None
-        if name is None and path is None and from_ is None:
-            raise item.loc.error(f"{what} needs a 'path' or a 'name'")
-        if _version(self.version) < _version(TYPED_PORTS_VERSION):  # 0.5.0 and later have them
-            for key in _TYPED_KEYS:
-                if key in item:
-                    self.warn(item.key_locs[key], f"'{key}' in {what} is a typed-port field of "
-                              f"api-version {TYPED_PORTS_VERSION}, not of {self.version}")
-        port_type = self.text(item, "type", what)
-        if port_type is not None and port_type not in PORT_TYPES:
-            raise item.value_locs["type"].error(f"unknown port type '{port_type}' in {what}; "
-                                                f"expected one of {', '.join(PORT_TYPES)}")
-        port = PortDef(name=name, path=path, from_=from_, type=port_type,
-                       shape=self.shape(item, what), element_type=self.element_type(item, what),
-                       format=self.text(item, "format", what), loc=item.loc)
-        self._entries[id(port)] = (item, what)
-        return port
-
-    def shape(self, item: YMap, what: str) -> tuple[int | str, ...] | None:
-        dims = item.get("shape")
-        if dims is None:
-            return None
-        hint = "expected a list of sizes, -1 or '*' (any size), or names such as 'H'"
-        if not isinstance(dims, YList):
-            raise item.value_locs["shape"].error(f"{hint} for 'shape' in {what}, got "
-                                                 f"{describe(dims)}")
-        result: list[int | str] = []
-        for dim, loc in zip(dims, dims.item_locs, strict=True):
-            if isinstance(dim, str):
-                dim = self.expand(dim, loc)
-            ok_int = isinstance(dim, int) and not isinstance(dim, bool) and dim >= -1
-            ok_str = isinstance(dim, str) and (dim == "*" or _DIM_NAME.fullmatch(dim))
-            if not ok_int and not ok_str:
-                raise loc.error(f"{hint} in 'shape' of {what}, got {describe(dim)}")
-            result.append(dim)
-        return tuple(result)
-
-    def element_type(self, item: YMap, what: str) -> str | None:
-        given = self.text(item, "element-type", what)
-        if given is None:
-            return None
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # NumPy deprecates some aliases; still an answer
-                dtype = np.dtype(given)
-        except (TypeError, ValueError, SyntaxError):
-            dtype = None
-        if dtype is None or dtype.kind not in "biufc":
-            raise item.value_locs["element-type"].error(
-                f"unknown element-type '{given}' in {what}; expected a NumPy numeric dtype name "
-                "such as float32, int16, uint8 or bool")
-        return dtype.name
-
     def services(self, parent: YMap, owner: str) -> tuple[ServiceDef, ...]:
         items = self.sequence(parent, "services", owner)
         if items is None:
@@ -412,71 +331,3 @@ class Parser(Reader):
             raise box.value_locs["name"].error(f"'name' in {what} is empty")
         self.check_name(box, name, f"'name' in {what}")
         return name
-
-    def check_name(self, box: YMap, name: str, what: str) -> None:
-        """Refuse a name that is not one safe path component (it names files and folders)."""
-        problem = name_problem(name)
-        if problem is not None:
-            raise box.value_locs["name"].error(
-                f"{what}: {name!r} {problem}; names become file and folder names, so each must "
-                f"be one plain component such as 'liver-seg'")
-
-    # --- The graph ----------------------------------------------------------------------------
-
-    def check_outputs(self, op: OperatorDef) -> None:
-        seen: dict[str | None, PortDef] = {}
-        for port in op.outputs:
-            first = seen.get(port.name)
-            if first is not None:
-                which = f"outputs named '{port.name}'" if port.name else "unnamed outputs"
-                fix = "output names must be unique" if port.name else "name all but one"
-                raise port.loc.error(f"operator '{op.name}' has two {which} (lines "
-                                     f"{first.loc.line} and {port.loc.line}); {fix}")
-            seen[port.name] = port
-
-    def check_source(self, ops: Mapping[str, OperatorDef], port: PortDef) -> None:
-        if port.from_ is None:
-            return
-        found, key, problem = find_source(ops, port)
-        if found is None:
-            entry, what = self._entries[id(port)]
-            raise entry.value_locs.get(key, port.loc).error(f"{what}: {problem}")
-
-    def check_types(self, ops: Mapping[str, OperatorDef], port: PortDef) -> None:
-        """Typed ports (0.5.0): the consumer's declared type must fit its producer's."""
-        if port.from_ is None:
-            return
-        source = find_source(ops, port)[0]
-        problem = mismatch(source, port) if source is not None else None
-        if problem is None:
-            return
-        entry, what = self._entries[id(port)]
-        assert source is not None
-        source_what = self._entries[id(source)][1]
-        raise entry.value_locs.get(mismatch_key(problem) or "", port.loc).error(
-            f"{what} does not fit {source_what} (line {source.loc.line}): {problem}")
-
-    def check_cycles(self, operators: Sequence[OperatorDef]) -> None:
-        consumers: dict[str, list[tuple[str, PortDef]]] = {op.name: [] for op in operators}
-        for op in operators:
-            for port in op.inputs:
-                if port.from_ is not None:
-                    consumers[port.from_].append((op.name, port))
-        done: set[str] = set()
-        path: list[str] = []
-
-        def visit(name: str) -> None:
-            path.append(name)
-            for consumer, port in consumers[name]:
-                if consumer in path:
-                    cycle = " -> ".join([*path[path.index(consumer):], consumer])
-                    loc = self._entries[id(port)][0].value_locs["from"]
-                    raise loc.error(f"cycle among operators: {cycle}; a pipeline must not loop")
-                if consumer not in done:
-                    visit(consumer)
-            path.pop()
-            done.add(name)
-
-        for op in operators:
-            if op.name not in done:
-                visit(op.name)

@@ -9,12 +9,15 @@ Empty mask (no label present at all): by default (``on_empty="write"``) a valid 
 whose frames are all empty, with the named segments (or one ``"Segment 1"`` if none are named),
 so that a "no finding" result still reaches PACS; ``on_empty="error"`` raises instead.
 
-Source images: the headers of ``meta.files`` (read without pixel data; the SEG needs only the
-geometry and identifying tags). The dataset is built with pydicom by :mod:`._seg_dataset` (the
-modules highdicom writes, read back by highdicom in the tests and checked with dciodvfy):
-highdicom costs a cold process about 0.5 s (its import and, at the first SEG, its standard
-tables). Missing Type 2 patient/study attributes are filled with empty
-values on the in-memory copy, as DICOM permits.
+Source images: the headers of ``meta.files`` (each file read once, without pixel data; the SEG
+needs only the geometry and identifying tags; missing Type 2 patient/study attributes are filled
+with empty values on the in-memory copy, as DICOM permits). A volume read from multi-frame files
+(Enhanced CT/MR) names each slice's frame in ``meta.source["FrameNumbers"]``: each SEG frame
+then references its source frame (ReferencedSOPInstanceUID + ReferencedFrameNumber) and takes
+that frame's position from the source's functional groups (:mod:`._seg_sources`). The dataset
+is built with pydicom by :mod:`._seg_dataset` (the modules highdicom writes, read back by
+highdicom in the tests and checked with dciodvfy): highdicom costs a cold process about 0.5 s
+(its import and, at the first SEG, its standard tables).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,17 +38,13 @@ if TYPE_CHECKING:
     import pydicom
     from pydicom.sr.coding import Code
 
+    from clara_rt.operators.output._seg_sources import SourceFrame
     from clara_rt.operators.volume import VolumeMeta
 
 __all__ = ["DicomSegWriterOp"]
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 ON_EMPTY = ("write", "error")
-# Type 2 attributes of the Patient and General Study modules that highdicom copies from the
-# source; many real files omit them, and an empty value is what DICOM prescribes then.
-_TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex",
-                        "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
-                        "AccessionNumber")
 # Segmentation Property Type context groups (CID 7151 members) -> their category (CID 7150).
 _TYPE_GROUPS = (("cid7166", "Tissue"), ("cid7159", "MorphologicallyAbnormalStructure"),
                 ("cid7157", "PhysicalObject"), ("cid7192", "AnatomicalStructure"))
@@ -113,7 +112,10 @@ class DicomSegWriterOp(Operator):
         path = _workspace_dir(context, self.name) / self.output_name
         mask = _host_labels(inputs["mask"], self.name)
         meta: VolumeMeta = inputs["meta"]
-        sources = read_source_headers(meta, mask.shape, self.name)
+        # pydicom loads at the first job, so that a server holding this pipeline idles small
+        from clara_rt.operators.output._seg_sources import read_source_frames
+
+        sources = read_source_frames(meta, mask.shape, self.name)
         present = present_labels(mask)
         if not present and self.on_empty == "error":
             raise ValueError(f"operator '{self.name}': the mask is empty (no label present) and "
@@ -127,7 +129,7 @@ class DicomSegWriterOp(Operator):
         save_atomic(seg, path)
         outputs["seg"] = path
 
-    def _segmentation(self, sources: list[pydicom.Dataset], frames: np.ndarray,
+    def _segmentation(self, sources: list[SourceFrame], frames: np.ndarray,
                       numbered: list[int], *, empty: bool) -> pydicom.Dataset:
         # pydicom (and its codes) load at the first job, so that a server holding this
         # pipeline idles small; the dataset is built without highdicom (see _seg_dataset).
@@ -175,39 +177,6 @@ def segment_codes(name: str) -> tuple[Code, Code]:
     return codes.cid7150.Tissue, codes.cid7166.Tissue
 
 
-def read_source_headers(meta: VolumeMeta, shape: Sequence[int],
-                        operator: str) -> list[pydicom.Dataset]:
-    """Read the source headers of ``meta.files`` (no pixel data) and check them against a mask.
-
-    Args:
-        meta: Geometry and provenance of the volume the mask was computed on.
-        shape: ``(k, j, i)`` shape of the mask.
-        operator: Operator name, for messages.
-
-    Returns:
-        The datasets in slice order, with missing Type 2 patient/study attributes set empty.
-
-    Raises:
-        ValueError: ``meta`` has no files, a file is not DICOM, or the files do not match the
-            mask shape or ``meta.source``.
-        FileNotFoundError: Source files are missing (all missing ones are named).
-    """
-    files = [Path(f) for f in getattr(meta, "files", ())]
-    if not files:
-        raise ValueError(f"operator '{operator}': meta.files is empty; the SEG writer needs "
-                         "the source DICOM files of the volume (a meta from the DICOM loader)")
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise FileNotFoundError(f"operator '{operator}': {len(missing)} of {len(files)} source "
-                                f"DICOM files are missing: {', '.join(missing)}")
-    if len(files) != shape[0]:
-        raise ValueError(f"operator '{operator}': mask has {shape[0]} slices but meta.files "
-                         f"lists {len(files)} source files")
-    datasets = [_read_header(f, operator) for f in files]
-    _check_sources(datasets, meta, shape, operator)
-    return datasets
-
-
 def save_atomic(seg: pydicom.Dataset, path: Path) -> None:
     """Write ``seg`` to ``path`` through a temporary file in the same folder, then rename.
 
@@ -223,42 +192,6 @@ def save_atomic(seg: pydicom.Dataset, path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def _read_header(path: Path, operator: str) -> pydicom.Dataset:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError) as exc:
-        raise ValueError(f"operator '{operator}': cannot read source DICOM file {path}: "
-                         f"{exc}") from exc
-    for keyword in _TYPE2_PATIENT_STUDY:
-        if keyword not in ds:
-            setattr(ds, keyword, "")
-    return ds
-
-
-def _check_sources(datasets: list[pydicom.Dataset], meta: VolumeMeta, shape: Sequence[int],
-                   operator: str) -> None:
-    for k, ds in enumerate(datasets):
-        size = (int(getattr(ds, "Rows", 0)), int(getattr(ds, "Columns", 0)))
-        if size != tuple(shape[1:]):
-            raise ValueError(f"operator '{operator}': source slice {k} ({meta.files[k]}) is "
-                             f"{size[0]}x{size[1]} but the mask slices are "
-                             f"{shape[1]}x{shape[2]}")
-    series = {str(ds.SeriesInstanceUID) for ds in datasets}
-    if len(series) != 1:
-        raise ValueError(f"operator '{operator}': meta.files mix {len(series)} series: "
-                         f"{', '.join(sorted(series))}")
-    expected = meta.source.get("SOPInstanceUIDs")
-    if expected:
-        for k, (ds, uid) in enumerate(zip(datasets, expected, strict=False)):
-            if str(ds.SOPInstanceUID) != str(uid):
-                raise ValueError(f"operator '{operator}': meta.files[{k}] ({meta.files[k]}) is "
-                                 f"SOP instance {ds.SOPInstanceUID}, but meta.source lists "
-                                 f"{uid} for slice {k}")
 
 
 def _host_labels(mask: Any, operator: str) -> np.ndarray:

@@ -19,7 +19,8 @@ from pydicom.sr.codedict import codes
 
 from clara_rt.operators.io import load_series
 from clara_rt.operators.output._seg_dataset import segmentation_dataset
-from clara_rt.operators.output.dicom_seg import read_source_headers, segment_codes
+from clara_rt.operators.output._seg_sources import read_source_frames
+from clara_rt.operators.output.dicom_seg import segment_codes
 from tests.data.chest_dicom import write_chest_series
 
 # new UIDs and times; Contributing Equipment and the 3D organisation (both Type 3) are left out
@@ -57,7 +58,7 @@ def test_same_attributes_and_frames_as_highdicom(tmp_path: Path, labels: dict[in
     if len(labels) == 2:
         mask[volume > 200] = 2
     mask[:2] = 0  # slices without any segment: no frames
-    sources = read_source_headers(meta, mask.shape, "seg")
+    sources = read_source_frames(meta, mask.shape, "seg")
     segments = [(name, *segment_codes(name)) for name in labels.values()]
     ours = segmentation_dataset(sources, mask, segments, empty=False,
                                 algorithm=("clara-rt", "1.0"), series=("lungs", 900),
@@ -65,7 +66,7 @@ def test_same_attributes_and_frames_as_highdicom(tmp_path: Path, labels: dict[in
     algorithm = hd.AlgorithmIdentificationSequence(
         name="clara-rt", family=codes.cid7162.ArtificialIntelligence, version="1.0")
     theirs = hd.seg.Segmentation(
-        source_images=sources, pixel_array=mask, segmentation_type="BINARY",
+        source_images=[s.dataset for s in sources], pixel_array=mask, segmentation_type="BINARY",
         segment_descriptions=[hd.seg.SegmentDescription(
             segment_number=n, segment_label=name, segmented_property_category=category,
             segmented_property_type=kind, algorithm_type="AUTOMATIC",

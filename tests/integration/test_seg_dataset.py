@@ -22,6 +22,7 @@ from clara_rt.operators.output._seg_dataset import segmentation_dataset
 from clara_rt.operators.output._seg_sources import read_source_frames
 from clara_rt.operators.output.dicom_seg import segment_codes
 from tests.data.chest_dicom import write_chest_series
+from tests.integration.test_dicom_multiframe import enhanced_ct
 
 # new UIDs and times; Contributing Equipment and the 3D organisation (both Type 3) are left out
 _VOLATILE = {"SOPInstanceUID", "MediaStorageSOPInstanceUID", "SeriesInstanceUID",
@@ -88,3 +89,44 @@ def test_same_attributes_and_frames_as_highdicom(tmp_path: Path, labels: dict[in
         uids, assert_missing_frames_are_empty=True)
     for number in range(1, len(labels) + 1):
         np.testing.assert_array_equal(decoded[..., number - 1], mask == number)
+
+
+def test_multiframe_source_same_attributes_and_frames_as_highdicom(tmp_path: Path) -> None:
+    """An Enhanced CT source (frames shuffled): the same SEG as highdicom's, frame references
+    (ReferencedFrameNumber) and positions included."""
+    files = write_chest_series(tmp_path / "ct", shape=(10, 40, 40))
+    order = [int(k) for k in np.random.default_rng(3).permutation(10)]
+    path = enhanced_ct(files, tmp_path / "multi", order=order)
+    volume, meta = load_series(tmp_path / "multi")
+    mask = np.where(volume < -500, 1, 0).astype(np.uint8)
+    mask[:2] = 0
+    sources = read_source_frames(meta, mask.shape, "seg")
+    assert [s.frame for s in sources] == meta.source["FrameNumbers"]
+    segments = [("Lung", *segment_codes("Lung"))]
+    ours = segmentation_dataset(sources, mask, segments, empty=False,
+                                algorithm=("clara-rt", "1.0"), series=("lungs", 900),
+                                manufacturer="clara-rt", software_versions="clara-rt 1.0")
+    # highdicom takes the multi-frame image itself and a mask in its frame order
+    by_frame = mask[np.argsort(meta.source["FrameNumbers"])]
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="clara-rt", family=codes.cid7162.ArtificialIntelligence, version="1.0")
+    theirs = hd.seg.Segmentation(
+        source_images=[sources[0].dataset], pixel_array=by_frame,
+        segmentation_type="BINARY", segment_descriptions=[hd.seg.SegmentDescription(
+            segment_number=1, segment_label="Lung", segmented_property_category=segments[0][1],
+            segmented_property_type=segments[0][2], algorithm_type="AUTOMATIC",
+            algorithm_identification=algorithm)],
+        series_instance_uid=hd.UID(), series_number=900, sop_instance_uid=hd.UID(),
+        instance_number=1, manufacturer="clara-rt", manufacturer_model_name="clara-rt",
+        software_versions="clara-rt 1.0", device_serial_number="0", series_description="lungs",
+        omit_empty_frames=True)
+    mine, reference = _tree(ours), _tree(theirs)
+    key = "PerFrameFunctionalGroupsSequence"
+    assert _frames(mine.pop(key)) == _frames(reference.pop(key))
+    assert mine == reference
+    out = tmp_path / "ours.dcm"
+    ours.save_as(out, enforce_file_format=True)
+    decoded = hd.seg.segread(out).get_pixels_by_source_frame(
+        str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID),
+        meta.source["FrameNumbers"], assert_missing_frames_are_empty=True)
+    np.testing.assert_array_equal(decoded[..., 0], mask == 1)

@@ -1,0 +1,190 @@
+"""A DICOM SEG over a multi-frame source (issue 17.7 follow-up): frames reference source frames.
+
+The chest phantom is written as a single-frame CT series and as one Enhanced CT file of the same
+slices (frames shuffled, geometry only in the functional groups). ct-lung-seg runs on both with
+``clara-rt run``; the SEG of the Enhanced CT must reference, frame by frame, the source frame it
+was computed on (ReferencedSOPInstanceUID + ReferencedFrameNumber) at that frame's position, in
+its frame of reference, decode (highdicom) to the same masks as the single-frame run's SEG, and
+pass dciodvfy. A volume of some frames only lists them in SourceImageSequence; a meta that does
+not say which frame a slice is, or names a frame the file lacks, is refused.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+from clara_rt import OperatorError, Pipeline, Runtime
+from clara_rt.bench import checkout_env
+from clara_rt.operators.io import load_series
+from clara_rt.operators.output import DicomSegWriterOp
+from clara_rt.operators.volume import VolumeMeta
+from clara_rt.server.console.volumes import load_job_volumes
+from tests.conftest import need_peer
+from tests.data.chest_dicom import write_chest_series
+from tests.integration.test_dicom_multiframe import enhanced_ct
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINE = ROOT / "examples" / "ct-lung-seg" / "pipeline.yaml"
+SHAPE = (16, 64, 64)
+ORDER = [int(k) for k in np.random.default_rng(11).permutation(SHAPE[0])]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """ct-lung-seg run with ``clara-rt run`` on the single-frame and the Enhanced CT input."""
+    root = tmp_path_factory.mktemp("mf")
+    files = write_chest_series(root / "single", shape=SHAPE)
+    enhanced_ct(files, root / "multi", order=ORDER)
+    for name in ("single", "multi"):
+        proc = subprocess.run([sys.executable, "-m", "clara_rt.cli", "run", str(PIPELINE),
+                               "--input", str(root / name), "--output", str(root / f"{name}.out")],
+                              cwd=ROOT, env=checkout_env(), capture_output=True, text=True,
+                              timeout=180, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return {"root": root, "single": root / "single", "multi": root / "multi" / "enhanced.dcm",
+            "single_seg": root / "single.out" / "seg-writer" / "seg.dcm",
+            "multi_seg": root / "multi.out" / "seg-writer" / "seg.dcm"}
+
+
+def _frame_positions(path: Path) -> dict[int, list[float]]:
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return {n: [float(v) for v in group.PlanePositionSequence[0].ImagePositionPatient]
+            for n, group in enumerate(ds.PerFrameFunctionalGroupsSequence, start=1)}
+
+
+def test_ct_lung_seg_on_enhanced_ct_references_each_source_frame(runs: dict[str, Path]) -> None:
+    source = pydicom.dcmread(runs["multi"], stop_before_pixels=True)
+    seg = pydicom.dcmread(runs["multi_seg"])
+    assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
+    assert seg.StudyInstanceUID == source.StudyInstanceUID
+    (series,) = seg.ReferencedSeriesSequence
+    assert series.SeriesInstanceUID == source.SeriesInstanceUID
+    (instance,) = series.ReferencedInstanceSequence  # one instance, listed once
+    assert instance.ReferencedSOPInstanceUID == source.SOPInstanceUID
+    (image,) = seg.SourceImageSequence  # all 16 frames used: no frame list (Type 1C)
+    assert image.ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert image.ReferencedSOPClassUID == source.SOPClassUID
+    assert "ReferencedFrameNumber" not in image
+    positions = _frame_positions(runs["multi"])
+    referenced = []
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        (ref,) = frame.DerivationImageSequence[0].SourceImageSequence
+        assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
+        number = int(ref.ReferencedFrameNumber)
+        referenced.append(number)
+        seg_position = [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient]
+        np.testing.assert_allclose(seg_position, positions[number], atol=1e-4)
+    assert len(set(referenced)) == len(referenced) > 0
+    # frame n of the Enhanced CT holds slice ORDER[n - 1]: the SEG's frames are in slice order
+    slices = [ORDER[n - 1] for n in referenced]
+    assert slices == sorted(slices)
+
+
+def test_enhanced_ct_seg_decodes_like_the_single_frame_one(runs: dict[str, Path]) -> None:
+    _, single_meta = load_series(runs["single"])
+    single = hd.seg.segread(runs["single_seg"]).get_pixels_by_source_instance(
+        single_meta.source["SOPInstanceUIDs"], assert_missing_frames_are_empty=True)
+    assert single[..., 0].sum() > 1000
+    uid = str(pydicom.dcmread(runs["multi"], stop_before_pixels=True).SOPInstanceUID)
+    numbers = [ORDER.index(k) + 1 for k in range(SHAPE[0])]  # slice k -> its frame
+    multi = hd.seg.segread(runs["multi_seg"]).get_pixels_by_source_frame(
+        uid, numbers, assert_missing_frames_are_empty=True)
+    np.testing.assert_array_equal(multi, single)
+
+
+def test_enhanced_ct_seg_passes_dciodvfy(runs: dict[str, Path]) -> None:
+    dciodvfy = shutil.which("dciodvfy")
+    need_peer(dciodvfy is not None, "dciodvfy (dicom3tools)")
+    assert dciodvfy is not None
+    proc = subprocess.run([dciodvfy, str(runs["multi_seg"])], capture_output=True, text=True,
+                          check=False)
+    report = proc.stdout + proc.stderr
+    assert "Segmentation" in report
+    errors = [line for line in report.splitlines() if line.startswith("Error")]
+    assert not errors, report
+
+
+def test_viewer_shows_the_enhanced_ct_and_its_masks(runs: dict[str, Path]) -> None:
+    output = runs["root"] / "multi.out"
+    results = [(p.relative_to(output).as_posix(), p.stat().st_size)
+               for p in sorted(output.rglob("*")) if p.is_file() and ".clara-rt" not in str(p)]
+    volumes = load_job_volumes([runs["multi"].parent], output, results)
+    single, _ = load_series(runs["single"])
+    np.testing.assert_array_equal(volumes.image, single)
+    assert "nifti-writer/path.nii.gz" in volumes.labels
+    assert volumes.labels["nifti-writer/path.nii.gz"].shape == SHAPE
+
+
+# --- the writer on a meta built from the Enhanced CT --------------------------------------------
+
+
+def _write(meta: VolumeMeta, mask: np.ndarray, workspace: Path) -> Path:
+    p = Pipeline("seg-mf")
+    p.add(DicomSegWriterOp("seg", labels={1: "Lung"}))
+    with Runtime(workers=1) as rt:
+        out: dict[str, Any] = rt.submit(p, {"seg.mask": mask, "seg.meta": meta}, timeout=60,
+                                        workspace=workspace).result()
+    return Path(out["seg.seg"])
+
+
+@pytest.fixture
+def multiframe(tmp_path: Path) -> tuple[np.ndarray, VolumeMeta]:
+    files = write_chest_series(tmp_path / "single", shape=(8, 32, 32))
+    enhanced_ct(files, tmp_path / "multi", order=[3, 0, 6, 1, 7, 2, 5, 4])
+    volume, meta = load_series(tmp_path / "multi")
+    return (volume < -500).astype(np.uint8), meta
+
+
+def test_seg_of_some_frames_lists_them(multiframe: tuple[np.ndarray, VolumeMeta],
+                                       tmp_path: Path) -> None:
+    mask, meta = multiframe
+    kept = slice(2, 6)
+    part = replace(meta, files=meta.files[kept], source={
+        **meta.source, "SOPInstanceUIDs": meta.source["SOPInstanceUIDs"][kept],
+        "FrameNumbers": meta.source["FrameNumbers"][kept]})
+    seg = pydicom.dcmread(_write(part, mask[kept], tmp_path / "job"))
+    (image,) = seg.SourceImageSequence
+    assert list(image.ReferencedFrameNumber) == sorted(meta.source["FrameNumbers"][kept])
+    used = {int(f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedFrameNumber)
+            for f in seg.PerFrameFunctionalGroupsSequence}
+    assert used <= set(meta.source["FrameNumbers"][kept])
+
+
+def test_multiframe_meta_without_frame_numbers_is_refused(
+        multiframe: tuple[np.ndarray, VolumeMeta], tmp_path: Path) -> None:
+    mask, meta = multiframe
+    source = {k: v for k, v in meta.source.items() if k != "FrameNumbers"}
+    with pytest.raises(OperatorError) as info:
+        _write(replace(meta, source=source), mask, tmp_path / "job")
+    assert str(info.value.__cause__) == (
+        f"operator 'seg': meta.files[0] ({meta.files[0]}) is a multi-frame image of 8 frames "
+        "but meta.source has no FrameNumbers saying which frame is slice 0; load the series "
+        "with DicomSeriesLoaderOp")
+    assert not list((tmp_path / "job").rglob("*.dcm*"))
+
+
+@pytest.mark.parametrize(("numbers", "message"), [
+    ([1, 2, 3, 4, 5, 6, 7, 9], r"FrameNumbers\[7\] is 9 but meta\.files\[7\] \(.*enhanced\.dcm\) "
+                               r"has 8 frame\(s\)"),
+    ([1, 2, 3, 4, 5, 6, 7, 7], r"slices 6 and 7 both come from SOP instance [0-9.]+ frame 7"),
+])
+def test_wrong_frame_numbers_are_refused(multiframe: tuple[np.ndarray, VolumeMeta],
+                                         tmp_path: Path, numbers: list[int],
+                                         message: str) -> None:
+    mask, meta = multiframe
+    with pytest.raises(OperatorError) as info:
+        _write(replace(meta, source={**meta.source, "FrameNumbers": numbers}), mask,
+               tmp_path / "job")
+    assert info.value.__cause__ is not None
+    with pytest.raises(ValueError, match=message):
+        raise info.value.__cause__

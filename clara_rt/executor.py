@@ -13,9 +13,13 @@ Design
   ``wait_next`` without it), run the operator, then ``complete(job, node)``. ``complete``
   releases the successors and immediately returns the next task *for this worker* by the
   priority policy, so a linear chain runs on one thread with no hand-off, while a waiting
-  immediate job still overtakes at the operator boundary.
-* Failures are caught on the worker, stored on their job (first one wins) and re-raised by
-  ``job.result()``. The scheduler then stops that job; other jobs and the worker carry on.
+  immediate job still overtakes at the operator boundary (:mod:`clara_rt.workers`).
+* Running one task and settling a job are :mod:`clara_rt.tasks`. Failures are caught on the
+  worker, stored on their job (first one wins) and re-raised by ``job.result()``. The scheduler
+  then stops that job; other jobs and the worker carry on.
+* This module is the runtime's API: submit (a payload checked against the plan's open-input
+  table, a :class:`~clara_rt.job.Job` of a few attribute sets, one scheduler call), help,
+  stop, close, observers and stats.
 * Pipelines are released when nobody references them: each compiled plan carries a
   ``weakref.finalize`` that removes its C++ graph and stops the operators no other live plan
   uses (``stop()``), so a long-lived runtime holds only the pipelines still in use. Jobs hold
@@ -33,50 +37,30 @@ mutex is never held while calling Python.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import numpy as np
-
 from clara_rt import _core
-from clara_rt.arrays import (
-    cuda_available,
-    record_event,
-    synchronize,
-    wait_event,
-    worker_stream,
-)
+from clara_rt.arrays import cuda_available, record_event
 from clara_rt.deadlines import Deadlines
-from clara_rt.errors import (
-    ClaraRTError,
-    OperatorError,
-    PipelineError,
-    PortTypeError,
-    RuntimeClosedError,
-    SchedulerError,
-)
+from clara_rt.errors import PipelineError, PortTypeError, RuntimeClosedError, SchedulerError
 from clara_rt.graphs import GraphTable, stop_operator
-from clara_rt.job import Job, JobState, Priority, call_done_callback
+from clara_rt.job import Job, JobState, Priority
 from clara_rt.observer import RuntimeObserver
-from clara_rt.operator import Inputs, Outputs
 from clara_rt.pipeline import Pipeline
-from clara_rt.plan import Plan, PlanNode
-from clara_rt.ports import bind_symbols
+from clara_rt.plan import Plan
 from clara_rt.preload import preload
+from clara_rt.workers import WorkerLoop
 
 __all__ = ["Runtime", "RuntimeStats", "run"]
 
-log = logging.getLogger("clara_rt")
 _perf_ns = time.perf_counter_ns
-_PENDING, _RUNNING = JobState.PENDING, JobState.RUNNING
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +85,7 @@ class RuntimeStats:
     operators: int = 0
 
 
-class Runtime:
+class Runtime(WorkerLoop):
     """Runs jobs of any number of pipelines on a pool of worker threads.
 
     Args:
@@ -302,179 +286,6 @@ class Runtime:
         preload(plan)  # what its operators import lazily, on a background thread
         return graph
 
-    # --- workers --------------------------------------------------------------------------
-
-    def _worker(self) -> None:
-        if self._cuda:
-            worker_stream()
-        sched = self._sched
-        try_next, wait_next = sched.try_next, sched.wait_next
-        while True:
-            task = try_next()
-            if task is None:
-                task = wait_next(0.5)
-                if task is None:
-                    if self._stopping:
-                        return
-                    continue
-            try:
-                self._run_chain(*task)
-            except Exception:  # never let a worker die silently; _run_chain reports per job
-                job = self._jobs.get(task[0])  # name the job's public id, not the number
-                where = (f"job {job.id} ('{job.pipeline}'), operator "
-                         f"'{job._plan.nodes[task[1]].operator.name}'" if job is not None
-                         else "a job that has ended")
-                log.exception("clara-rt worker: unexpected error in %s", where)
-
-    def _run_inline(self) -> None:
-        try_next = self._sched.try_next
-        while (task := try_next()) is not None:
-            self._run_chain(*task)
-
-    def _run_chain(self, job_id: int, node: int) -> None:
-        """Run ``(job_id, node)`` and whatever the scheduler hands this worker next."""
-        complete = self._sched.complete
-        jobs = self._jobs
-        run_task = self._run_task
-        job = None
-        while job_id >= 0:
-            if job is None or job._key != job_id:
-                job = jobs.get(job_id)
-                if job is None:  # submit() may still be between sched.submit and the dict insert
-                    with self._lock:
-                        job = jobs[job_id]
-            try:
-                run_task(job, job._plan.nodes[node])
-                finished, next_job, node = complete(job_id, node)
-            except Exception as exc:  # a bug in clara-rt itself: fail the job, keep the worker
-                log.exception("internal error on job %s", job.id)
-                self._record_failure(job, SchedulerError(f"internal error: {exc!r}"))
-                return
-            if finished:
-                self._finalize(job)
-            job_id = next_job
-
-    def _run_own(self, job: Job, node: int) -> None:
-        """Run ``node`` of ``job`` and the job's next ready tasks on the caller's thread."""
-        complete_own = self._sched.complete_own
-        nodes = job._plan.nodes
-        key = job._key
-        while node >= 0:
-            try:
-                self._run_task(job, nodes[node])
-                finished, _, node = complete_own(key, node)
-            except Exception as exc:  # a bug in clara-rt itself: fail the job
-                log.exception("internal error on job %s", job.id)
-                self._record_failure(job, SchedulerError(f"internal error: {exc!r}"))
-                return
-            if finished:
-                self._finalize(job)
-            if job._stop_reason is JobState.FAILED and isinstance(
-                    getattr(job._error, "__cause__", None), KeyboardInterrupt):
-                # Ctrl-C reached the waiting (main) thread inside an operator: the job failed
-                # and is settled above; the caller gets the interrupt, as when it slept.
-                raise KeyboardInterrupt
-
-    def _run_task(self, job: Job, pn: PlanNode) -> None:
-        """Run one operator of one job; on failure record it on the job (never raise)."""
-        if job._stop_reason is not None:
-            return
-        values = job._values
-        inputs = Inputs()
-        inputs._operator = pn.operator
-        for port, slot in pn.inputs:
-            inputs[port] = values[slot]
-        outputs = Outputs()
-        if self._cuda:  # wait for the producers' streams only, never the whole device
-            for producer in pn.producers:
-                wait_event(job._events.get(producer))
-        t0 = _perf_ns()
-        if job._state is _PENDING:
-            job._state = _RUNNING
-            job.started_ns = t0
-        times = job._times
-        times[2 * pn.index] = t0  # visible while it runs (Job.operator_states)
-        observers = self._observers
-        if observers:
-            _notify(observers, "task_started", job, pn.operator)
-        try:
-            pn.compute(inputs, outputs, job.context)
-        except BaseException as exc:  # SystemExit from operator code must not kill the worker
-            times[2 * pn.index + 1] = _perf_ns()
-            job._op_states[pn.index] = _outcome(job, "failed")
-            if observers:
-                _notify(observers, "task_ended", job, pn.operator, exc)
-            self._operator_failed(job, pn, exc)
-            return
-        times[2 * pn.index + 1] = _perf_ns()
-        if observers:
-            _notify(observers, "task_ended", job, pn.operator, None)
-        if len(outputs) != len(pn.outputs):
-            self._task_failed(job, pn, _outputs_error(job, pn, outputs))
-            return
-        try:
-            for port, slot, check in pn.checks:
-                value = outputs[port]
-                problem = check(value)
-                if problem is not None:
-                    spec = pn.operator.spec.outputs[port]
-                    self._task_failed(job, pn, PortTypeError(
-                        f"operator '{pn.operator.name}' emitted a bad value on output '{port}' "
-                        f"(job {job.id}): {problem}; the port is {spec.describe()}"))
-                    return
-                values[slot] = value
-        except KeyError:  # as many outputs as declared, but not the declared names
-            self._task_failed(job, pn, _outputs_error(job, pn, outputs))
-            return
-        if pn.symbolic:
-            problem = bind_symbols((spec, inputs.get(port) if not is_out else outputs[port])
-                                   for spec, is_out, port in pn.symbolic)
-            if problem is not None:
-                self._task_failed(job, pn, PortTypeError(
-                    f"operator '{pn.operator.name}' (job {job.id}): {problem}"))
-                return
-        job._op_states[pn.index] = ("succeeded" if job._stop_reason is None
-                                    else _outcome(job, "succeeded"))
-        if self._gpu_or_freeze:
-            self._after_task(job, pn, values, outputs)
-        else:
-            for slot in pn.release:  # free inputs nobody else reads as soon as possible
-                values[slot] = None
-
-    def _after_task(self, job: Job, pn: PlanNode, values: list[Any], outputs: Outputs) -> None:
-        if self._freeze_shared:
-            _freeze(job._plan, pn, values)
-        if self._cuda:
-            job._events[pn.index] = record_event(outputs.values())
-            # GPU inputs stay referenced until the job ends: this node's kernels may still be
-            # reading them on its stream, and CuPy's pool would hand freed memory to the
-            # producer's stream at once.
-        else:
-            for slot in pn.release:
-                values[slot] = None
-
-    # --- job endings ----------------------------------------------------------------------
-
-    def _task_failed(self, job: Job, pn: PlanNode, error: ClaraRTError) -> None:
-        job._op_states[pn.index] = _outcome(job, "failed")
-        self._record_failure(job, error)
-
-    def _operator_failed(self, job: Job, pn: PlanNode, exc: BaseException) -> None:
-        name = pn.operator.name
-        error = OperatorError(f"operator '{name}' failed in job {job.id} ('{job.pipeline}'): "
-                              f"{type(exc).__name__}: {exc}", operator=name, job_id=job.id,
-                              traceback=traceback.format_exc())
-        error.__cause__ = exc
-        self._record_failure(job, error)
-
-    def _record_failure(self, job: Job, error: ClaraRTError) -> None:
-        # The failing task is still running, so the scheduler never reports the job quiescent.
-        if job._stop(JobState.FAILED, self._sched.fail, error) is None:
-            # An operator that stops because its job was cancelled or timed out raises as a
-            # matter of course; a second real failure in a failed job is worth a warning.
-            level = logging.WARNING if job._stop_reason is JobState.FAILED else logging.DEBUG
-            log.log(level, "job %s: further failure after the job stopped: %s", job.id, error)
-
     def stop_job(self, job: Job, state: JobState) -> bool:
         """Stop ``job`` as ``state`` (CANCELLED or TIMED_OUT): nothing more of it is
         dispatched; running operators see ``context.cancelled``. Returns whether this call
@@ -485,20 +296,6 @@ class Runtime:
         if quiescent:
             self._finalize(job)
         return True
-
-    def _finalize(self, job: Job) -> None:
-        if self._cuda:
-            # Results must be complete when job.result() hands them to any stream, and no
-            # kernel may still read the intermediate arrays this job is about to drop.
-            synchronize(list(job._events.values()))
-        callbacks = job._settle(_perf_ns())
-        if callbacks is None:
-            return
-        self._jobs.pop(job._key, None)
-        for fn in callbacks:
-            call_done_callback(job, fn)
-        if self._observers:
-            _notify(self._observers, "job_ended", job)
 
 
 def run(pipeline: Pipeline, payload: Mapping[str, Any] | None = None, *,
@@ -512,54 +309,21 @@ def run(pipeline: Pipeline, payload: Mapping[str, Any] | None = None, *,
         return rt.submit(pipeline, payload, priority=priority, timeout=timeout).result()
 
 
-def _outcome(job: Job, ended: str) -> str:
-    """An operator's final state: how it ended, unless its job was cancelled or timed out while
-    it ran (its outputs are then discarded, whatever it did)."""
-    reason = job._stop_reason
-    if reason is JobState.CANCELLED or reason is JobState.TIMED_OUT:
-        return str(reason.value)
-    return ended
-
-
-def _notify(observers: tuple[RuntimeObserver, ...], hook: str, *args: Any) -> None:
-    for observer in observers:
-        try:
-            getattr(observer, hook)(*args)
-        except Exception:
-            log.exception("runtime observer %r raised in %s", observer, hook)
-
-
 def _payload_values(plan: Plan, payload: Mapping[str, Any]) -> list[Any]:
     """Check ``payload`` against the plan's open inputs and lay it out in a slot list."""
-    values: list[Any] = [None] * plan.num_slots
     if payload.keys() != plan.payload.keys():  # the common case (exact keys) skips the lists
         problem = plan.payload_problem(payload)
         if problem is not None:
             raise PipelineError(problem)
-    for key, value in payload.items():
-        slot, spec = plan.payload[key]
-        if value is None and spec.optional:
+    values: list[Any] = [None] * plan.num_slots
+    get = payload.get
+    for key, slot, spec in plan.open_inputs:
+        value = get(key)
+        if value is None and spec.optional:  # absent, or None for an optional input
             continue
-        problem = spec.value_problem(value)
+        problem = spec._check(value)
         if problem is not None:
             raise PortTypeError(f"payload '{key}' of pipeline '{plan.name}': {problem}; the port "
                                 f"is {spec.describe()}")
         values[slot] = value
     return values
-
-
-def _outputs_error(job: Job, pn: PlanNode, outputs: Outputs) -> PipelineError:
-    name = pn.operator.name
-    unknown = sorted(set(outputs) - pn.output_names)
-    if unknown:
-        return PipelineError(f"operator '{name}' emitted unknown output '{unknown[0]}' in job "
-                             f"{job.id}; outputs are: {', '.join(sorted(pn.output_names))}")
-    missing = sorted(pn.output_names - set(outputs))
-    return PipelineError(f"operator '{name}' did not emit output(s) {', '.join(missing)} in job "
-                         f"{job.id}; compute() must set every declared output")
-
-
-def _freeze(plan: Plan, pn: PlanNode, values: list[Any]) -> None:
-    for _, slot, _ in pn.outputs:
-        if slot in plan.shared_slots and isinstance(values[slot], np.ndarray):
-            values[slot].flags.writeable = False

@@ -102,6 +102,9 @@ class Priority(enum.IntEnum):
         if isinstance(value, Priority):
             return value
         if isinstance(value, str):
+            found = _BY_NAME.get(value)  # the common case: a lower-case name
+            if found is not None:
+                return found
             try:
                 return cls[value.strip().upper()]
             except KeyError:
@@ -116,6 +119,8 @@ class Priority(enum.IntEnum):
         """The lower-case name used by the CLI, the REST API and YAML (``"high"``)."""
         return self.name.lower()
 
+
+_BY_NAME: dict[str, Priority] = {p.name.lower(): p for p in Priority}
 
 #: A priority's name, for typed APIs and the REST schema (the names of :class:`Priority`).
 PriorityName = Literal["immediate", "high", "normal", "low"]
@@ -226,6 +231,11 @@ class _Latch:
 
 class Job:
     """A submitted run of a pipeline. Made by :meth:`Runtime.submit`, not by users."""
+
+    __slots__ = ("__weakref__", "_callbacks", "_done", "_error", "_events", "_key", "_lock",
+                 "_op_states", "_plan", "_runtime", "_state", "_stop_reason", "_times",
+                 "_values", "context", "finished_ns", "id", "name", "pipeline", "priority",
+                 "started_ns", "submitted_ns")
 
     def __init__(self, runtime: Runtime | None, plan: Plan, priority: Priority,
                  values: list[Any], submitted_ns: int, *, job_id: str | None = None,

@@ -41,6 +41,8 @@ class PlanNode:
         symbolic: ``(spec, is_output, port)`` of the ports with symbolic dimensions.
         producers: Nodes whose outputs this node reads (GPU: their CUDA events are waited on);
             ``-1`` stands for the payload (the submitting thread's stream).
+        start: Index of its start time in a job's time list (``2 * index``).
+        end: Index of its end time (``2 * index + 1``).
     """
 
     index: int
@@ -53,6 +55,8 @@ class PlanNode:
     release: tuple[int, ...]
     symbolic: tuple[tuple[PortSpec, bool, str], ...]
     producers: tuple[int, ...]
+    start: int
+    end: int
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)
@@ -69,6 +73,8 @@ class Plan:
         results: ``"op.port"`` -> slot for every open output.
         shared_slots: Slots read by more than one node (fan-out).
         num_slots: Length of a job's value list.
+        open_inputs: ``(key, slot, spec)`` of every open input: ``payload`` as a table, for
+            laying out a job's payload without a lookup per key.
     """
 
     name: str
@@ -78,6 +84,7 @@ class Plan:
     results: dict[str, int]
     shared_slots: frozenset[int]
     num_slots: int
+    open_inputs: tuple[tuple[str, int, PortSpec], ...] = ()
 
     def payload_problem(self, keys: Iterable[str]) -> str | None:
         """Return what is wrong with a payload made of ``keys`` (missing or unknown), or None."""
@@ -137,7 +144,8 @@ class Plan:
         return cls(name=pipeline.name, nodes=nodes, edges=tuple(sorted(edges)), payload=payload,
                    results=results,
                    shared_slots=frozenset(s for s, n in readers.items() if n > 1),
-                   num_slots=num_slots)
+                   num_slots=num_slots,
+                   open_inputs=tuple((k, slot, spec) for k, (slot, spec) in payload.items()))
 
 
 def _node(i: int, op: Operator, ins: list[tuple[str, int]], out_slot: dict[tuple[str, str], int],
@@ -157,4 +165,6 @@ def _node(i: int, op: Operator, ins: list[tuple[str, int]], out_slot: dict[tuple
         release=tuple(slot for _, slot in ins if readers[slot] == 1),
         symbolic=symbolic,
         producers=producers,
+        start=2 * i,
+        end=2 * i + 1,
     )

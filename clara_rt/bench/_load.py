@@ -24,28 +24,17 @@ in mean latency, and the ratio of throughputs, is what the server costs per job.
 
 from __future__ import annotations
 
-import functools
-import os
-import queue
 import random
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clara_rt.bench._chest import chest_series
+from clara_rt.bench._load_local import run_in_process
+from clara_rt.bench._load_server import run_server, serving
 from clara_rt.bench._record import BenchRecord, Progress, Target, _quiet, _ratio, machine_info
-from clara_rt.bench._workload import checkout_env
 from clara_rt.job import PRIORITY_NAMES
 
 __all__ = ["DEFAULT_MIX", "load", "parse_mix", "priority_sequence"]
@@ -134,12 +123,37 @@ def load(jobs: int = 40, *, host: str | None = None, token: str | None = None,
         clara_rt.client.ClientError: A request failed (server unreachable, 401, 404...).
         TimeoutError: The jobs did not all stop within ``timeout``.
     """
-    from clara_rt.client import Client
-
     del repeat
     say = progress or _quiet
     weights = parse_mix(mix) if isinstance(mix, str) else dict(mix)
     sequence = priority_sequence(jobs, weights, seed)
+    default = pipeline is None and definition is None
+    definition, input_dir = _definition_and_input(host, pipeline, definition, input_dir, shape)
+    with serving(host, workers, say) as url:
+        pipeline, text, server = _on_server(
+            url, token, pipeline, definition, input_dir, sequence, delay=delay,
+            concurrency=concurrency, payload_per_job=payload_per_job, baseline=baseline,
+            timeout=timeout, say=say)
+    local, note = None, ""
+    if baseline:
+        local, note = _in_process(text, pipeline, input_dir, sequence, delay=delay,
+                                  workers=workers, timeout=timeout, say=say)
+    return _record(server, local, sequence, params={
+        "jobs": jobs, "host": host or "local", "pipeline": pipeline,
+        "input": str(input_dir), "mix": {p: w for p, w in weights.items() if w},
+        "delay_s": delay, "concurrency": concurrency, "payload_per_job": payload_per_job,
+        "workers": workers, "seed": seed, "shape": list(shape) if default else None,
+        "upload_s": server["upload_s"], "sequence": sequence}, note=note)
+
+
+# --- the steps of load ----------------------------------------------------------------------
+
+
+def _definition_and_input(host: str | None, pipeline: str | None, definition: Path | None,
+                          input_dir: Path | None,
+                          shape: tuple[int, int, int]) -> tuple[Path | None, Path]:
+    """The definition to register (default: ct-lung-seg) and the input folder (default: a
+    chest CT phantom of ``shape``, for the default pipeline only)."""
     if host is None and pipeline is not None and definition is None:
         raise ValueError("a local server starts empty: give --definition X.yaml (or --host "
                          "with a server where the pipeline is registered)")
@@ -154,248 +168,50 @@ def load(jobs: int = 40, *, host: str | None = None, token: str | None = None,
         input_dir = chest_series(shape)
     if not input_dir.is_dir():
         raise ValueError(f"input folder {input_dir} does not exist or is not a folder")
-    with _server(host, workers, say) as url:
-        client = Client(url, token, timeout=120.0)
-        if definition is not None:
-            record = client.create_pipeline(definition.read_text(encoding="utf-8"),
-                                            replace=True)
-            pipeline = str(record["name"])
-            text = definition.read_text(encoding="utf-8")
-        else:
-            assert pipeline is not None
-            text = client.pipeline_definition(pipeline) if baseline else ""
-        say(f"load: pipeline '{pipeline}' on {url}; {jobs} jobs ({_counts(sequence)}), "
-            f"concurrency {concurrency}, delay {delay} s")
-        server = _run_server(client, pipeline, input_dir, sequence, delay=delay,
-                             concurrency=concurrency, payload_per_job=payload_per_job,
-                             timeout=timeout, say=say)
-    local = None
-    note = ""
-    if baseline:
-        say(f"load: baseline: the same {jobs} jobs on an in-process Runtime(workers={workers})")
-        try:
-            local = _run_in_process(text, pipeline, input_dir, sequence, delay=delay,
-                                    workers=workers, timeout=timeout)
-        except Exception as exc:  # e.g. a pipeline needing a service the server was given
-            note = f"baseline skipped: {type(exc).__name__}: {exc}. "
-            say(f"load: {note}")
-    return _record(server, local, sequence, params={
-        "jobs": jobs, "host": host or "local", "pipeline": pipeline,
-        "input": str(input_dir), "mix": {p: w for p, w in weights.items() if w},
-        "delay_s": delay, "concurrency": concurrency, "payload_per_job": payload_per_job,
-        "workers": workers, "seed": seed, "shape": list(shape) if default else None,
-        "upload_s": server["upload_s"], "sequence": sequence}, note=note)
+    return definition, input_dir
 
 
-# --- the server run -------------------------------------------------------------------------
+def _on_server(url: str, token: str | None, pipeline: str | None, definition: Path | None,
+               input_dir: Path, sequence: list[str], *, delay: float, concurrency: int,
+               payload_per_job: bool, baseline: bool, timeout: float,
+               say: Progress) -> tuple[str, str, dict[str, Any]]:
+    """Register (or name) the pipeline on ``url`` and run the jobs there.
+
+    Returns:
+        The pipeline's name, its definition text (for the baseline) and the server run.
+    """
+    from clara_rt.client import Client
+
+    client = Client(url, token, timeout=120.0)
+    if definition is not None:
+        record = client.create_pipeline(definition.read_text(encoding="utf-8"),
+                                        replace=True)
+        pipeline = str(record["name"])
+        text = definition.read_text(encoding="utf-8")
+    else:
+        assert pipeline is not None
+        text = client.pipeline_definition(pipeline) if baseline else ""
+    say(f"load: pipeline '{pipeline}' on {url}; {len(sequence)} jobs ({_counts(sequence)}), "
+        f"concurrency {concurrency}, delay {delay} s")
+    server = run_server(client, pipeline, input_dir, sequence, delay=delay,
+                        concurrency=concurrency, payload_per_job=payload_per_job,
+                        timeout=timeout, say=say)
+    return pipeline, text, server
 
 
-@contextmanager
-def _server(host: str | None, workers: int, say: Progress) -> Iterator[str]:
-    """``host``, or the URL of a ``clara-rt serve`` started for the run on a temp data dir."""
-    if host is not None:
-        yield host
-        return
-    from clara_rt.client import Client, ClientError
-
-    root = Path(tempfile.mkdtemp(prefix="clara-rt-bench-load-"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "clara_rt.cli", "serve", "--data", str(root / "data"),
-           "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
-    say(f"load: starting a local server ({url}, workers {workers})")
-    log_path = root / "serve.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=checkout_env(),
-                                start_new_session=True)
+def _in_process(text: str, pipeline: str, input_dir: Path, sequence: list[str], *,
+                delay: float, workers: int, timeout: float,
+                say: Progress) -> tuple[dict[str, Any] | None, str]:
+    """The baseline run, or ``None`` and a note saying why it was skipped."""
+    say(f"load: baseline: the same {len(sequence)} jobs on an in-process "
+        f"Runtime(workers={workers})")
     try:
-        client = Client(url)
-        deadline = time.monotonic() + 60.0
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the local clara-rt serve exited with {proc.returncode}: "
-                                   f"{log_path.read_text(errors='replace')[-2000:]}")
-            try:
-                client.health()
-                break
-            except ClientError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the local clara-rt serve did not answer within 60 s"
-                                       ) from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _run_server(client: Any, pipeline: str, input_dir: Path, sequence: list[str], *,
-                delay: float, concurrency: int, payload_per_job: bool, timeout: float,
-                say: Progress) -> dict[str, Any]:
-    """Warm up, submit ``sequence``, wait; the server's job records and client timings."""
-    t0 = time.perf_counter()
-    shared = None if payload_per_job else client.create_payload(input_dir, name="bench-load")
-    upload_s = time.perf_counter() - t0
-    warm = client.create_job(pipeline, [_payload(client, input_dir, shared)],
-                             name="bench-load-warmup", start=True)
-    warm = client.wait_job(warm["id"], timeout=timeout, poll=0.05)
-    if warm["status"] != "healthy":
-        say(f"load: the warm-up job ended {warm['status']}: {warm['error']}")
-    ids: list[str | None] = [None] * len(sequence)
-    created: list[float] = []
-    errors: list[BaseException] = []
-    counter = iter(range(len(sequence)))
-    lock = threading.Lock()
-    start = time.perf_counter()
-
-    def submitter() -> None:
-        while not errors:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                return
-            pause = start + i * delay - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-            try:
-                job = client.create_job(pipeline, [_payload(client, input_dir, shared)],
-                                        name=f"bench-load-{i}-{sequence[i]}",
-                                        priority=sequence[i], start=True)
-            except BaseException as exc:
-                errors.append(exc)
-                return
-            ids[i] = job["id"]
-            created.append(float(job["created"]))
-
-    threads = [threading.Thread(target=submitter, name=f"bench-load-{k}", daemon=True)
-               for k in range(max(1, min(concurrency, len(sequence))))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    submit_s = time.perf_counter() - start
-    mine = [i for i in ids if i is not None]
-    if errors:
-        for job_id in mine:
-            _cancel_quietly(client, job_id)
-        raise errors[0]
-    say(f"load: {len(mine)} jobs submitted in {submit_s:.2f} s; waiting")
-    records = _wait_all(client, mine, min(created), timeout)
-    return {"records": records, "upload_s": upload_s, "submit_s": submit_s}
-
-
-def _payload(client: Any, input_dir: Path, shared: dict[str, Any] | None) -> str:
-    if shared is not None:
-        return str(shared["id"])
-    return str(client.create_payload(input_dir, name="bench-load")["id"])
-
-
-def _wait_all(client: Any, ids: list[str], since: float,
-              timeout: float) -> list[dict[str, Any]]:
-    """The records of ``ids`` once all have stopped (one job list per 0.2 s, jobs created
-    since the first of them, server clock)."""
-    deadline = time.monotonic() + timeout
-    wanted = set(ids)
-    done: dict[str, dict[str, Any]] = {}
-    while True:
-        for job in client.list_jobs(limit=10000, since=since):
-            if job["id"] in wanted and job["state"] == "stopped":
-                done[job["id"]] = job
-        if len(done) == len(wanted):
-            return [done[i] for i in ids]
-        if time.monotonic() > deadline:
-            for job_id in wanted - set(done):
-                _cancel_quietly(client, job_id)
-            raise TimeoutError(f"{len(wanted) - len(done)} of {len(wanted)} jobs still "
-                               f"unfinished after {timeout} s (cancelled)")
-        time.sleep(0.2)
-
-
-def _cancel_quietly(client: Any, job_id: str) -> None:
-    from clara_rt.client import ClientError
-
-    with suppress(ClientError):
-        client.cancel_job(job_id)
-
-
-# --- the baseline ---------------------------------------------------------------------------
-
-
-def _run_in_process(text: str, name: str, input_dir: Path, sequence: list[str], *,
-                    delay: float, workers: int, timeout: float) -> dict[str, Any]:
-    """The same jobs on an in-process Runtime; per-job latency and queue wait (seconds)."""
-    from clara_rt.definition import parse_definition
-    from clara_rt.definition.build import build_pipeline
-    from clara_rt.executor import Runtime
-    from clara_rt.job import Job, JobState
-    from clara_rt.runner.outputs import collect_outputs
-
-    built = build_pipeline(parse_definition(f"{name}.yaml", text=text, environ={}))
-    payload = built.payload_for(input_dir)
-    scratch = Path(tempfile.mkdtemp(prefix="clara-rt-bench-load-local-"))
-    finished: queue.Queue[tuple[int, Job] | None] = queue.Queue()
-    n = len(sequence)
-    stopped_ns = [0] * n
-    healthy = [False] * n
-
-    def finisher() -> None:  # the server's finish loop, minus the database
-        while (item := finished.get()) is not None:
-            i, job = item
-            if job.state is JobState.SUCCEEDED:
-                try:
-                    collect_outputs(job.result(), scratch / f"out-{i}", scratch / f"work-{i}",
-                                    overwrite=True)
-                    healthy[i] = True
-                except OSError:
-                    pass
-            shutil.rmtree(scratch / f"work-{i}", ignore_errors=True)
-            stopped_ns[i] = time.perf_counter_ns()
-
-    thread = threading.Thread(target=finisher, name="bench-load-finish", daemon=True)
-    thread.start()
-    try:
-        with Runtime(workers=workers) as rt:
-            warm = rt.submit(built.pipeline, payload, workspace=scratch / "warm")
-            warm.wait(timeout)
-            collect_outputs(warm.result(), scratch / "out-warm", scratch / "warm",
-                            overwrite=True)
-            submitted: list[Job] = []
-            start = time.perf_counter()
-            for i, prio in enumerate(sequence):
-                pause = start + i * delay - time.perf_counter()
-                if pause > 0:
-                    time.sleep(pause)
-                job = rt.submit(built.pipeline, payload, priority=prio,
-                                workspace=scratch / f"work-{i}")
-                job.add_done_callback(functools.partial(_put, finished, i))
-                submitted.append(job)
-            deadline = time.monotonic() + timeout
-            for job in submitted:
-                if not job.wait(max(0.0, deadline - time.monotonic())):
-                    raise TimeoutError(f"in-process baseline unfinished after {timeout} s")
-    finally:
-        finished.put(None)
-        thread.join(timeout=60)
-        shutil.rmtree(scratch, ignore_errors=True)
-    return {
-        "latency": [(stopped_ns[i] - j.submitted_ns) / 1e9 for i, j in enumerate(submitted)],
-        "wait": [None if j.started_ns is None else (j.started_ns - j.submitted_ns) / 1e9
-                 for j in submitted],
-        "healthy": healthy,
-        "wall": (max(stopped_ns) - min(j.submitted_ns for j in submitted)) / 1e9,
-    }
-
-
-def _put(target: queue.Queue[tuple[int, Any] | None], index: int, job: Any) -> None:
-    target.put((index, job))
+        return run_in_process(text, pipeline, input_dir, sequence, delay=delay,
+                              workers=workers, timeout=timeout), ""
+    except Exception as exc:  # e.g. a pipeline needing a service the server was given
+        note = f"baseline skipped: {type(exc).__name__}: {exc}. "
+        say(f"load: {note}")
+        return None, note
 
 
 # --- the record -----------------------------------------------------------------------------
@@ -465,7 +281,3 @@ def _counts(sequence: list[str]) -> str:
     return ", ".join(f"{sequence.count(p)} {p}" for p in PRIORITIES if p in sequence)
 
 
-def _quote(value: str) -> str:
-    import urllib.parse
-
-    return urllib.parse.quote(value, safe="")

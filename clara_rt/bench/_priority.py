@@ -61,38 +61,10 @@ def priority(backlog: int = 1000, *, probes: int = 5, window: float = 8.0, depth
     """
     say = progress or _quiet
     probes *= repeat
-    folder = chest_series(shape)
-    built = ct_lung_seg()
-    payload = built.payload_for(folder)
-    scratch = Path(tempfile.mkdtemp(prefix="clara-rt-bench-priority-"))
-    counter = iter(range(10**9))
-
-    def submit(rt: Runtime, prio: str) -> Job:
-        return rt.submit(built.pipeline, payload, priority=prio,
-                         workspace=scratch / f"{next(counter)}")
-
-    try:
-        with Runtime(workers=workers, weights=_WEIGHTS) as rt:
-            say(f"priority: idle latency, shape {shape}")
-            idle = _idle(rt, submit, max(5, probes))
-            say(f"priority: {backlog} normal jobs queued, {probes} immediate + high probes")
-            urgent, fifo_wait_s, per_job_s = _behind_backlog(rt, submit, backlog, probes,
-                                                             workers)
-            say(f"priority: saturation, {window:.0f} s, {depth} queued per class")
-            shares, completed = _saturation(rt, submit, window, depth)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    idle, urgent, fifo_wait_s, per_job_s, shares, completed = _measure(
+        backlog, probes, window, depth, shape, workers, say)
     want = {c: w / sum(_WEIGHTS) for c, w in zip(_CLASSES, _WEIGHTS, strict=True)}
-    figures: dict[str, dict[str, float]] = {
-        "normal, idle runtime": _lat(idle),
-        f"immediate, behind {backlog} normal": _lat(urgent["immediate"]),
-        f"high, behind {backlog} normal": _lat(urgent["high"]),
-        f"FIFO estimate (normal #{backlog})": {"p50_ms": fifo_wait_s * 1e3},
-    }
-    for c in _CLASSES:
-        figures[f"saturation: {c}"] = {"share_pct": 100 * shares[c],
-                                       "weight_pct": 100 * want[c],
-                                       "completed": float(completed[c])}
+    figures = _figures(backlog, idle, urgent, fifo_wait_s, shares, completed, want)
     worst_pp = max(abs(shares[c] - want[c]) for c in _CLASSES) * 100
     imm_p50 = float(np.median(urgent["immediate"]))
     high_p50 = float(np.median(urgent["high"]))
@@ -122,6 +94,55 @@ def priority(backlog: int = 1000, *, probes: int = 5, window: float = 8.0, depth
 
 
 # --- private ------------------------------------------------------------------------------
+
+
+def _measure(backlog: int, probes: int, window: float, depth: int, shape: tuple[int, int, int],
+             workers: int, say: Progress) -> tuple[list[float], dict[str, list[float]], float,
+                                                   float, dict[str, float], dict[str, int]]:
+    """Run the three phases on one Runtime.
+
+    Returns:
+        The idle latencies, the urgent latencies per class, the FIFO estimate and the seconds
+        per job (both s), and the saturation shares and completed jobs per class.
+    """
+    folder = chest_series(shape)
+    built = ct_lung_seg()
+    payload = built.payload_for(folder)
+    scratch = Path(tempfile.mkdtemp(prefix="clara-rt-bench-priority-"))
+    counter = iter(range(10**9))
+
+    def submit(rt: Runtime, prio: str) -> Job:
+        return rt.submit(built.pipeline, payload, priority=prio,
+                         workspace=scratch / f"{next(counter)}")
+
+    try:
+        with Runtime(workers=workers, weights=_WEIGHTS) as rt:
+            say(f"priority: idle latency, shape {shape}")
+            idle = _idle(rt, submit, max(5, probes))
+            say(f"priority: {backlog} normal jobs queued, {probes} immediate + high probes")
+            urgent, fifo_wait_s, per_job_s = _behind_backlog(rt, submit, backlog, probes,
+                                                             workers)
+            say(f"priority: saturation, {window:.0f} s, {depth} queued per class")
+            shares, completed = _saturation(rt, submit, window, depth)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return idle, urgent, fifo_wait_s, per_job_s, shares, completed
+
+
+def _figures(backlog: int, idle: list[float], urgent: dict[str, list[float]],
+             fifo_wait_s: float, shares: dict[str, float], completed: dict[str, int],
+             want: dict[str, float]) -> dict[str, dict[str, float]]:
+    figures: dict[str, dict[str, float]] = {
+        "normal, idle runtime": _lat(idle),
+        f"immediate, behind {backlog} normal": _lat(urgent["immediate"]),
+        f"high, behind {backlog} normal": _lat(urgent["high"]),
+        f"FIFO estimate (normal #{backlog})": {"p50_ms": fifo_wait_s * 1e3},
+    }
+    for c in _CLASSES:
+        figures[f"saturation: {c}"] = {"share_pct": 100 * shares[c],
+                                       "weight_pct": 100 * want[c],
+                                       "completed": float(completed[c])}
+    return figures
 
 
 def _pipeline_yaml() -> Path:

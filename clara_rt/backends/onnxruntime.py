@@ -141,7 +141,7 @@ class OnnxBackend:
         if on_gpu and not entry.cuda:
             return self._infer_via_host(inputs, names)
         binding = session.io_binding()
-        device = _bind_inputs(binding, inputs, on_gpu)
+        device, _bound = _bind_inputs(binding, inputs, on_gpu)  # _bound: alive until run
         for out in names:
             binding.bind_output(out, *device)
         try:
@@ -297,24 +297,33 @@ class _Expected:
 # --- I/O binding ----------------------------------------------------------------------------
 
 
-def _bind_inputs(binding: Any, inputs: Mapping[str, Any], on_gpu: bool) -> tuple[str, int]:
-    """Bind every input; return the ``(device type, id)`` to bind the outputs on."""
-    device = ("cpu", 0)
-    if on_gpu:
-        import cupy
+def _bind_inputs(binding: Any, inputs: Mapping[str, Any],
+                 on_gpu: bool) -> tuple[tuple[str, int], list[Any]]:
+    """Bind every input; return the ``(device type, id)`` to bind the outputs on, and the arrays
+    bound by pointer (the caller keeps them alive until the run is over).
 
-        cupy.cuda.get_current_stream().synchronize()  # ORT reads on its own stream
+    A non-contiguous CuPy input is first copied to a contiguous one, on the current stream; the
+    stream is synchronised after those copies, since onnxruntime reads on its own stream.
+    """
+    device = ("cpu", 0)
+    bound: list[Any] = []
     for name, value in inputs.items():
         if type(value) is np.ndarray or not _is_cuda(value):
-            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            bound.append(np.ascontiguousarray(value))
+            binding.bind_cpu_input(name, bound[-1])
             continue
         import cupy
 
         value = cupy.ascontiguousarray(value)
+        bound.append(value)
         device = ("cuda", int(value.device.id))
         binding.bind_input(name, "cuda", device[1], value.dtype, tuple(value.shape),
                            value.data.ptr)
-    return device
+    if on_gpu:
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()  # the producers' and the copies' kernels
+    return device, bound
 
 
 def _to_numpy(value: Any) -> Any:

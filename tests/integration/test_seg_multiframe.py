@@ -5,12 +5,16 @@ slices (frames shuffled, geometry only in the functional groups). ct-lung-seg ru
 ``clara-rt run``; the SEG of the Enhanced CT must reference, frame by frame, the source frame it
 was computed on (ReferencedSOPInstanceUID + ReferencedFrameNumber) at that frame's position, in
 its frame of reference, decode (highdicom) to the same masks as the single-frame run's SEG, and
-pass dciodvfy. A volume of some frames only lists them in SourceImageSequence; a meta that does
-not say which frame a slice is, or names a frame the file lacks, is refused.
+pass dciodvfy; the console viewer loads the Enhanced CT input and the masks, and the DICOM
+adapter (``clara-rt dicom``, a real ``clara-rt serve`` and Orthanc) turns a storescu push of it
+into a SEG at the PACS that references its frames. A volume of some frames only lists them in
+SourceImageSequence; a meta that does not say which frame a slice is, or names a frame the file
+lacks, is refused.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -31,7 +35,10 @@ from clara_rt.operators.volume import VolumeMeta
 from clara_rt.server.console.volumes import load_job_volumes
 from tests.conftest import need_peer
 from tests.data.chest_dicom import write_chest_series
+from tests.dicom_peers import free_port, orthanc, storescu
+from tests.e2e.test_dicom_to_pacs import TOKEN, _adapter, _download, _find_seg, _write_config
 from tests.integration.test_dicom_multiframe import enhanced_ct
+from tests.server_process import ServerProcess, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = ROOT / "examples" / "ct-lung-seg" / "pipeline.yaml"
@@ -123,6 +130,30 @@ def test_viewer_shows_the_enhanced_ct_and_its_masks(runs: dict[str, Path]) -> No
     np.testing.assert_array_equal(volumes.image, single)
     assert "nifti-writer/path.nii.gz" in volumes.labels
     assert volumes.labels["nifti-writer/path.nii.gz"].shape == SHAPE
+
+
+def test_adapter_turns_an_enhanced_ct_push_into_a_seg_at_the_pacs(runs: dict[str, Path],
+                                                                   tmp_path: Path) -> None:
+    need_peer(importlib.util.find_spec("pynetdicom") is not None, "pynetdicom")
+    source = pydicom.dcmread(runs["multi"], stop_before_pixels=True)
+    port = free_port()
+    with orthanc(tmp_path / "orthanc") as pacs, ServerProcess(
+            tmp_path / "data", "--workers", "2", token=TOKEN) as server:
+        server.client().create_pipeline(PIPELINE)
+        config = _write_config(tmp_path, port, destination=(pacs.aet, pacs.port))
+        with _adapter(config, server.url, port, tmp_path / "adapter.log"):
+            sent = storescu(port, runs["multi"].parent)
+            assert sent.returncode == 0, sent.stderr
+            seg_id = wait_for(lambda: _find_seg(pacs), 90, "a SEG in Orthanc")
+            seg = pydicom.dcmread(_download(pacs, seg_id, tmp_path / "seg.dcm"))
+    assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
+    positions = _frame_positions(runs["multi"])
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        (ref,) = frame.DerivationImageSequence[0].SourceImageSequence
+        assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
+        np.testing.assert_allclose([float(v) for v in frame.PlanePositionSequence[0]
+                                    .ImagePositionPatient],
+                                   positions[int(ref.ReferencedFrameNumber)], atol=1e-4)
 
 
 # --- the writer on a meta built from the Enhanced CT --------------------------------------------

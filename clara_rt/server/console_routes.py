@@ -23,22 +23,22 @@ The console's routes are left out of the OpenAPI schema: it documents the HTTP A
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from clara_rt.errors import NotFound
-from clara_rt.server.config import ServerConfig
 from clara_rt.server.console import job_page, pages
 from clara_rt.server.console.markup import static_file
 from clara_rt.server.console.render import ViewError, plane_length, render_png, resolve_window
 from clara_rt.server.console.segments import segment_names
 from clara_rt.server.console.viewer import viewer_info
 from clara_rt.server.console.volumes import JobVolumes, NoVolume, VolumeCache, load_job_volumes
+from clara_rt.server.deps import ConfigDep, ServerDep
 from clara_rt.server.metrics_routes import cluster_snapshot
 
-__all__ = ["add"]
+__all__ = ["router"]
 
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
@@ -52,103 +52,124 @@ class _BadRequest(ValueError):
     """A console request with a parameter out of range (answered 422)."""
 
 
-def add(app: FastAPI, server: Callable[[], Any], config: ServerConfig) -> None:
-    """Register the routes on ``app``; ``server()`` returns the running :class:`Server`."""
-    token = config.token is not None
-    volumes = VolumeCache()
+async def _token_required(config: ConfigDep) -> bool:
+    return config.token is not None
 
-    def html(render: Callable[[], str]) -> HTMLResponse:
-        try:
-            return HTMLResponse(render(), headers=_HEADERS)
-        except (NotFound, NoVolume) as exc:
-            return HTMLResponse(pages.error_page(404, _message(exc), token_required=token),
-                                status_code=404, headers=_HEADERS)
-        except (_BadRequest, ViewError) as exc:
-            return HTMLResponse(pages.error_page(422, str(exc), token_required=token),
-                                status_code=422, headers=_HEADERS)
 
-    @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/console", status_code=307)
+async def _volume_cache(request: Request) -> VolumeCache:
+    """The application's cache of decoded job volumes (made at the first viewer request)."""
+    cache: VolumeCache | None = getattr(request.app.state, "console_volumes", None)
+    if cache is None:
+        cache = request.app.state.console_volumes = VolumeCache()
+    return cache
 
-    @app.get("/console", include_in_schema=False, response_class=HTMLResponse)
-    @app.get("/console/pipelines", include_in_schema=False, response_class=HTMLResponse)
-    def pipelines_view() -> HTMLResponse:
-        return html(lambda: pages.pipelines_page(_pipeline_rows(server()), token_required=token,
-                                                 cluster=cluster_snapshot(server())))
 
-    @app.get("/console/pipelines/{ref}", include_in_schema=False, response_class=HTMLResponse)
-    def pipeline_view(ref: str) -> HTMLResponse:
-        def render() -> str:
-            s = server()
-            record = s.pipelines.describe(ref)
-            return pages.pipeline_page(record, s.jobs.find(pipeline=record["id"], limit=50),
-                                       token_required=token)
-        return html(render)
+_Token = Annotated[bool, Depends(_token_required)]
+_Volumes = Annotated[VolumeCache, Depends(_volume_cache)]
 
-    @app.get("/console/jobs", include_in_schema=False, response_class=HTMLResponse)
-    def jobs_view(state: str | None = None, status: str | None = None,
-                  priority: str | None = None, pipeline: str | None = None,
-                  limit: str | None = None, before: str | None = None) -> HTMLResponse:
-        def render() -> str:
-            filters = _job_filters(state=state, status=status, priority=priority,
-                                   pipeline=pipeline, limit=limit, before=before)
-            jobs, older = _job_page(server(), filters)
-            names = [p["name"] for p in server().pipelines.all()]
-            return pages.jobs_page(jobs, filters, names, older=older, token_required=token)
-        return html(render)
+router = APIRouter(include_in_schema=False)
 
-    @app.get("/console/jobs/{job_id}", include_in_schema=False, response_class=HTMLResponse)
-    def job_view(job_id: str) -> HTMLResponse:
-        def render() -> str:
-            job, ops, results = _job_parts(server(), job_id)
-            return job_page.job_page(job, ops, results, token_required=token)
-        return html(render)
 
-    @app.get("/console/jobs/{job_id}/live", include_in_schema=False,
-             response_class=HTMLResponse)
-    def job_live(job_id: str) -> HTMLResponse:
-        return html(lambda: job_page.live_parts(*_job_parts(server(), job_id)))
+@router.get("/")
+def root() -> RedirectResponse:
+    return RedirectResponse("/console", status_code=307)
 
-    @app.get("/console/jobs/{job_id}/viewer", include_in_schema=False,
-             response_class=HTMLResponse)
-    def viewer(job_id: str) -> HTMLResponse:
-        def render() -> str:
-            job = server().jobs.status(job_id)
-            found = _job_volumes(server(), volumes, job)
-            return job_page.viewer_page(job, viewer_info(found, job["pipeline"]),
-                                        token_required=token)
-        return html(render)
 
-    @app.get("/console/jobs/{job_id}/view.png", include_in_schema=False)
-    def view_png(job_id: str, plane: str = "axial", index: str | None = None,
-                 window: str = "auto", wl: str | None = None, overlay: str = "1",
-                 labels: str | None = None, alpha: str = "0.4") -> Response:
-        try:
-            job = server().jobs.status(job_id)
-            found = _job_volumes(server(), volumes, job)
-            png = _png(found, plane, index, window, wl, overlay.lower() in _TRUE, labels,
-                       alpha)
-        except (NotFound, NoVolume) as exc:
-            return JSONResponse({"detail": _message(exc)}, status_code=404)
-        except (_BadRequest, ViewError) as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=422)
-        return Response(png, media_type="image/png",
-                        headers={"Cache-Control": "private, max-age=3600"})
+@router.get("/console", response_class=HTMLResponse)
+@router.get("/console/pipelines", response_class=HTMLResponse)
+def pipelines_view(s: ServerDep, token: _Token) -> HTMLResponse:
+    return _html(lambda: pages.pipelines_page(_pipeline_rows(s), token_required=token,
+                                              cluster=cluster_snapshot(s)), token)
 
-    @app.get("/console/metrics", include_in_schema=False, response_class=HTMLResponse)
-    def metrics_view() -> HTMLResponse:
-        return html(lambda: pages.metrics_page(token_required=token,
-                                               cluster=cluster_snapshot(server())))
 
-    @app.get("/console/static/{name}", include_in_schema=False)
-    def static(name: str) -> Response:
-        try:
-            data, media, _ = static_file(name)
-        except KeyError:
-            return JSONResponse({"detail": f"no console file '{name}'"}, status_code=404)
-        return Response(data, media_type=media, headers={
-            "Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"})
+@router.get("/console/pipelines/{ref}", response_class=HTMLResponse)
+def pipeline_view(ref: str, s: ServerDep, token: _Token) -> HTMLResponse:
+    def render() -> str:
+        record = s.pipelines.describe(ref)
+        return pages.pipeline_page(record, s.jobs.find(pipeline=record["id"], limit=50),
+                                   token_required=token)
+    return _html(render, token)
+
+
+@router.get("/console/jobs", response_class=HTMLResponse)
+def jobs_view(s: ServerDep, token: _Token, state: str | None = None,
+              status: str | None = None, priority: str | None = None,
+              pipeline: str | None = None, limit: str | None = None,
+              before: str | None = None) -> HTMLResponse:
+    def render() -> str:
+        filters = _job_filters(state=state, status=status, priority=priority,
+                               pipeline=pipeline, limit=limit, before=before)
+        jobs, older = _job_page(s, filters)
+        names = [p["name"] for p in s.pipelines.all()]
+        return pages.jobs_page(jobs, filters, names, older=older, token_required=token)
+    return _html(render, token)
+
+
+@router.get("/console/jobs/{job_id}", response_class=HTMLResponse)
+def job_view(job_id: str, s: ServerDep, token: _Token) -> HTMLResponse:
+    def render() -> str:
+        job, ops, results = _job_parts(s, job_id)
+        return job_page.job_page(job, ops, results, token_required=token)
+    return _html(render, token)
+
+
+@router.get("/console/jobs/{job_id}/live", response_class=HTMLResponse)
+def job_live(job_id: str, s: ServerDep, token: _Token) -> HTMLResponse:
+    return _html(lambda: job_page.live_parts(*_job_parts(s, job_id)), token)
+
+
+@router.get("/console/jobs/{job_id}/viewer", response_class=HTMLResponse)
+def viewer(job_id: str, s: ServerDep, token: _Token, volumes: _Volumes) -> HTMLResponse:
+    def render() -> str:
+        job = s.jobs.status(job_id)
+        found = _job_volumes(s, volumes, job)
+        return job_page.viewer_page(job, viewer_info(found, job["pipeline"]),
+                                    token_required=token)
+    return _html(render, token)
+
+
+@router.get("/console/jobs/{job_id}/view.png")
+def view_png(job_id: str, s: ServerDep, volumes: _Volumes, plane: str = "axial",
+             index: str | None = None, window: str = "auto", wl: str | None = None,
+             overlay: str = "1", labels: str | None = None, alpha: str = "0.4") -> Response:
+    try:
+        job = s.jobs.status(job_id)
+        found = _job_volumes(s, volumes, job)
+        png = _png(found, plane, index, window, wl, overlay.lower() in _TRUE, labels, alpha)
+    except (NotFound, NoVolume) as exc:
+        return JSONResponse({"detail": _message(exc)}, status_code=404)
+    except (_BadRequest, ViewError) as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+    return Response(png, media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/console/metrics", response_class=HTMLResponse)
+def metrics_view(s: ServerDep, token: _Token) -> HTMLResponse:
+    return _html(lambda: pages.metrics_page(token_required=token,
+                                            cluster=cluster_snapshot(s)), token)
+
+
+@router.get("/console/static/{name}")
+def static(name: str) -> Response:
+    try:
+        data, media, _ = static_file(name)
+    except KeyError:
+        return JSONResponse({"detail": f"no console file '{name}'"}, status_code=404)
+    return Response(data, media_type=media, headers={
+        "Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"})
+
+
+def _html(render: Callable[[], str], token: bool) -> HTMLResponse:
+    """The page ``render()`` makes, or an error page (404 unknown, 422 bad parameter)."""
+    try:
+        return HTMLResponse(render(), headers=_HEADERS)
+    except (NotFound, NoVolume) as exc:
+        return HTMLResponse(pages.error_page(404, _message(exc), token_required=token),
+                            status_code=404, headers=_HEADERS)
+    except (_BadRequest, ViewError) as exc:
+        return HTMLResponse(pages.error_page(422, str(exc), token_required=token),
+                            status_code=422, headers=_HEADERS)
 
 
 # --- data for the pages ------------------------------------------------------------------------

@@ -8,29 +8,29 @@
   (the web console polls it).
 * ``GET /v1/jobs/{id}/trace``: the job's timeline as Chrome trace JSON (open it in Perfetto).
 
-:func:`start_monitor` makes the server's :class:`~clara_rt.monitor.Monitor`: it starts the
-sampling thread and listens to the server's job events, counting each job that stops.
+The routes are on :data:`router`. :func:`~clara_rt.server.job_monitor.start_monitor` (also
+importable from here) makes the server's :class:`~clara_rt.monitor.Monitor` that they read.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import APIRouter, Request, Response
 
 from clara_rt import __version__
 from clara_rt.arrays import transfer_counters
 from clara_rt.job import PRIORITY_NAMES
 from clara_rt.monitor import Monitor
 from clara_rt.monitor.trace import Span, chrome_trace, spans_from_rows
-from clara_rt.server.config import ServerConfig
+from clara_rt.server.deps import ServerDep
+from clara_rt.server.job_monitor import start_monitor
 from clara_rt.server.monitor_models import MonitorOut, TraceOut
 
-__all__ = ["CLUSTER_METRICS", "CONTENT_TYPE", "METRICS", "add", "cluster_snapshot", "job_trace",
-           "monitor_snapshot", "start_monitor"]
+__all__ = ["CLUSTER_METRICS", "CONTENT_TYPE", "METRICS", "cluster_snapshot", "job_trace",
+           "monitor_snapshot", "router", "start_monitor"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATES = ("pending", "running", "stopped")
@@ -83,57 +83,38 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "unknown job
 _PROMETHEUS_MISSING = ("/metrics needs prometheus-client (pip install 'clara-rt[server]')")
 
 
-def start_monitor(server: Any) -> Monitor:
-    """Create and start ``server``'s monitor; count every job that stops from now on."""
-    config: ServerConfig = server.config
-    monitor = Monitor(interval=config.monitor_interval, disk_path=config.data,
-                      workers=config.workers or os.cpu_count() or 1)
-
-    def on_event(event: dict[str, Any]) -> None:
-        record = event.get("job")
-        if (event.get("type") != "job" or not isinstance(record, dict)
-                or record.get("state") != "stopped" or monitor.runtime.seen(record["id"])):
-            return
-        monitor.runtime.job_stopped(record, _upstream(server, record.get("pipeline_id")))
-
-    server.events.listen(on_event)
-    monitor.start()
-    return monitor
+router = APIRouter()
 
 
-def add(app: FastAPI, server: Callable[[], Any], config: ServerConfig) -> None:
-    """Register the routes on ``app``; ``server()`` returns the running :class:`Server`."""
-    registry: dict[str, Any] = {}
+@router.get("/metrics", tags=["monitoring"], response_class=Response,
+            responses={200: {"description": "Prometheus text format 0.0.4",
+                             "content": {"text/plain": {"schema": {"type": "string"}}}},
+                       503: {"description": "prometheus-client is not installed",
+                             "content": {"text/plain": {"schema": {"type": "string"}}}}})
+def metrics(request: Request) -> Response:
+    """Every metric in the Prometheus text exposition format (version 0.0.4)."""
+    try:
+        from prometheus_client import generate_latest
+    except ImportError:
+        return Response(_PROMETHEUS_MISSING, status_code=503, media_type="text/plain")
+    return Response(generate_latest(_registry_of(request.app)), media_type=CONTENT_TYPE)
 
-    @app.get("/metrics", tags=["monitoring"], response_class=Response,
-             responses={200: {"description": "Prometheus text format 0.0.4",
-                              "content": {"text/plain": {"schema": {"type": "string"}}}},
-                        503: {"description": "prometheus-client is not installed",
-                              "content": {"text/plain": {"schema": {"type": "string"}}}}})
-    def metrics() -> Response:
-        """Every metric in the Prometheus text exposition format (version 0.0.4)."""
-        try:
-            from prometheus_client import generate_latest
-        except ImportError:
-            return Response(_PROMETHEUS_MISSING, status_code=503, media_type="text/plain")
-        if "registry" not in registry:
-            registry["registry"] = _registry(server)
-        return Response(generate_latest(registry["registry"]), media_type=CONTENT_TYPE)
 
-    @app.get("/v1/monitor", response_model=MonitorOut, tags=["monitoring"])
-    def monitor() -> dict[str, Any]:
-        """GPUs, host, runtime state and the last samples (what the console shows)."""
-        return monitor_snapshot(server())
+@router.get("/v1/monitor", response_model=MonitorOut, tags=["monitoring"])
+def monitor(s: ServerDep) -> dict[str, Any]:
+    """GPUs, host, runtime state and the last samples (what the console shows)."""
+    return monitor_snapshot(s)
 
-    @app.get("/v1/jobs/{job_id}/trace", response_model=TraceOut,
-             response_model_exclude_none=True, tags=["jobs"], responses=_NOT_FOUND)
-    def trace(job_id: str, response: Response) -> dict[str, Any]:
-        """The job's timeline as Chrome trace JSON (Trace Event Format): open it in Perfetto
-        (ui.perfetto.dev) or chrome://tracing."""
-        record = server().jobs.status(job_id)
-        response.headers["Content-Disposition"] = (
-            f'attachment; filename="job-{record["id"]}-trace.json"')
-        return job_trace(record)
+
+@router.get("/v1/jobs/{job_id}/trace", response_model=TraceOut,
+            response_model_exclude_none=True, tags=["jobs"], responses=_NOT_FOUND)
+def trace(job_id: str, response: Response, s: ServerDep) -> dict[str, Any]:
+    """The job's timeline as Chrome trace JSON (Trace Event Format): open it in Perfetto
+    (ui.perfetto.dev) or chrome://tracing."""
+    record = s.jobs.status(job_id)
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="job-{record["id"]}-trace.json"')
+    return job_trace(record)
 
 
 def monitor_snapshot(server: Any) -> dict[str, Any]:
@@ -203,11 +184,16 @@ def job_trace(record: dict[str, Any], now: float | None = None) -> dict[str, Any
 # --- Prometheus -----------------------------------------------------------------------------
 
 
-def _registry(server: Callable[[], Any]) -> Any:
-    from prometheus_client import CollectorRegistry
+def _registry_of(app: Any) -> Any:
+    """The application's own registry (made at the first scrape; several servers in one
+    process do not clash)."""
+    registry = getattr(app.state, "prometheus_registry", None)
+    if registry is None:
+        from prometheus_client import CollectorRegistry
 
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(server))
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Collector(lambda: app.state.server))
+        app.state.prometheus_registry = registry
     return registry
 
 
@@ -371,14 +357,3 @@ def _histogram(name: str, doc: str, labels: list[str], table: dict[tuple[str, st
         family.add_metric(list(key), [("+Inf" if le == float("inf") else repr(le), n)
                                       for le, n in snap.buckets], snap.sum)
     return family
-
-
-def _upstream(server: Any, pipeline_id: str | None) -> dict[str, list[str]]:
-    """Operator -> its upstream operators, from the pipeline's record ({} once deleted)."""
-    if pipeline_id is None:
-        return {}
-    try:
-        record = server.pipelines.get(pipeline_id)
-    except LookupError:
-        return {}
-    return {op["name"]: list(op.get("inputs") or ()) for op in record["operators"]}

@@ -9,17 +9,17 @@ import mimetypes
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import anyio
-from fastapi import FastAPI, Query, Request, Response
-from fastapi.params import Depends
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
 from clara_rt.errors import Conflict, NotFound
+from clara_rt.server.deps import WRITE, ServerDep
 from clara_rt.server.http_errors import ERRORS
 from clara_rt.server.models import PayloadOut
 from clara_rt.server.multipart import receive_multipart
@@ -30,13 +30,11 @@ from clara_rt.server.payloads import (
     iter_files,
     storage_error,
 )
+from clara_rt.server.platform import Server
 from clara_rt.server.results import open_result, tar_stream
 from clara_rt.server.store import new_id
 
-if TYPE_CHECKING:
-    from clara_rt.server.app import Server
-
-__all__ = ["add", "archive_response", "content_type", "file_response"]
+__all__ = ["archive_response", "content_type", "file_response", "router"]
 
 # A payload's name is a label of one line (no NUL, newline or other control character).
 _Name = Annotated[str | None, Query(max_length=255, pattern=r"^[^\x00-\x1f\x7f]*$",
@@ -45,88 +43,89 @@ _TAR_TYPES = {"application/x-tar", "application/tar", "application/gzip", "appli
               "application/x-compressed-tar", "application/octet-stream"}
 
 
-def add(app: FastAPI, srv: Callable[[], Server], write: list[Depends]) -> None:
-    """Add the ``/v1/payloads`` routes; ``write`` are the dependencies of a write."""
+def _upload_body() -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {
+        "application/x-tar": {"schema": {"type": "string", "format": "binary"}},
+        "application/gzip": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["files"],
+            "properties": {"files": {"type": "array",
+                                     "items": {"type": "string", "format": "binary"}}}}},
+    }}}
 
-    @app.post("/v1/payloads", status_code=201, response_model=PayloadOut, tags=["payloads"],
-              dependencies=write, responses=ERRORS, openapi_extra=_upload_body())
-    async def create_payload(request: Request, name: _Name = None) -> dict[str, Any]:
-        """Upload a payload: a tar stream (plain or gzip) or multipart ``files``."""
-        s = srv()
-        limit = s.config.max_payload_bytes
-        length = request.headers.get("content-length")
-        ctype = content_type(request)
-        if limit is not None and length and length.isdigit() and int(length) > limit + (1 << 20):
-            raise PayloadTooLarge(f"the upload ({length} bytes) is larger than the server's "
-                                  f"payload limit of {limit} bytes")
-        payload_id = new_id()
-        staged = await anyio.to_thread.run_sync(
-            lambda: StagedPayload(s.config.tmp_dir, payload_id, max_bytes=limit,
-                                  min_free_bytes=s.config.min_free_bytes,
-                                  max_files=s.config.max_files))
-        try:
-            if ctype == "multipart/form-data":
-                await receive_multipart(request, staged)
-            elif ctype in _TAR_TYPES or not ctype:
-                archive = s.config.tmp_dir / f"upload-{payload_id}.tar"
-                try:
-                    await _receive_stream(request, archive, limit)
-                    await anyio.to_thread.run_sync(staged.extract_tar, archive)
-                finally:
-                    archive.unlink(missing_ok=True)
-            else:
-                raise PayloadError(f"send a tar archive (Content-Type: application/x-tar or "
-                                   f"application/gzip) or multipart/form-data files, not {ctype}")
-            final = s.config.payloads_dir / payload_id
-            files, size = await anyio.to_thread.run_sync(staged.commit, final)
-        except BaseException:
-            staged.discard()
-            raise
-        record = {"id": payload_id, "name": name or payload_id, "files": files, "size": size,
-                  "created": time.time()}
-        try:
-            s.store.add_payload(record)
-        except BaseException:  # e.g. the database on a full disk: no folder without a record
-            _remove_tree(final, s.config.tmp_dir)
-            raise
-        return record
 
-    @app.get("/v1/payloads", response_model=list[PayloadOut], tags=["payloads"])
-    def list_payloads() -> list[dict[str, Any]]:
-        return srv().store.payloads()
+router = APIRouter(tags=["payloads"])
 
-    @app.get("/v1/payloads/{payload_id}", response_model=PayloadOut, tags=["payloads"],
-             responses=ERRORS)
-    def describe_payload(payload_id: str) -> dict[str, Any]:
-        record = _payload(srv(), payload_id)
-        folder = srv().config.payloads_dir / payload_id
-        return {**record, "file_list": [{"path": p, "size": n} for p, n in iter_files(folder)]}
 
-    @app.get("/v1/payloads/{payload_id}/files/{path:path}", response_class=FileResponse,
-             tags=["payloads"], responses=ERRORS)
-    def payload_file(payload_id: str, path: str) -> StreamingResponse:
-        _payload(srv(), payload_id)
-        return file_response(srv().config.payloads_dir / payload_id, path)
+@router.post("/v1/payloads", status_code=201, response_model=PayloadOut, dependencies=WRITE,
+             responses=ERRORS, openapi_extra=_upload_body())
+async def create_payload(request: Request, s: ServerDep, name: _Name = None) -> dict[str, Any]:
+    """Upload a payload: a tar stream (plain or gzip) or multipart ``files``."""
+    limit = s.config.max_payload_bytes
+    length = request.headers.get("content-length")
+    if limit is not None and length and length.isdigit() and int(length) > limit + (1 << 20):
+        raise PayloadTooLarge(f"the upload ({length} bytes) is larger than the server's "
+                              f"payload limit of {limit} bytes")
+    payload_id = new_id()
+    staged = await anyio.to_thread.run_sync(
+        lambda: StagedPayload(s.config.tmp_dir, payload_id, max_bytes=limit,
+                              min_free_bytes=s.config.min_free_bytes,
+                              max_files=s.config.max_files))
+    final = s.config.payloads_dir / payload_id
+    try:
+        await _receive(request, staged, s.config.tmp_dir / f"upload-{payload_id}.tar", limit)
+        files, size = await anyio.to_thread.run_sync(staged.commit, final)
+    except BaseException:
+        staged.discard()
+        raise
+    record = {"id": payload_id, "name": name or payload_id, "files": files, "size": size,
+              "created": time.time()}
+    try:
+        s.store.add_payload(record)
+    except BaseException:  # e.g. the database on a full disk: no folder without a record
+        _remove_tree(final, s.config.tmp_dir)
+        raise
+    return record
 
-    @app.get("/v1/payloads/{payload_id}/archive", tags=["payloads"], responses=ERRORS,
-             response_class=StreamingResponse)
-    def payload_archive(payload_id: str, compress: bool = False) -> StreamingResponse:
-        _payload(srv(), payload_id)
-        return archive_response(srv().config.payloads_dir / payload_id,
-                                f"payload-{payload_id}", compress)
 
-    @app.delete("/v1/payloads/{payload_id}", status_code=204, tags=["payloads"],
-                dependencies=write, responses=ERRORS)
-    def delete_payload(payload_id: str) -> Response:
-        s = srv()
-        _payload(s, payload_id)
-        users = s.store.payload_in_use(payload_id)
-        if users:
-            raise Conflict(f"payload {payload_id} is the input of unfinished jobs "
-                           f"({', '.join(users[:5])}); cancel them first")
-        s.store.mark_payload_deleted(payload_id)
-        _remove_tree(s.config.payloads_dir / payload_id, s.config.tmp_dir)
-        return Response(status_code=204)
+@router.get("/v1/payloads", response_model=list[PayloadOut])
+def list_payloads(s: ServerDep) -> list[dict[str, Any]]:
+    return s.store.payloads()
+
+
+@router.get("/v1/payloads/{payload_id}", response_model=PayloadOut, responses=ERRORS)
+def describe_payload(payload_id: str, s: ServerDep) -> dict[str, Any]:
+    record = _payload(s, payload_id)
+    folder = s.config.payloads_dir / payload_id
+    return {**record, "file_list": [{"path": p, "size": n} for p, n in iter_files(folder)]}
+
+
+@router.get("/v1/payloads/{payload_id}/files/{path:path}", response_class=FileResponse,
+            responses=ERRORS)
+def payload_file(payload_id: str, path: str, s: ServerDep) -> StreamingResponse:
+    _payload(s, payload_id)
+    return file_response(s.config.payloads_dir / payload_id, path)
+
+
+@router.get("/v1/payloads/{payload_id}/archive", responses=ERRORS,
+            response_class=StreamingResponse)
+def payload_archive(payload_id: str, s: ServerDep, compress: bool = False) -> StreamingResponse:
+    _payload(s, payload_id)
+    return archive_response(s.config.payloads_dir / payload_id, f"payload-{payload_id}",
+                            compress)
+
+
+@router.delete("/v1/payloads/{payload_id}", status_code=204, dependencies=WRITE,
+               responses=ERRORS)
+def delete_payload(payload_id: str, s: ServerDep) -> Response:
+    _payload(s, payload_id)
+    users = s.store.payload_in_use(payload_id)
+    if users:
+        raise Conflict(f"payload {payload_id} is the input of unfinished jobs "
+                       f"({', '.join(users[:5])}); cancel them first")
+    s.store.mark_payload_deleted(payload_id)
+    _remove_tree(s.config.payloads_dir / payload_id, s.config.tmp_dir)
+    return Response(status_code=204)
 
 
 def content_type(request: Request) -> str:
@@ -175,6 +174,24 @@ def archive_response(folder: Path, name: str, compress: bool) -> StreamingRespon
         headers={"Content-Disposition": f'attachment; filename="{name}{suffix}"'})
 
 
+async def _receive(request: Request, staged: StagedPayload, archive: Path,
+                   limit: int | None) -> None:
+    """Unpack the upload into ``staged``: multipart files, or a tar stream saved to ``archive``
+    first (removed after)."""
+    ctype = content_type(request)
+    if ctype == "multipart/form-data":
+        await receive_multipart(request, staged)
+    elif ctype in _TAR_TYPES or not ctype:
+        try:
+            await _receive_stream(request, archive, limit)
+            await anyio.to_thread.run_sync(staged.extract_tar, archive)
+        finally:
+            archive.unlink(missing_ok=True)
+    else:
+        raise PayloadError(f"send a tar archive (Content-Type: application/x-tar or "
+                           f"application/gzip) or multipart/form-data files, not {ctype}")
+
+
 async def _receive_stream(request: Request, target: Path, limit: int | None) -> None:
     """Write the request body to ``target`` (a compressed archive may be 100x smaller than
     what it unpacks to; its unpacked size is checked while extracting)."""
@@ -211,14 +228,3 @@ def _remove_tree(folder: Path, tmp: Path) -> None:
     doomed = tmp / f"deleting-{folder.name}-{new_id()[:8]}"
     folder.rename(doomed)
     shutil.rmtree(doomed, ignore_errors=True)
-
-
-def _upload_body() -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {
-        "application/x-tar": {"schema": {"type": "string", "format": "binary"}},
-        "application/gzip": {"schema": {"type": "string", "format": "binary"}},
-        "multipart/form-data": {"schema": {
-            "type": "object", "required": ["files"],
-            "properties": {"files": {"type": "array",
-                                     "items": {"type": "string", "format": "binary"}}}}},
-    }}}

@@ -65,26 +65,8 @@ def lungseg(shape: tuple[int, int, int] = SHAPE, *, repeat: int = 2,
                                                  base_repeat, volume.nbytes)
     figures = {_BASE: {"seconds": base_s, "peak_alloc_x_volume": base_mem}}
     ratios: dict[str, float] = {}
-    equal = True
-    for n in counts:
-        say(f"lungseg: slab-parallel, {n} thread(s)")
-        secs, mem, out = _timed(partial(seg.segment_lungs, volume, threads=n), repeat,
-                                volume.nbytes)
-        same = bool(np.array_equal(out.body, body) and np.array_equal(out.labels, labels))
-        equal &= same
-        figures[_name(n)] = {"seconds": secs, "peak_alloc_x_volume": mem,
-                             "masks_equal": float(same)}
-        ratios[f"sequential / slabs({n})"] = _ratio(base_s, secs)
-    say("lungseg: keep the 2 largest components of the lung mask (KeepLargestOp)")
-    from clara_rt.operators.postprocess import components as comps
-    mask = (labels > 0).view(np.uint8)
-    old_s, _, old = _timed(partial(keep_largest_sequential, mask, 2), repeat, volume.nbytes)
-    new_s, _, new = _timed(partial(comps.keep_largest, mask, 2), repeat, volume.nbytes)
-    same = bool(np.array_equal(old, new))
-    equal &= same
-    figures["keep_largest: sequential"] = {"seconds": old_s}
-    figures["keep_largest: clara-rt"] = {"seconds": new_s, "masks_equal": float(same)}
-    ratios["keep_largest: sequential / clara-rt"] = _ratio(old_s, new_s)
+    equal = _slab_runs(volume, counts, body, labels, repeat, figures, ratios, say)
+    equal &= _keep_largest_runs(labels, repeat, volume.nbytes, figures, ratios, say)
     ratios["masks equal (1 = yes, 0 = a mismatch)"] = float(equal)
     if rss:
         say("lungseg: peak RSS of one call, each in a fresh process")
@@ -112,6 +94,42 @@ def lungseg(shape: tuple[int, int, int] = SHAPE, *, repeat: int = 2,
               "call (tracemalloc) / bytes of the int16 volume; peak_rss_x_volume = growth of "
               "the peak RSS of a fresh process during one call, same unit; masks_equal 1 = body "
               "and labels identical to the sequential baseline's.")
+
+
+def _slab_runs(volume: np.ndarray, counts: tuple[int, ...], body: np.ndarray,
+               labels: np.ndarray, repeat: int, figures: dict[str, dict[str, float]],
+               ratios: dict[str, float], say: Progress) -> bool:
+    """Time the slab-parallel path on each thread count; whether every mask equals the base."""
+    from clara_rt.operators.segment import lung_threshold as seg
+
+    base_s = figures[_BASE]["seconds"]
+    equal = True
+    for n in counts:
+        say(f"lungseg: slab-parallel, {n} thread(s)")
+        secs, mem, out = _timed(partial(seg.segment_lungs, volume, threads=n), repeat,
+                                volume.nbytes)
+        same = bool(np.array_equal(out.body, body) and np.array_equal(out.labels, labels))
+        equal &= same
+        figures[_name(n)] = {"seconds": secs, "peak_alloc_x_volume": mem,
+                             "masks_equal": float(same)}
+        ratios[f"sequential / slabs({n})"] = _ratio(base_s, secs)
+    return equal
+
+
+def _keep_largest_runs(labels: np.ndarray, repeat: int, nbytes: int,
+                       figures: dict[str, dict[str, float]], ratios: dict[str, float],
+                       say: Progress) -> bool:
+    """Time KeepLargestOp's path against the sequential one; whether their masks are equal."""
+    say("lungseg: keep the 2 largest components of the lung mask (KeepLargestOp)")
+    from clara_rt.operators.postprocess import components as comps
+    mask = (labels > 0).view(np.uint8)
+    old_s, _, old = _timed(partial(keep_largest_sequential, mask, 2), repeat, nbytes)
+    new_s, _, new = _timed(partial(comps.keep_largest, mask, 2), repeat, nbytes)
+    same = bool(np.array_equal(old, new))
+    figures["keep_largest: sequential"] = {"seconds": old_s}
+    figures["keep_largest: clara-rt"] = {"seconds": new_s, "masks_equal": float(same)}
+    ratios["keep_largest: sequential / clara-rt"] = _ratio(old_s, new_s)
+    return same
 
 
 def _name(threads: int) -> str:

@@ -27,6 +27,27 @@ from typing import Any
 
 from clara_rt.cli._common import positive_int, progress
 
+_SCENARIO_HELP = ("hops: per-hop latency; throughput: jobs/s; core: C++ dispatches/s; "
+                  "dispatch: per hop from 1- and 21-stage chains, 1-op submit->result "
+                  "and jobs/s vs a threads+queue.Queue chain; "
+                  "construct: build+validate time; rss: idle memory; kernels: numba imaging "
+                  "kernels vs NumPy; dicom: load a 300-slice CT series vs dcm2niix and a "
+                  "pydicom loop; inference: InferenceOp(torch) vs the scripted model and "
+                  "torch vs ONNX Runtime on a 96^3 UNet, Triton backend vs tritonclient "
+                  "(CLARA_RT_TRITON_URL); startup: process start to first operator of "
+                  "a YAML pipeline (clara-rt run, cold) and in-process (warm) vs python "
+                  "and numpy start; priority: immediate/high latency behind 1,000 queued "
+                  "ct-lung-seg jobs and shares per class vs the 4:2:1 weights; branches: "
+                  "multi-AI ROI branches on Triton, 4 workers vs 1; e2e: ct-lung-seg to a "
+                  "DICOM SEG, cold and warm, vs MONAI Deploy App SDK 0.5.1 (its venv is "
+                  "created on first use, ~1 GB); load: N jobs of mixed priority through "
+                  "clara-rt serve vs an in-process Runtime (options below); cluster: "
+                  "ct-lung-seg jobs/s on 1 vs 2 local Ray nodes and Ray's per-job "
+                  "overhead vs the in-process runtime (needs clara-rt[cluster]); gpu: the "
+                  "CuPy path (hops CuPy vs NumPy, 4-op chain vs direct calls, 1 vs 4 "
+                  "workers, ct-lung-seg GPU vs CPU; exit 2 without a GPU); all: every "
+                  "one (with --quick: the regression guard)")
+
 
 def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from clara_rt.bench import SCENARIOS
@@ -35,27 +56,7 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "bench", help="measure clara-rt against a baseline",
         description="Run benchmark scenarios; each measures clara-rt and its baseline in the "
                     "same run and prints their ratio (above 1: clara-rt better).")
-    p.add_argument("scenario", choices=[*SCENARIOS, "all"],
-                   help="hops: per-hop latency; throughput: jobs/s; core: C++ dispatches/s; "
-                        "dispatch: per hop from 1- and 21-stage chains, 1-op submit->result "
-                        "and jobs/s vs a threads+queue.Queue chain; "
-                        "construct: build+validate time; rss: idle memory; kernels: numba imaging "
-                        "kernels vs NumPy; dicom: load a 300-slice CT series vs dcm2niix and a "
-                        "pydicom loop; inference: InferenceOp(torch) vs the scripted model and "
-                        "torch vs ONNX Runtime on a 96^3 UNet, Triton backend vs tritonclient "
-                        "(CLARA_RT_TRITON_URL); startup: process start to first operator of "
-                        "a YAML pipeline (clara-rt run, cold) and in-process (warm) vs python "
-                        "and numpy start; priority: immediate/high latency behind 1,000 queued "
-                        "ct-lung-seg jobs and shares per class vs the 4:2:1 weights; branches: "
-                        "multi-AI ROI branches on Triton, 4 workers vs 1; e2e: ct-lung-seg to a "
-                        "DICOM SEG, cold and warm, vs MONAI Deploy App SDK 0.5.1 (its venv is "
-                        "created on first use, ~1 GB); load: N jobs of mixed priority through "
-                        "clara-rt serve vs an in-process Runtime (options below); cluster: "
-                        "ct-lung-seg jobs/s on 1 vs 2 local Ray nodes and Ray's per-job "
-                        "overhead vs the in-process runtime (needs clara-rt[cluster]); gpu: the "
-                        "CuPy path (hops CuPy vs NumPy, 4-op chain vs direct calls, 1 vs 4 "
-                        "workers, ct-lung-seg GPU vs CPU; exit 2 without a GPU); all: every "
-                        "one (with --quick: the regression guard)")
+    p.add_argument("scenario", choices=[*SCENARIOS, "all"], help=_SCENARIO_HELP)
     p.add_argument("--json", action="store_true",
                    help="print one JSON record per scenario on stdout (tables go to stderr)")
     p.add_argument("--repeat", type=positive_int, metavar="N",
@@ -70,6 +71,12 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--baseline", metavar="FILE",
                    help="recorded ratios for 'all --quick' (default: "
                         "benchmarks/baseline_ratios.json of this checkout)")
+    _add_load_options(p)
+    p.set_defaults(func=_cmd_bench)
+
+
+def _add_load_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``clara-rt bench load`` (their own group in ``--help``)."""
     g = p.add_argument_group("load (clara-rt bench load)")
     g.add_argument("--host", metavar="URL", help="the server to load (default: --local-server)")
     g.add_argument("--token", metavar="T", help="its bearer token (default: $CLARA_RT_TOKEN)")
@@ -98,7 +105,6 @@ def add(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--seed", type=int, metavar="S", help="seed of the priority sequence")
     g.add_argument("--timeout", type=float, metavar="S",
                    help="seconds to wait for all jobs (default 600)")
-    p.set_defaults(func=_cmd_bench)
 
 
 _LOAD_OPTIONS = {"host": "host", "token": "token", "pipeline": "pipeline",

@@ -55,6 +55,26 @@ elif ! "$PY" -m pip install -q --no-index --no-deps --no-build-isolation -e . \
   say "pip install -e . failed (see install.log); building the extension in place instead"
   "$PY" setup.py build_ext --inplace -q >>"$OUT/install.log" 2>&1 \
     || { say "the C++ extension does not build: see $OUT/install.log"; exit 1; }
+  # What the editable install would have done besides: operators/ importable as
+  # clara_rt.operators (a link, removed on exit) and the entry points (folder formats) registered
+  # (a dist-info on PYTHONPATH).
+  if [ ! -e clara_rt/operators ]; then
+    ln -s ../operators clara_rt/operators && trap 'rm -f "$ROOT/clara_rt/operators"' EXIT
+  fi
+  SHIM=$(mktemp -d)/shim
+  "$PY" - "$SHIM" <<'PY' || { say "cannot register clara-rt's entry points"; exit 1; }
+import pathlib, sys, tomllib
+project = tomllib.loads(pathlib.Path("pyproject.toml").read_text())["project"]
+info = pathlib.Path(sys.argv[1]) / f"clara_rt-{project['version']}.dist-info"
+info.mkdir(parents=True)
+(info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: clara-rt\n"
+                               f"Version: {project['version']}\n")
+groups = {"console_scripts": project.get("scripts", {}), **project.get("entry-points", {})}
+(info / "entry_points.txt").write_text("".join(
+    f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) + "\n"
+    for group, eps in groups.items()))
+PY
+  export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
 status=0

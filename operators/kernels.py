@@ -45,6 +45,7 @@ from typing import Any, Literal
 import numpy as np
 
 from clara_rt import get_array_module
+from clara_rt.arrays import to_host
 
 __all__ = ["NUMPY_STATS_LABELS", "LabelTable", "label_stats", "mean_std", "ndimage_of",
            "numba_available", "window"]
@@ -405,11 +406,11 @@ def _stats_xp_loop(xp: ModuleType, labels: Any, image: Any, n: int) -> LabelTabl
     """CuPy fallback: bincount for counts and sums, one pass per label for the boxes."""
     flat = labels.ravel().astype(xp.int64)
     flat = xp.where((flat >= 0) & (flat <= n), flat, 0)
-    counts = xp.bincount(flat, minlength=n + 1)[: n + 1].get()
+    counts = to_host(xp.bincount(flat, minlength=n + 1)[: n + 1])  # counted copies
     sums = None
     if image is not None:
-        sums = xp.bincount(flat, weights=image.ravel().astype(xp.float64),
-                           minlength=n + 1)[: n + 1].get()
+        sums = to_host(xp.bincount(flat, weights=image.ravel().astype(xp.float64),
+                                   minlength=n + 1)[: n + 1])
     start = np.zeros((n + 1, labels.ndim), dtype=np.int64)
     stop = np.zeros_like(start)
     for lab in np.flatnonzero(counts[1:]) + 1:

@@ -8,8 +8,9 @@ pixel data) and gives every slice its instance, frame and geometry, taking each 
 the frame's per-frame functional group, else the shared group, else the top level (the order
 the loader uses): ImagePositionPatient (PlanePositionSequence), ImageOrientationPatient
 (PlaneOrientationSequence), PixelSpacing and SliceThickness (PixelMeasuresSequence). A frame
-with no position or orientation of its own (a classic multi-frame image placed by the loader)
-gets the one of its slice in ``meta``.
+with no position of its own in a multi-frame image is placed as the loader places it: the
+image's ImagePositionPatient moved GridFrameOffsetVector along the normal (RT Dose), else the
+position of its slice in ``meta`` (as for any missing orientation or pixel spacing).
 """
 
 from __future__ import annotations
@@ -146,14 +147,18 @@ def _frame(ds: Dataset, number: Any, k: int, meta: VolumeMeta, operator: str) ->
                          f"but {where} has {count} frame(s)")
     index = 0 if number is None else int(number) - 1
     groups = _groups(ds, index, operator, where)
-    lps = meta.affine_lps
-    position = _value(groups, ds, "PlanePositionSequence", "ImagePositionPatient")
-    if position is None:
-        position = (lps @ np.array([0.0, 0.0, k, 1.0]))[:3]
     orientation = _value(groups, ds, "PlaneOrientationSequence", "ImageOrientationPatient")
     if orientation is None:
         direction = np.asarray(meta.direction, dtype=float)
         orientation = [*direction[:, 0], *direction[:, 1]]
+    if count == 1:
+        position = _value(groups, ds, "PlanePositionSequence", "ImagePositionPatient")
+    else:  # the top-level position of a multi-frame image is at most its first frame's
+        position = _value(groups[:1], None, "PlanePositionSequence", "ImagePositionPatient")
+        if position is None:
+            position = _classic_position(ds, index, count, orientation)
+    if position is None:
+        position = (meta.affine_lps @ np.array([0.0, 0.0, k, 1.0]))[:3]
     spacing = _value(groups, ds, "PixelMeasuresSequence", "PixelSpacing") or meta.spacing[1:]
     thickness = _value(groups, ds, "PixelMeasuresSequence", "SliceThickness")
     return SourceFrame(dataset=ds, frame=None if count == 1 else int(index + 1),
@@ -178,14 +183,26 @@ def _groups(ds: Dataset, index: int, operator: str, where: str) -> tuple[Any, ..
     return (per_frame[index] if per_frame else None, shared[0] if shared else None)
 
 
-def _value(groups: tuple[Any, ...], ds: Dataset, group: str, keyword: str) -> Any:
+def _classic_position(ds: Dataset, index: int, count: int, orientation: Any) -> Any:
+    """Frame ``index``'s position in a multi-frame image without per-frame positions: its
+    ImagePositionPatient moved GridFrameOffsetVector[index] along the normal (an RT Dose grid),
+    else ``None``."""
+    origin, offsets = ds.get("ImagePositionPatient"), ds.get("GridFrameOffsetVector")
+    if origin is None or offsets is None or len(offsets) != count:
+        return None
+    cosines = np.asarray(orientation, dtype=float)
+    normal = np.cross(cosines[:3], cosines[3:6])
+    return np.asarray(origin, dtype=float) + float(offsets[index]) * normal
+
+
+def _value(groups: tuple[Any, ...], ds: Dataset | None, group: str, keyword: str) -> Any:
     for box in groups:
         if box is None or group not in box:
             continue
         seq = box[group].value
         if len(seq) and keyword in seq[0] and seq[0][keyword].value not in (None, ""):
             return seq[0][keyword].value
-    value = ds.get(keyword)
+    value = None if ds is None else ds.get(keyword)
     return None if value in (None, "") else value
 
 

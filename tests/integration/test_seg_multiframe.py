@@ -219,3 +219,27 @@ def test_wrong_frame_numbers_are_refused(multiframe: tuple[np.ndarray, VolumeMet
     assert info.value.__cause__ is not None
     with pytest.raises(ValueError, match=message):
         raise info.value.__cause__
+
+
+def test_frames_placed_by_grid_offsets_keep_their_positions(tmp_path: Path) -> None:
+    """A multi-frame image without per-frame positions (an RT Dose-like grid: one position and
+    GridFrameOffsetVector): each SEG frame is at its source frame's place, not the first's."""
+    files = write_chest_series(tmp_path / "single", shape=(6, 32, 32))
+    order = [4, 1, 5, 0, 3, 2]
+    path = enhanced_ct(files, tmp_path / "multi", order=order)
+    ds = pydicom.dcmread(path)
+    positions = [[float(v) for v in g.PlanePositionSequence[0].ImagePositionPatient]
+                 for g in ds.PerFrameFunctionalGroupsSequence]
+    for group in ds.PerFrameFunctionalGroupsSequence:
+        del group.PlanePositionSequence
+    ds.ImagePositionPatient = positions[0]
+    ds.GridFrameOffsetVector = [p[2] - positions[0][2] for p in positions]  # axial: z steps
+    ds.save_as(path, enforce_file_format=True)
+    volume, meta = load_series(tmp_path / "multi")
+    seg = pydicom.dcmread(_write(meta, np.ones(volume.shape, np.uint8), tmp_path / "job"))
+    assert int(seg.NumberOfFrames) == 6
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        number = int(frame.DerivationImageSequence[0].SourceImageSequence[0]
+                     .ReferencedFrameNumber)
+        np.testing.assert_allclose([float(v) for v in frame.PlanePositionSequence[0]
+                                    .ImagePositionPatient], positions[number - 1], atol=1e-4)

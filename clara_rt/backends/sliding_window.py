@@ -58,23 +58,11 @@ def sliding_window_infer(backend: InferenceBackend, volume: Any, *, roi: Sequenc
                                                                       output_name, "output")
     roi = tuple(int(r) for r in roi)
     nsp, batching = len(roi), spec.max_batch_size > 0
-    if not 0 <= overlap < 1 or blend not in ("gaussian", "constant"):
-        raise ValueError(f"overlap must be in [0, 1) and blend gaussian or constant, got "
-                         f"{overlap!r}, {blend!r}")
-    if volume.ndim not in (nsp, nsp + 1):
-        raise ValueError(f"volume of shape {tuple(volume.shape)} does not fit roi {roi}: give "
-                         f"{nsp} spatial axes, optionally after one channel axis")
-    channel_in = _channel_axis(inp, nsp, batching, spec.name)
-    vol = volume[None] if volume.ndim == nsp else volume
-    if not channel_in and vol.shape[0] != 1:
-        raise ValueError(f"model '{spec.name}' input '{inp.name}' takes no channel axis, but the "
-                         f"volume has {vol.shape[0]} channels")
+    vol, channel_in = _with_channel_axis(volume, roi, overlap, blend, inp, spec)
     bs = _batch_size(batch_size, spec)
     spatial = tuple(vol.shape[1:])
     pads = [max(r - s, 0) for r, s in zip(roi, spatial, strict=True)]
-    if any(pads):
-        width = [(0, 0)] + [(p // 2, p - p // 2) for p in pads]
-        vol = xp.pad(vol, width, mode="constant", constant_values=pad_value)
+    vol = _pad(vol, pads, pad_value)
     padded = tuple(vol.shape[1:])
     weight = importance_map(roi, blend, xp)
     acc: Any = None
@@ -82,19 +70,10 @@ def sliding_window_infer(backend: InferenceBackend, volume: Any, *, roi: Sequenc
     starts = list(itertools.product(*(window_starts(s, r, overlap) for s, r in
                                       zip(padded, roi, strict=True))))
     for first in range(0, len(starts), bs):
-        chunk = starts[first:first + bs]
         boxes = [tuple(slice(s, s + r) for s, r in zip(start, roi, strict=True))
-                 for start in chunk]
-        tiles = [vol[(slice(None), *box)] for box in boxes]
-        x = xp.stack(tiles) if batching else tiles[0]
-        if not channel_in:
-            x = x[:, 0] if batching else x[0]
-        x = xp.ascontiguousarray(x.astype(inp.dtype, copy=False))
-        y = xp.asarray(backend.infer({inp.name: x}, (out.name,))[out.name])
-        y = y if batching else y[None]
-        if tuple(y.shape[-nsp:]) != roi or y.ndim not in (nsp + 1, nsp + 2):
-            raise ValueError(f"model '{spec.name}' output '{out.name}' has shape "
-                             f"{tuple(y.shape)} for windows of {roi}; it must keep their size")
+                 for start in starts[first:first + bs]]
+        y = _infer_windows(backend, vol, boxes, inp, out.name, roi, model=spec.name,
+                           channel_in=channel_in, batching=batching)
         if acc is None:
             acc = xp.zeros((*y.shape[1:-nsp], *padded), dtype=xp.float32)
         for item, box in zip(y, boxes, strict=True):
@@ -139,6 +118,56 @@ def importance_map(roi: Sequence[int], blend: str, xp: Any) -> Any:
 
 
 # --- private ------------------------------------------------------------------------------
+
+
+def _with_channel_axis(volume: Any, roi: tuple[int, ...], overlap: float, blend: str,
+                       inp: TensorSpec, spec: ModelSpec) -> tuple[Any, bool]:
+    """Check the arguments against the model; the volume as ``(C, *spatial)``, and whether a
+    window fed to ``inp`` keeps its channel axis."""
+    nsp = len(roi)
+    if not 0 <= overlap < 1 or blend not in ("gaussian", "constant"):
+        raise ValueError(f"overlap must be in [0, 1) and blend gaussian or constant, got "
+                         f"{overlap!r}, {blend!r}")
+    if volume.ndim not in (nsp, nsp + 1):
+        raise ValueError(f"volume of shape {tuple(volume.shape)} does not fit roi {roi}: give "
+                         f"{nsp} spatial axes, optionally after one channel axis")
+    channel_in = _channel_axis(inp, nsp, spec.max_batch_size > 0, spec.name)
+    vol = volume[None] if volume.ndim == nsp else volume
+    if not channel_in and vol.shape[0] != 1:
+        raise ValueError(f"model '{spec.name}' input '{inp.name}' takes no channel axis, but the "
+                         f"volume has {vol.shape[0]} channels")
+    return vol, channel_in
+
+
+def _pad(vol: Any, pads: list[int], pad_value: float) -> Any:
+    """Pad the spatial axes of ``(C, *spatial)`` by ``pads``, split evenly on both sides."""
+    if not any(pads):
+        return vol
+    width = [(0, 0)] + [(p // 2, p - p // 2) for p in pads]
+    return get_array_module(vol).pad(vol, width, mode="constant", constant_values=pad_value)
+
+
+def _infer_windows(backend: InferenceBackend, vol: Any, boxes: list[tuple[slice, ...]],
+                   inp: TensorSpec, output: str, roi: tuple[int, ...], *, model: str,
+                   channel_in: bool, batching: bool) -> Any:
+    """Send the windows ``boxes`` of ``vol`` in one request; the output with a batch axis.
+
+    Raises:
+        ValueError: The output does not keep the windows' spatial size.
+    """
+    xp = get_array_module(vol)
+    tiles = [vol[(slice(None), *box)] for box in boxes]
+    x = xp.stack(tiles) if batching else tiles[0]
+    if not channel_in:
+        x = x[:, 0] if batching else x[0]
+    x = xp.ascontiguousarray(x.astype(inp.dtype, copy=False))
+    y = xp.asarray(backend.infer({inp.name: x}, (output,))[output])
+    y = y if batching else y[None]
+    nsp = len(roi)
+    if tuple(y.shape[-nsp:]) != roi or y.ndim not in (nsp + 1, nsp + 2):
+        raise ValueError(f"model '{model}' output '{output}' has shape "
+                         f"{tuple(y.shape)} for windows of {roi}; it must keep their size")
+    return y
 
 
 def _pick(spec: ModelSpec, tensors: tuple[TensorSpec, ...], name: str | None,

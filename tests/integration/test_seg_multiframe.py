@@ -243,3 +243,41 @@ def test_frames_placed_by_grid_offsets_keep_their_positions(tmp_path: Path) -> N
                      .ReferencedFrameNumber)
         np.testing.assert_allclose([float(v) for v in frame.PlanePositionSequence[0]
                                     .ImagePositionPatient], positions[number - 1], atol=1e-4)
+
+
+def test_seg_over_pydicoms_enhanced_ct(tmp_path: Path) -> None:
+    """A real Enhanced CT (pydicom-data's eCT_Supplemental.dcm: 2 frames of 512x512): the SEG
+    references both frames at their positions, decodes by source frame and passes dciodvfy."""
+    from pydicom.data import get_testdata_file
+
+    found = get_testdata_file("eCT_Supplemental.dcm")
+    need_peer(found is not None, "pydicom-data (pip install pydicom-data)")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "ect.dcm").symlink_to(str(found))
+    volume, meta = load_series(tmp_path / "in")
+    mask = np.zeros(volume.shape, np.uint8)
+    mask[0, 100:200, 150:300] = 1
+    mask[1, 250:260, 10:500] = 1
+    path = _write(meta, mask, tmp_path / "job")
+    source = pydicom.dcmread(str(found), stop_before_pixels=True)
+    decoded = hd.seg.segread(path).get_pixels_by_source_frame(
+        str(source.SOPInstanceUID), meta.source["FrameNumbers"],
+        assert_missing_frames_are_empty=True)
+    np.testing.assert_array_equal(decoded[..., 0], mask)
+    seg = pydicom.dcmread(path)
+    assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
+    positions = {n: [float(v) for v in g.PlanePositionSequence[0].ImagePositionPatient]
+                 for n, g in enumerate(source.PerFrameFunctionalGroupsSequence, start=1)}
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        number = int(frame.DerivationImageSequence[0].SourceImageSequence[0]
+                     .ReferencedFrameNumber)
+        np.testing.assert_allclose([float(v) for v in frame.PlanePositionSequence[0]
+                                    .ImagePositionPatient], positions[number], atol=1e-4)
+    dciodvfy = shutil.which("dciodvfy")
+    need_peer(dciodvfy is not None, "dciodvfy (dicom3tools)")
+    assert dciodvfy is not None
+    report = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True,
+                            check=False)
+    errors = [line for line in (report.stdout + report.stderr).splitlines()
+              if line.startswith("Error")]
+    assert not errors, report.stdout + report.stderr

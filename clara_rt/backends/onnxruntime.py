@@ -38,6 +38,14 @@ from typing import Any
 import numpy as np
 
 from clara_rt.arrays import cuda_available, to_device, to_host
+from clara_rt.backends._onnx_io import (
+    ONNX_DTYPES,
+    Expected,
+    bind_inputs,
+    is_cuda,
+    to_cupy,
+    to_numpy,
+)
 from clara_rt.backends.base import ModelSpec, TensorSpec
 from clara_rt.errors import BackendError, BackendUnavailableError
 
@@ -48,10 +56,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BATCH = 8
 """``max_batch_size`` of a model whose tensors all start with a symbolic dimension (ONNX Runtime
 sets no limit; this caps how many windows sliding-window inference sends at once)."""
-
-_ONNX_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(bool)": "bool",
-                "tensor(float16)": "float16"} | {
-    f"tensor({t}{n})": f"{t}{n}" for t in ("int", "uint") for n in (8, 16, 32, 64)}
 
 
 def default_providers() -> tuple[str, ...]:
@@ -106,7 +110,7 @@ class OnnxBackend:
         self._lock = threading.Lock()
         self._entry: _Entry | None = None
         self._spec: ModelSpec | None = None
-        self._expected: dict[str, _Expected] = {}
+        self._expected: dict[str, Expected] = {}
 
     # --- InferenceBackend ---------------------------------------------------------------------
 
@@ -141,7 +145,7 @@ class OnnxBackend:
         if on_gpu and not entry.cuda:
             return self._infer_via_host(inputs, names)
         binding = session.io_binding()
-        device, _bound = _bind_inputs(binding, inputs, on_gpu)  # _bound: alive until run
+        device, _bound = bind_inputs(binding, inputs, on_gpu)  # _bound: alive until run
         for out in names:
             binding.bind_output(out, *device)
         try:
@@ -149,7 +153,7 @@ class OnnxBackend:
             values = binding.get_outputs()
         except Exception as exc:  # onnxruntime's Fail / InvalidArgument / RuntimeException
             raise self._error(f"onnxruntime failed: {exc}") from exc
-        convert = _to_cupy if on_gpu else _to_numpy
+        convert = to_cupy if on_gpu else to_numpy
         return {out: convert(value) for out, value in zip(names, values, strict=True)}
 
     def close(self) -> None:
@@ -214,13 +218,13 @@ class OnnxBackend:
         batch = self._max_batch if firsts == {-1} else 1 if firsts <= {1, -1} else 0
         self._spec = ModelSpec(self.model, self._version, ins, outs, max_batch_size=batch,
                                platform="onnxruntime")
-        self._expected = {t.name: _Expected(t) for t in ins}
+        self._expected = {t.name: Expected(t) for t in ins}
 
     def _tensor(self, arg: Any) -> TensorSpec:
-        dtype = _ONNX_DTYPES.get(arg.type)
+        dtype = ONNX_DTYPES.get(arg.type)
         if dtype is None:
             raise self._error(f"tensor '{arg.name}' has type {arg.type}, which clara-rt does "
-                              f"not support; supported: {', '.join(_ONNX_DTYPES)}")
+                              f"not support; supported: {', '.join(ONNX_DTYPES)}")
         shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or ()))
         return TensorSpec(arg.name, dtype, shape)
 
@@ -235,7 +239,7 @@ class OnnxBackend:
             problem = exp.problem(value)
             if problem is not None:
                 raise self._error(f"input '{name}' expects {exp.describe()}, got {problem}")
-            on_gpu = on_gpu or (type(value) is not np.ndarray and _is_cuda(value))
+            on_gpu = on_gpu or (type(value) is not np.ndarray and is_cuda(value))
         if len(inputs) != len(expected):
             missing = [n for n in expected if n not in inputs]
             raise self._error(f"missing input(s) {', '.join(missing)}; inputs are: "
@@ -256,96 +260,13 @@ class OnnxBackend:
     def _infer_via_host(self, inputs: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
         log.debug("model '%s': CPU session given CuPy inputs; copying through the host",
                   self.model)
-        host = {k: to_host(v) if _is_cuda(v) else v for k, v in inputs.items()}
+        host = {k: to_host(v) if is_cuda(v) else v for k, v in inputs.items()}
         result = self.infer(host, names)
         return {k: to_device(v) for k, v in result.items()}
 
     def _error(self, message: str) -> BackendError:
         return BackendError(f"model '{self.model}' ({self.url}): {message}", model=self.model,
                             url=self.url)
-
-
-# --- input checks ---------------------------------------------------------------------------
-
-
-class _Expected:
-    """What one input must look like, precomputed for a cheap per-call check."""
-
-    def __init__(self, tensor: TensorSpec) -> None:
-        self.tensor, self.dtype, self.rank = tensor, np.dtype(tensor.dtype), len(tensor.shape)
-        self.fixed = tuple((axis, size) for axis, size in enumerate(tensor.shape) if size >= 0)
-
-    def problem(self, value: Any) -> str | None:
-        shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
-        if shape is None or dtype is None:
-            return f"a {type(value).__name__} (not an array)"
-        if dtype == self.dtype and len(shape) == self.rank and all(
-                shape[axis] == size for axis, size in self.fixed):
-            return None  # the per-call path: no strings built
-        got = f"{dtype}{list(shape)}"
-        if dtype != self.dtype:
-            return f"{got} (dtype {dtype}, not {self.dtype})"
-        if len(shape) != self.rank:
-            return f"{got} (rank {len(shape)}, not {self.rank})"
-        axis, size = next((a, n) for a, n in self.fixed if shape[a] != n)
-        return f"{got} (axis {axis} is {shape[axis]}, not {size})"
-
-    def describe(self) -> str:
-        return f"{self.tensor.dtype}{list(self.tensor.shape)}"
-
-
-# --- I/O binding ----------------------------------------------------------------------------
-
-
-def _bind_inputs(binding: Any, inputs: Mapping[str, Any],
-                 on_gpu: bool) -> tuple[tuple[str, int], list[Any]]:
-    """Bind every input; return the ``(device type, id)`` to bind the outputs on, and the arrays
-    bound by pointer (the caller keeps them alive until the run is over).
-
-    A non-contiguous CuPy input is first copied to a contiguous one, on the current stream; the
-    stream is synchronised after those copies, since onnxruntime reads on its own stream.
-    """
-    device = ("cpu", 0)
-    bound: list[Any] = []
-    for name, value in inputs.items():
-        if type(value) is np.ndarray or not _is_cuda(value):
-            bound.append(np.ascontiguousarray(value))
-            binding.bind_cpu_input(name, bound[-1])
-            continue
-        import cupy
-
-        value = cupy.ascontiguousarray(value)
-        bound.append(value)
-        device = ("cuda", int(value.device.id))
-        binding.bind_input(name, "cuda", device[1], value.dtype, tuple(value.shape),
-                           value.data.ptr)
-    if on_gpu:
-        import cupy
-
-        cupy.cuda.get_current_stream().synchronize()  # the producers' and the copies' kernels
-    return device, bound
-
-
-def _to_numpy(value: Any) -> Any:
-    """An OrtValue on the host as NumPy (sharing its buffer on onnxruntime 1.32; older: a copy)."""
-    return value.numpy()
-
-
-def _to_cupy(value: Any) -> Any:
-    """An OrtValue on a CUDA device as a CuPy array over its buffer (keeps the OrtValue alive)."""
-    import cupy
-
-    if hasattr(value, "__dlpack__"):
-        return cupy.from_dlpack(value)
-    dtype = np.dtype(_ONNX_DTYPES[value.data_type()])
-    shape = tuple(value.shape())
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    memory = cupy.cuda.UnownedMemory(value.data_ptr(), nbytes, value)
-    return cupy.ndarray(shape, dtype, cupy.cuda.MemoryPointer(memory, 0))
-
-
-def _is_cuda(value: Any) -> bool:
-    return hasattr(value, "__cuda_array_interface__")
 
 
 # --- the session cache ----------------------------------------------------------------------

@@ -15,6 +15,7 @@ lacks, is refused.
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -216,9 +217,9 @@ def test_wrong_frame_numbers_are_refused(multiframe: tuple[np.ndarray, VolumeMet
     with pytest.raises(OperatorError) as info:
         _write(replace(meta, source={**meta.source, "FrameNumbers": numbers}), mask,
                tmp_path / "job")
-    assert info.value.__cause__ is not None
-    with pytest.raises(ValueError, match=message):
-        raise info.value.__cause__
+    cause = info.value.__cause__
+    assert isinstance(cause, ValueError)
+    assert re.search(message, str(cause)), cause
 
 
 def test_frames_placed_by_grid_offsets_keep_their_positions(tmp_path: Path) -> None:

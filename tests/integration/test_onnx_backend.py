@@ -218,6 +218,11 @@ def test_cupy_inputs_give_cupy_outputs(seg_net: OnnxNet) -> None:
     out = backend.infer({"image": cupy.asarray(x)})["prob"]
     assert isinstance(out, cupy.ndarray) and out.device.id == 0
     np.testing.assert_allclose(cupy.asnumpy(out), seg3d_reference(x), rtol=1e-5, atol=1e-6)
+    # a strided view: made contiguous (and synchronised) before onnxruntime reads the pointer
+    strided = cupy.asarray(np.repeat(x, 2, axis=-1))[..., ::2]
+    assert not strided.flags.c_contiguous
+    out = backend.infer({"image": strided})["prob"]
+    np.testing.assert_allclose(cupy.asnumpy(out), seg3d_reference(x), rtol=1e-5, atol=1e-6)
     host = backend.infer({"image": x})["prob"]  # NumPy in: NumPy out, on any provider
     assert type(host) is np.ndarray
     backend.close()

@@ -282,3 +282,31 @@ def test_seg_over_pydicoms_enhanced_ct(tmp_path: Path) -> None:
     errors = [line for line in (report.stdout + report.stderr).splitlines()
               if line.startswith("Error")]
     assert not errors, report.stdout + report.stderr
+
+
+def test_series_of_two_multiframe_files(tmp_path: Path) -> None:
+    """A series split over two Enhanced CT files: each instance is listed once, every SEG frame
+    references its own file's frame at that frame's position."""
+    files = write_chest_series(tmp_path / "single", shape=(8, 32, 32))
+    parts = [enhanced_ct(files[:4], tmp_path / "multi" / "a", order=[2, 0, 3, 1]),
+             enhanced_ct(files[4:], tmp_path / "multi" / "b", order=[1, 3, 0, 2])]
+    volume, meta = load_series(tmp_path / "multi")
+    single, _ = load_series(tmp_path / "single")
+    np.testing.assert_array_equal(volume, single)
+    seg = pydicom.dcmread(_write(meta, np.ones(volume.shape, np.uint8), tmp_path / "job"))
+    uids = [str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in parts]
+    listed = [i.ReferencedSOPInstanceUID for i in seg.ReferencedSeriesSequence[0]
+              .ReferencedInstanceSequence]
+    assert sorted(listed) == sorted(uids)
+    assert sorted(i.ReferencedSOPInstanceUID for i in seg.SourceImageSequence) == sorted(uids)
+    assert all("ReferencedFrameNumber" not in i for i in seg.SourceImageSequence)
+    positions = {uid: _frame_positions(p) for uid, p in zip(uids, parts, strict=True)}
+    seen = set()
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        (ref,) = frame.DerivationImageSequence[0].SourceImageSequence
+        number = int(ref.ReferencedFrameNumber)
+        seen.add((ref.ReferencedSOPInstanceUID, number))
+        np.testing.assert_allclose([float(v) for v in frame.PlanePositionSequence[0]
+                                    .ImagePositionPatient],
+                                   positions[ref.ReferencedSOPInstanceUID][number], atol=1e-4)
+    assert len(seen) == 8

@@ -4,9 +4,11 @@ Runs :func:`clara_rt.operators.io.convert_series`: the series :func:`load_series
 (the rules ``--modality``, ``--description``, ``--series-uid`` and ``--select`` pick one when the
 folder holds several), written as :func:`write_nifti` writes it (temporary name, then rename:
 never a partial file), but streamed slice by slice into the file as it is read. The process
-imports only what that needs (no runtime, server, pydicom or nibabel for native syntaxes), with
-the garbage collector paused and NumPy's BLAS on one thread (a new process would otherwise start
-BLAS threads that only spin). Prints one summary line on stdout (or a JSON record with
+imports only what that needs: no runtime, server, pydicom or nibabel for native syntaxes, and no
+NumPy at all for a plain 16-bit series (stored values copied, the rescale in ``scl_slope`` /
+``scl_inter``, as dcm2niix writes it); the garbage collector is paused and NumPy's BLAS, should
+it be imported, runs on one thread (a new process would otherwise start BLAS threads that only
+spin). Prints one summary line on stdout (or a JSON record with
 ``--json``); the loader's warnings (skipped files, missing slices, irregular spacing) go to
 stderr.
 
@@ -20,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import importlib
 import json
 import logging
 import os
@@ -81,18 +82,19 @@ def _convert(args: argparse.Namespace, out: Path) -> int:
         return _fail(str(exc), EXIT_FAILED)
     except OSError as exc:
         return _fail(f"cannot write {out}: {exc}", EXIT_FAILED)
-    meta = done.meta
-    for warning in meta.warnings:
+    for warning in done.warnings:
         print(f"clara-rt: warning: {warning}", file=sys.stderr)
     record = _record(done)
     if args.json:
         print(json.dumps(record), flush=True)
     else:
         k, j, i = done.shape
-        print(f"{out}: {i}x{j}x{k} {done.dtype}, spacing {meta.spacing[2]:g} x "
-              f"{meta.spacing[1]:g} x {meta.spacing[0]:g} mm, series "
+        scaled = ("" if (done.scl_slope, done.scl_inter) == (1.0, 0.0) else
+                  f" (values: stored x {done.scl_slope:g} + {done.scl_inter:g})")
+        print(f"{out}: {i}x{j}x{k} {done.dtype}{scaled}, spacing {done.spacing[2]:g} x "
+              f"{done.spacing[1]:g} x {done.spacing[0]:g} mm, series "
               f"{record['series_uid']} ({record['modality']} {record['description']!r}), "
-              f"{len(meta.warnings)} warning(s)", flush=True)
+              f"{len(done.warnings)} warning(s)", flush=True)
     return EXIT_OK
 
 
@@ -101,23 +103,23 @@ def _convert(args: argparse.Namespace, out: Path) -> int:
 
 @contextlib.contextmanager
 def _lean() -> Iterator[None]:
-    """Pause the garbage collector; import NumPy (if not yet) with OpenBLAS on one thread.
+    """Pause the garbage collector; OpenBLAS on one thread should NumPy be imported.
 
-    A conversion allocates few objects, so collections during its imports are wasted work; its
-    only linear algebra is on 3x3 matrices, and OpenBLAS threads started at import spin for a
-    while. The environment variable is set only around the import, so nothing else sees it.
+    A conversion allocates few objects, so collections during its imports are wasted work. The
+    fast path imports no NumPy; the NumPy path's only linear algebra is on 3x3 matrices, and
+    OpenBLAS threads started at import spin for a while. The environment variable is set only
+    for the conversion, so nothing after it sees it.
     """
     enabled = gc.isenabled()
     gc.disable()
+    blas = "numpy" not in sys.modules and "OPENBLAS_NUM_THREADS" not in os.environ
+    if blas:
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
     try:
-        if "numpy" not in sys.modules and "OPENBLAS_NUM_THREADS" not in os.environ:
-            os.environ["OPENBLAS_NUM_THREADS"] = "1"
-            try:
-                importlib.import_module("numpy")
-            finally:
-                del os.environ["OPENBLAS_NUM_THREADS"]
         yield
     finally:
+        if blas:
+            os.environ.pop("OPENBLAS_NUM_THREADS", None)
         if enabled:
             gc.enable()
 
@@ -133,19 +135,21 @@ def _usage_problem(folder: Path, out: Path, overwrite: bool) -> str | None:
 
 
 def _record(done: Any) -> dict[str, Any]:
-    meta, source = done.meta, done.meta.source
+    source = done.source
     return {
         "output": str(done.path),
         "shape_kji": list(done.shape),
         "dtype": done.dtype,
-        "spacing_kji": list(meta.spacing),
-        "origin_lps": list(meta.origin),
-        "affine_ras": [list(row) for row in meta.affine_ras.tolist()],
+        "scl_slope": done.scl_slope,
+        "scl_inter": done.scl_inter,
+        "spacing_kji": list(done.spacing),
+        "origin_lps": list(done.origin),
+        "affine_ras": done.affine_ras,
         "series_uid": source.get("SeriesInstanceUID"),
         "modality": source.get("Modality"),
         "description": source.get("SeriesDescription") or "",
-        "files": len(set(meta.files)),  # a multi-frame file gives several slices
-        "warnings": list(meta.warnings),
+        "files": len(set(done.files)),  # a multi-frame file gives several slices
+        "warnings": list(done.warnings),
     }
 
 

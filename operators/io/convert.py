@@ -1,46 +1,80 @@
 """:func:`convert_series`: one DICOM series -> one NIfTI-1 file, without holding the volume.
 
-What ``clara-rt convert`` runs. The result is the file :func:`write_nifti` writes for
-:func:`load_series`'s ``(volume, meta)``, byte for byte, but an uncompressed ``.nii`` is written
-while the pixels are read: a few slices at a time are read into one small buffer, rescaled there
-and appended to the file (see
-:func:`~clara_rt.operators.io._dicom_pixels.write_volume`). No volume-sized array is allocated,
-so a conversion pays neither its page faults nor a second pass over it; a process that converts a
-300-slice CT spends its time in the reads and writes, as dcm2niix does.
+What ``clara-rt convert`` runs. Two ways, one result:
 
-``.nii.gz`` outputs, and series whose rescaled values turn out not to fit int16, go through
-:func:`load_series` and :func:`write_nifti` (compression dominates there anyway). Either way the
+* **Fast path** (:mod:`._convert_fast`, no NumPy): one series of native 16-bit slices with one
+  integral rescale and regular geometry (the common CT and MR series) is copied into the
+  ``.nii`` by the kernel, slice after slice in sorted order, the rescale going into
+  ``scl_slope`` / ``scl_inter``. A new process converts without importing NumPy at all.
+* **NumPy path**: everything else (8-bit or 32-bit pixels, compressed syntaxes, multi-frame
+  files, per-slice or fractional rescale, several series, irregular geometry, ``.nii.gz``). An
+  uncompressed ``.nii`` is written while the pixels are read: a few slices at a time are read
+  into one small buffer, rescaled there and appended to the file (see
+  :func:`~clara_rt.operators.io._dicom_pixels.write_volume`); ``.nii.gz`` outputs and series
+  whose rescaled values turn out not to fit int16 go through :func:`load_series` and
+  :func:`write_nifti`.
+
+The file is :func:`write_nifti`'s for :func:`load_series`'s ``(volume, meta)``: byte for byte,
+except that a rescaled series on the fast path keeps its stored values and sets ``scl_slope`` /
+``scl_inter`` (the real values, ``stored * scl_slope + scl_inter``, are the same). Either way the
 file is written under a temporary name in the target folder and renamed into place.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from clara_rt.operators.io._dicom_pixels import read_volume, write_volume
-from clara_rt.operators.io._nifti1 import nifti1_header
-from clara_rt.operators.io.dicom_series import reader_pool, scan_series, series_meta
-from clara_rt.operators.volume import VolumeMeta
+from clara_rt.operators.io import _convert_fast as fast
+from clara_rt.operators.io._nifti1 import HEADER_BYTES, nifti1_header
 
 if TYPE_CHECKING:
+    from clara_rt.operators.io._dicom_read import SliceHeader
     from clara_rt.operators.io.dicom_series import _Stack
+    from clara_rt.operators.volume import VolumeMeta
 
 __all__ = ["Converted", "convert_series"]
-
-_HEADER_BYTES = 352
 
 
 @dataclass(frozen=True)
 class Converted:
-    """What :func:`convert_series` wrote: the volume's ``[k, j, i]`` shape, dtype and geometry."""
+    """What :func:`convert_series` wrote: ``[k, j, i]`` shape, stored dtype, scaling, geometry.
+
+    Plain values only, so that reporting a conversion needs no NumPy; :attr:`meta` builds the
+    :class:`~clara_rt.operators.volume.VolumeMeta` on first use.
+    """
 
     path: Path
     shape: tuple[int, int, int]
     dtype: str
-    meta: VolumeMeta
+    """The stored dtype (``"int16"`` or ``"float32"``)."""
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[tuple[float, float, float], ...]
+    source: dict[str, Any] = field(compare=False)
+    files: tuple[str, ...] = field(compare=False)
+    warnings: tuple[str, ...] = field(compare=False)
+    scl_slope: float = 1.0
+    """Real values are ``stored * scl_slope + scl_inter`` (1 and 0: the stored values)."""
+    scl_inter: float = 0.0
+
+    @cached_property
+    def meta(self) -> VolumeMeta:
+        """The :class:`VolumeMeta` :func:`load_series` gives for the series."""
+        from clara_rt.operators.volume import VolumeMeta
+
+        return VolumeMeta(spacing=self.spacing, origin=self.origin, direction=self.direction,
+                          source=self.source, files=self.files, warnings=self.warnings)
+
+    @property
+    def affine_ras(self) -> list[list[float]]:
+        """The 4x4 RAS affine written in the file (``meta.affine_ras`` as nested lists)."""
+        return fast.affine_ras(fast.Geometry(self.spacing, self.origin, self.direction))
 
 
 def convert_series(folder: str | os.PathLike[str], out: str | os.PathLike[str], *,
@@ -66,41 +100,115 @@ def convert_series(folder: str | os.PathLike[str], out: str | os.PathLike[str], 
     target = Path(out)
     if not target.name.endswith((".nii", ".nii.gz")) or target.name in (".nii", ".nii.gz"):
         raise ValueError(f"{target}: a NIfTI file name must end in .nii.gz or .nii")
-    with reader_pool(workers) as pool:
-        stack, warnings = scan_series(folder, pool, modality=modality, description=description,
-                                      series_uid=series_uid, select=select)
-        meta = series_meta(stack, warnings)
-        shape = (len(stack.headers), int(stack.headers[0].get("Rows")),
-                 int(stack.headers[0].get("Columns")))
-        dtype = None if target.name.endswith(".gz") else _stream(stack, shape, meta, target)
-        if dtype is None:
-            from clara_rt.operators.io.nifti import write_nifti
-
-            volume = read_volume(stack, pool)
-            write_nifti(volume, meta, target)
-            dtype = str(volume.dtype)
-    return Converted(target, shape, dtype, meta)
+    rules = {"modality": modality, "description": description, "series_uid": series_uid,
+             "select": select}
+    root = Path(folder)
+    if target.name.endswith(".gz") or not root.is_dir():  # compression dominates: NumPy's zlib
+        return _convert(target, lambda pool: _scan_series(root, pool, rules), workers)
+    with ThreadPoolExecutor(workers or _default_workers(),
+                            thread_name_prefix="clara-rt-dicom") as pool:
+        warnings: list[str] = []
+        headers, n_files = fast.scan(str(root), pool, warnings)
+        plan = fast.plan(headers, **rules)  # type: ignore[arg-type]
+        done = None if plan is None else _write_fast(plan, target, warnings)
+    if done is not None:
+        return done
+    return _convert(target, lambda pool: _stack(root, n_files, headers, warnings, rules),
+                    workers)
 
 
 # --- private ------------------------------------------------------------------------------
 
 
-def _stream(stack: _Stack, shape: tuple[int, int, int], meta: VolumeMeta,
-            target: Path) -> str | None:
-    """Write ``target`` while reading; the dtype written, or None (nothing left) to fall back."""
+def _write_fast(plan: fast.FastPlan, target: Path, warnings: list[str]) -> Converted | None:
+    """Write ``plan`` to ``target``; None (nothing left behind) when it must go the NumPy way."""
+    geometry = plan.geometry
+    header = nifti1_header(plan.shape, "int16", fast.affine_ras(geometry),
+                           scl_slope=plan.slope, scl_inter=plan.intercept)
+    if not _write_temp(target, lambda fd: fast.write(plan, fd, HEADER_BYTES) and header):
+        return None
+    return Converted(target, plan.shape, "int16", geometry.spacing, geometry.origin,
+                     geometry.direction, fast.source_tags(plan.headers),
+                     tuple(h.path for h in plan.headers), tuple(warnings), plan.slope,
+                     plan.intercept)
+
+
+def _convert(target: Path, scan: Callable[[ThreadPoolExecutor], tuple[_Stack, list[str]]],
+             workers: int | None) -> Converted:
+    """The NumPy path: ``scan`` gives the sorted stack; stream it, or load and write it."""
+    from clara_rt.operators.io._dicom_pixels import read_volume, write_volume
+    from clara_rt.operators.io.dicom_series import reader_pool, series_meta
+
+    with reader_pool(workers) as pool:
+        stack, warnings = scan(pool)
+        meta = series_meta(stack, warnings)
+        shape = (len(stack.headers), int(stack.headers[0].get("Rows")),
+                 int(stack.headers[0].get("Columns")))
+        written: list[str] = []
+
+        def stream(fd: int) -> bytes | None:
+            dtype = write_volume(stack, fd, HEADER_BYTES)
+            if dtype is None:
+                return None  # a slice out of int16: read_volume converts to float32
+            written.append(dtype)
+            return nifti1_header(shape, dtype, meta.affine_ras)
+
+        if target.name.endswith(".gz") or not _write_temp(target, stream):
+            from clara_rt.operators.io.nifti import write_nifti
+
+            volume = read_volume(stack, pool)
+            write_nifti(volume, meta, target)
+            written.append(str(volume.dtype))
+    return Converted(target, shape, written[-1], meta.spacing, meta.origin, meta.direction,
+                     meta.source, meta.files, meta.warnings)
+
+
+def _scan_series(root: Path, pool: ThreadPoolExecutor,
+                 rules: dict[str, Any]) -> tuple[_Stack, list[str]]:
+    from clara_rt.operators.io.dicom_series import scan_series
+
+    return scan_series(root, pool, **rules)
+
+
+def _stack(root: Path, n_files: int, headers: list[SliceHeader], warnings: list[str],
+           rules: dict[str, Any]) -> tuple[_Stack, list[str]]:
+    """scan_series' steps 2-3 on the headers the fast path has read already."""
+    from clara_rt.operators.io.dicom_series import _check_rules, _select
+    from clara_rt.operators.io.dicom_series import _stack as stack_of
+
+    _check_rules(rules["select"], rules["description"])
+    chosen = _select(root, n_files, headers, rules["modality"], rules["description"],
+                     rules["series_uid"], rules["select"])
+    return stack_of(chosen, warnings), warnings
+
+
+def _write_temp(target: Path, write: Callable[[int], bytes | bool | None]) -> bool:
+    """Write ``target`` through a temporary file beside it, renamed into place.
+
+    ``write(fd)`` fills the data after the header and returns the header (written at offset
+    0), or a false value: nothing is left behind and False is returned.
+    """
     temp = target.with_name(f".{target.name[:-4]}.{os.getpid()}-{os.urandom(4).hex()}.tmp.nii")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
         try:
-            dtype = write_volume(stack, fd, _HEADER_BYTES)
-            if dtype is not None:
-                header = nifti1_header(shape, dtype, meta.affine_ras)
-                if os.pwrite(fd, header, 0) != len(header):
-                    raise OSError(f"{temp}: short write of the NIfTI header")
+            header = write(fd)
+            if isinstance(header, bytes) and os.pwrite(fd, header, 0) != len(header):
+                raise OSError(f"{temp}: short write of the NIfTI header")
         finally:
             os.close(fd)
-        if dtype is not None:
+        if isinstance(header, bytes):
             os.replace(temp, target)
-        return dtype
+            return True
+        return False
     finally:
         temp.unlink(missing_ok=True)
+
+
+def _default_workers() -> int:
+    """Usable CPUs, at most 8 (as the loader's pool)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return min(8, cpus)

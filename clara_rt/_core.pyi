@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __version__: str
 
@@ -64,6 +64,13 @@ class Scheduler:
 
     def shutdown(self) -> None:
         """Wake every waiter; ``wait_next`` then returns None at once and ``submit`` raises."""
+
+    def fast_calls(self) -> tuple[Callable[[int, int], tuple[bool, int, int]],
+                                  Callable[[int, int], tuple[bool, int, int]],
+                                  Callable[[], tuple[int, int] | None],
+                                  Callable[[int], tuple[int, int] | None]]:
+        """Return ``(complete, complete_own, try_next, take_own)`` bound to this scheduler: same
+        calls and results through the plain C API (the per-task path); they keep it alive."""
 
     def stats(self) -> dict[str, int]:
         """Return counters: jobs, ready tasks per class, parked, running, dispatched, slots,

@@ -115,6 +115,10 @@ class Runtime(WorkerLoop):
         except (ValueError, TypeError) as exc:
             raise SchedulerError(f"invalid priority weights {weights!r}: {exc}") from exc
         self.workers = workers
+        # The per-task calls through the plain C API (pybind11's dispatcher costs more than
+        # the scheduler's work there).
+        self._complete, self._complete_own, self._try_next, self._take_own = (
+            self._sched.fast_calls())
         # A caller that runs its own job (help) takes a worker's slot, never an extra thread.
         self._sched.set_max_running(workers)
         self._freeze_shared = freeze_shared
@@ -232,7 +236,7 @@ class Runtime(WorkerLoop):
         key = job._key
         if key < 0 or job._done.is_set():
             return
-        task = self._sched.take_own(key)
+        task = self._take_own(key)
         if task is not None:
             self._run_own(job, task[1])
 

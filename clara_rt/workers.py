@@ -18,6 +18,7 @@ public id and the operator).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from clara_rt.arrays import worker_stream
 from clara_rt.errors import SchedulerError
@@ -34,12 +35,14 @@ class WorkerLoop(TaskRunner):
     """Worker threads' loop and the chains they run (a base class of ``Runtime``)."""
 
     _stopping: bool
+    _complete: Callable[[int, int], tuple[bool, int, int]]
+    _complete_own: Callable[[int, int], tuple[bool, int, int]]
+    _try_next: Callable[[], tuple[int, int] | None]
 
     def _worker(self) -> None:
         if self._cuda:
             worker_stream()
-        sched = self._sched
-        try_next, wait_next = sched.try_next, sched.wait_next
+        try_next, wait_next = self._try_next, self._sched.wait_next
         while True:
             task = try_next()
             if task is None:
@@ -58,13 +61,13 @@ class WorkerLoop(TaskRunner):
                 log.exception("clara-rt worker: unexpected error in %s", where)
 
     def _run_inline(self) -> None:
-        try_next = self._sched.try_next
+        try_next = self._try_next
         while (task := try_next()) is not None:
             self._run_chain(*task)
 
     def _run_chain(self, job_id: int, node: int) -> None:
         """Run ``(job_id, node)`` and whatever the scheduler hands this thread next."""
-        complete = self._sched.complete
+        complete = self._complete
         jobs = self._jobs
         run_task = self._run_task
         job = None
@@ -89,7 +92,7 @@ class WorkerLoop(TaskRunner):
 
     def _run_own(self, job: Job, node: int) -> None:
         """Run ``node`` of ``job`` and the job's next ready tasks on the caller's thread."""
-        complete_own = self._sched.complete_own
+        complete_own = self._complete_own
         nodes = job._plan.nodes
         key = job._key
         run_task = self._run_task

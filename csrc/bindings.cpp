@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 
 #include "bench.hpp"
+#include "fastcall.hpp"
 #include "ready_queue.hpp"
 #include "scheduler.hpp"
 
@@ -75,6 +76,17 @@ last running task returns finished=True. Unknown or finished job: False.)doc")
            "Stop a job at a user's request; same semantics as fail().")
       .def("shutdown", &Scheduler::shutdown,
            "Wake every waiter; wait_next() then returns None at once and submit() raises.")
+      .def(
+          "fast_calls",
+          [](py::object self) {
+            PyObject* calls = clara_rt::fast_calls(self.cast<Scheduler*>(), self.ptr());
+            if (calls == nullptr) throw py::error_already_set();
+            return py::reinterpret_steal<py::tuple>(calls);
+          },
+          R"doc(
+Return (complete, complete_own, try_next, take_own) bound to this scheduler: the same calls with
+the same results, through the plain C API instead of pybind11's dispatcher (the per-task path).
+They keep the scheduler alive.)doc")
       .def("stats", &Scheduler::stats,
            "Return counters: jobs, ready tasks per class, parked, running, dispatched, slots.");
 

@@ -711,3 +711,42 @@ def test_issue_19_ctrl_c_in_an_operator_run_by_result_reaches_the_caller() -> No
                 continue  # the worker ran it: an ordinary operator failure
         assert gate.is_set() and job is not None
         assert job.done and job.state.value == "failed"  # settled, nobody waits for ever
+
+
+# --- the fast per-task calls (plain C API) ---
+
+
+def test_fast_calls_match_the_bound_methods() -> None:
+    """complete/complete_own/try_next/take_own from fast_calls() return what the pybind11
+    methods return on a twin scheduler fed the same calls, errors included."""
+    fast, slow = Scheduler(), Scheduler()
+    complete, complete_own, try_next, take_own = fast.fast_calls()
+    for s in (fast, slow):
+        g = s.add_graph(4, DIAMOND, [-1] * 4)
+        assert s.submit(g, NORMAL) == 0 and s.submit(g, HIGH) == 1
+    assert try_next() == slow.try_next() == (1, 0)
+    done = complete(1, 0)
+    assert done == slow.complete(1, 0) and done[0] is False and done[1] >= 0
+    assert complete(*done[1:]) == slow.complete(*done[1:])
+    own = take_own(1)
+    assert own is not None and own == slow.take_own(1)
+    assert complete_own(*own) == slow.complete_own(*own)
+    assert take_own(5) is None and slow.take_own(5) is None
+    for call, args in ((complete, (1, 3)), (complete_own, (7, 0))):
+        with pytest.raises(ValueError, match=r"not running|unknown job"):
+            call(*args)
+    with pytest.raises(TypeError, match=r"complete\(\) takes 2 argument"):
+        complete(1)
+    with pytest.raises(TypeError):
+        complete("1", 0)
+    assert try_next() == slow.try_next()
+
+
+def test_fast_calls_keep_their_scheduler_alive() -> None:
+    s = Scheduler()
+    complete, _, try_next, _ = s.fast_calls()
+    job = s.submit(single(s), LOW)
+    del s
+    assert try_next() == (job, 0)
+    assert complete(job, 0) == (True, -1, -1)
+    assert try_next() is None

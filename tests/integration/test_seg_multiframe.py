@@ -7,7 +7,8 @@ was computed on (ReferencedSOPInstanceUID + ReferencedFrameNumber) at that frame
 its frame of reference, decode (highdicom) to the same masks as the single-frame run's SEG, and
 pass dciodvfy; the console viewer loads the Enhanced CT input and the masks, and the DICOM
 adapter (``clara-rt dicom``, a real ``clara-rt serve`` and Orthanc) turns a storescu push of it
-into a SEG at the PACS that references its frames. A volume of some frames only lists them in
+into a SEG at the PACS that references its frames, and the server's viewer shows that job
+(input series, legend named by the SEG). A volume of some frames only lists them in
 SourceImageSequence; a meta that does not say which frame a slice is, or names a frame the file
 lacks, is refused.
 """
@@ -19,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -147,6 +149,14 @@ def test_adapter_turns_an_enhanced_ct_push_into_a_seg_at_the_pacs(runs: dict[str
             assert sent.returncode == 0, sent.stderr
             seg_id = wait_for(lambda: _find_seg(pacs), 90, "a SEG in Orthanc")
             seg = pydicom.dcmread(_download(pacs, seg_id, tmp_path / "seg.dcm"))
+        [job] = server.client().list_jobs()
+        with urllib.request.urlopen(f"{server.url}/console/jobs/{job['id']}/viewer",
+                                    timeout=30) as page:
+            viewer = page.read().decode()
+        with urllib.request.urlopen(f"{server.url}/console/jobs/{job['id']}/view.png"
+                                    f"?plane=coronal", timeout=30) as png:
+            assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "</svg> Lung</span>" in viewer and "input DICOM series" in viewer, viewer
     assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
     positions = _frame_positions(runs["multi"])
     for frame in seg.PerFrameFunctionalGroupsSequence:

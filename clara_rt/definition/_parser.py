@@ -19,7 +19,7 @@ from clara_rt.definition._graph_checks import (
     check_source,
     check_types,
 )
-from clara_rt.definition._port_reader import PortReader
+from clara_rt.definition._port_reader import PortReader, mappings
 from clara_rt.definition._yaml import Location, YList, YMap, describe
 from clara_rt.definition.schema import (
     PULL_SECRETS_NOTE,
@@ -130,11 +130,8 @@ class Parser(PortReader):
                                                     "least one operator")
         seen: dict[str, Location] = {}
         result: list[OperatorDef] = []
-        for index, item in enumerate(items, 1):
-            if not isinstance(item, YMap):
-                raise items.item_locs[index - 1].error(
-                    f"expected a mapping for operator #{index} (with name, container, input, "
-                    f"output...), got {describe(item)}")
+        for index, item in mappings(items, lambda i: f"for operator #{i} (with name, "
+                                                     "container, input, output...)"):
             op = self.operator(item, index)
             if op.name in seen:
                 raise item.value_locs["name"].error(
@@ -240,11 +237,8 @@ class Parser(PortReader):
         if items is None:
             return ()
         result: list[ServiceDef] = []
-        for index, item in enumerate(items, 1):
-            if not isinstance(item, YMap):
-                raise items.item_locs[index - 1].error(
-                    f"expected a mapping (name, container, connections) for service #{index} of "
-                    f"{owner}, got {describe(item)}")
+        for index, item in mappings(items, lambda i: "(name, container, connections) for "
+                                                     f"service #{i} of {owner}"):
             name = self.name(item, f"service #{index} of {owner}",
                              f"missing 'name' in service #{index} of {owner}")
             what = f"service '{name}' of {owner}"
@@ -259,12 +253,9 @@ class Parser(PortReader):
         if items is None:
             return ()
         names: list[str] = []
-        for index, item in enumerate(items, 1):
+        for index, item in mappings(items, lambda i: f"(name) for model #{i} of {owner}, e.g. "
+                                                     "{name: segmentation_liver_v1}"):
             what = f"model #{index} of {owner}"
-            if not isinstance(item, YMap):
-                raise items.item_locs[index - 1].error(
-                    f"expected a mapping (name) for {what}, e.g. {{name: segmentation_liver_v1}}, "
-                    f"got {describe(item)}")
             self.check_keys(item, _MODEL_KEYS, what)
             name = self.name(item, what, f"missing 'name' (the Triton model's name) in {what}")
             if name not in names:
@@ -280,11 +271,9 @@ class Parser(PortReader):
         if items is None:
             return ()
         result: list[tuple[str, int]] = []
-        for index, item in enumerate(items, 1):
+        for index, item in mappings(items, lambda i: f"(name, port) for http connection #{i} "
+                                                     f"of {what}"):
             conn = f"http connection #{index} of {what}"
-            if not isinstance(item, YMap):
-                raise items.item_locs[index - 1].error(
-                    f"expected a mapping (name, port) for {conn}, got {describe(item)}")
             self.check_keys(item, _HTTP_KEYS, conn)
             name = self.name(item, conn, f"missing 'name' (the variable that receives the URL, "
                                          f"e.g. NVIDIA_CLARA_TRTISURI) in {conn}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -17,12 +18,26 @@ from clara_rt.definition._yaml import Reader, YList, YMap, describe
 from clara_rt.definition.schema import PORT_TYPES, TYPED_PORTS_VERSION, PortDef
 from clara_rt.names import name_problem
 
-__all__ = ["PortReader"]
+__all__ = ["PortReader", "mappings"]
 
 _TYPED_KEYS = ("type", "shape", "element-type", "format")
 _INPUT_KEYS = ("from", "name", "path", *_TYPED_KEYS)
 _OUTPUT_KEYS = ("name", "path", *_TYPED_KEYS)
 _DIM_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+def mappings(items: YList, expected: Callable[[int], str]) -> Iterator[tuple[int, YMap]]:
+    """Yield ``(index from 1, item)`` of a list of mappings.
+
+    Raises:
+        DefinitionError: At the first item that is no mapping: ``expected a mapping`` followed
+            by ``expected(index)`` (what the mapping holds, for which entry).
+    """
+    for index, item in enumerate(items, 1):
+        if not isinstance(item, YMap):
+            raise items.item_locs[index - 1].error(
+                f"expected a mapping {expected(index)}, got {describe(item)}")
+        yield index, item
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -39,15 +54,10 @@ class PortReader(Reader):
         items = self.sequence(parent, key, owner)
         if items is None:
             return ()
-        result: list[PortDef] = []
-        for index, item in enumerate(items, 1):
-            what = f"{key} #{index} of {owner}"
-            if not isinstance(item, YMap):
-                raise items.item_locs[index - 1].error(
-                    f"expected a mapping (path, name{', from' if key == 'input' else ''}...) for "
-                    f"{what}, got {describe(item)}")
-            result.append(self.port(item, what, is_input=key == "input"))
-        return tuple(result)
+        fields = f"(path, name{', from' if key == 'input' else ''}...)"
+        return tuple(self.port(item, f"{key} #{index} of {owner}", is_input=key == "input")
+                     for index, item in mappings(items, lambda i: f"{fields} for {key} #{i} of "
+                                                                 f"{owner}"))
 
     def port(self, item: YMap, what: str, *, is_input: bool) -> PortDef:
         self.check_keys(item, _INPUT_KEYS if is_input else _OUTPUT_KEYS, what)

@@ -41,9 +41,9 @@ Modules (private; import from ``clara_rt.bench``): ``_record`` (:class:`BenchRec
 :class:`Target`, :func:`machine_info`, :func:`format_table`), ``_workload`` (:class:`NoopOp`,
 :func:`chain_pipeline`), ``_baselines`` (:class:`QueueChain`, :func:`dask_stream` and the other
 baselines), one module per scenario (``_hops``, ``_throughput``, ``_dispatch`` for ``core``,
-``_construct``, ``_rss``, ``_startup``, ``_priority``, ``_e2e`` with ``_monai_app``, ``_load``;
-``_chest`` writes their DICOM phantom), ``_quick`` (the regression guard), and ``_scenarios``
-(:data:`SCENARIOS`, :func:`run_scenario`).
+``_construct``, ``_rss``, ``_startup``, ``_priority``, ``_e2e`` with ``_monai_app``, ``_load``
+with ``_load_server`` and ``_load_local``; ``_chest`` writes their DICOM phantom), ``_quick``
+(the regression guard), and ``_scenarios`` (:data:`SCENARIOS`, :func:`run_scenario`).
 """
 
 from __future__ import annotations

@@ -257,6 +257,19 @@ def test_seg_mask_must_match_source(series: Series, tmp_path: Path,
     assert message in str(info.value.__cause__)
 
 
+def test_seg_source_without_frame_of_reference(series: Series, tmp_path: Path) -> None:
+    for path in series.meta.files:
+        ds = pydicom.dcmread(path)
+        del ds.FrameOfReferenceUID
+        ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(OperatorError) as info:
+        run_job(seg_pipeline(), {"seg.mask": phantom_labels(series.volume),
+                                 "seg.meta": series.meta}, tmp_path)
+    assert str(info.value.__cause__) == (
+        f"operator 'seg': source {series.meta.files[0]} has no FrameOfReferenceUID; a SEG "
+        "placed in patient space needs the source's frame of reference")
+
+
 def test_seg_meta_without_files(series: Series, tmp_path: Path) -> None:
     meta = VolumeMeta(spacing=series.meta.spacing, origin=series.meta.origin)
     with pytest.raises(OperatorError) as info:

@@ -31,7 +31,7 @@ import numpy as np
 
 from clara_rt.operators.io._dicom_read import DicomSeriesError, SliceHeader, _plain, logger
 
-__all__ = ["expand_frames", "frame_count"]
+__all__ = ["expand_frames", "frame_count", "needs_expansion"]
 
 _GROUPS = (  # keyword -> functional group sequence that carries it
     ("ImagePositionPatient", "PlanePositionSequence"),
@@ -50,6 +50,18 @@ def frame_count(header: SliceHeader) -> int:
     return int(header.get("NumberOfFrames", 1) or 1)
 
 
+def needs_expansion(header: SliceHeader) -> bool:
+    """Whether ``header``'s geometry lives in functional groups, not at the top level.
+
+    True for a file of several frames, and for a one-frame multi-frame object (an Enhanced
+    CT/MR of ``NumberOfFrames`` 1) whose position is only in its functional groups.
+    """
+    if frame_count(header) > 1:
+        return True
+    return (header.frame is None and "NumberOfFrames" in header.tags
+            and header.get("ImagePositionPatient") is None)
+
+
 def expand_frames(headers: Sequence[SliceHeader], warnings: list[str]) -> list[SliceHeader]:
     """Replace every multi-frame header by one header per frame (single-frame ones are kept).
 
@@ -59,7 +71,7 @@ def expand_frames(headers: Sequence[SliceHeader], warnings: list[str]) -> list[S
     """
     out: list[SliceHeader] = []
     for header in headers:
-        out.extend(_frames(header, warnings) if frame_count(header) > 1 else [header])
+        out.extend(_frames(header, warnings) if needs_expansion(header) else [header])
     _one_orientation(out)
     return out
 

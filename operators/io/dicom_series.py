@@ -42,7 +42,7 @@ import numpy as np
 
 from clara_rt import Inputs, Operator, OperatorSpec, Outputs
 from clara_rt.arrays import to_device
-from clara_rt.operators.io._dicom_frames import expand_frames, frame_count
+from clara_rt.operators.io._dicom_frames import expand_frames, frame_count, needs_expansion
 from clara_rt.operators.io._dicom_pixels import read_volume
 from clara_rt.operators.io._dicom_read import (
     DicomSeriesError,
@@ -272,7 +272,7 @@ class _Stack:
 
 def _stack(headers: list[SliceHeader], warnings: list[str]) -> _Stack:
     """Keep one geometry, sort along the normal, drop duplicates, check the spacing."""
-    if any(frame_count(h) > 1 for h in headers):
+    if any(needs_expansion(h) for h in headers):
         headers = expand_frames(headers, warnings)  # one header per frame; one orientation
     headers = _one_geometry(headers, warnings)
     iop = headers[0].get("ImageOrientationPatient")

@@ -199,3 +199,18 @@ def test_header_ending_exactly_at_the_first_chunk_is_read_on(tmp_path: Path) -> 
     assert path.read_bytes().index(b"\xe0\x7f\x10\x00O") == 16384
     volume, _ = load_series(tmp_path / "one")
     assert volume.shape == (1, 16, 16)
+
+
+def test_one_frame_enhanced_ct_takes_its_geometry_from_the_functional_groups(
+        tmp_path: Path) -> None:
+    """An Enhanced CT of NumberOfFrames 1 is placed where its PlanePositionSequence says."""
+    files = make_series(tmp_path / "single", slices=3, rows=16, cols=20,
+                        orientation="oblique")  # type: ignore[arg-type]
+    for k, file in enumerate(files):
+        enhanced_ct([file], tmp_path / f"one{k}")
+        volume, meta = load_series(tmp_path / f"one{k}")
+        reference = pydicom.dcmread(file)
+        assert volume.shape == (1, 16, 20)
+        np.testing.assert_allclose(meta.affine_lps[:3, 3],
+                                   [float(v) for v in reference.ImagePositionPatient], atol=1e-6)
+        assert not any("assuming" in w for w in meta.warnings), meta.warnings

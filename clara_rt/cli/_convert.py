@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import logging
 import os
 import sys
@@ -86,6 +85,8 @@ def _convert(args: argparse.Namespace, out: Path) -> int:
         print(f"clara-rt: warning: {warning}", file=sys.stderr)
     record = _record(done)
     if args.json:
+        import json  # only here: 1 ms of start-up
+
         print(json.dumps(record), flush=True)
     else:
         k, j, i = done.shape

@@ -25,10 +25,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from clara_rt.operators.io import _convert_fast as fast
 from clara_rt.operators.io._nifti1 import HEADER_BYTES, nifti1_header
@@ -41,12 +39,11 @@ if TYPE_CHECKING:
 __all__ = ["Converted", "convert_series"]
 
 
-@dataclass(frozen=True)
-class Converted:
+class Converted(NamedTuple):
     """What :func:`convert_series` wrote: ``[k, j, i]`` shape, stored dtype, scaling, geometry.
 
-    Plain values only, so that reporting a conversion needs no NumPy; :attr:`meta` builds the
-    :class:`~clara_rt.operators.volume.VolumeMeta` on first use.
+    Plain values only (a named tuple), so that reporting a conversion needs no NumPy;
+    :attr:`meta` builds the :class:`~clara_rt.operators.volume.VolumeMeta` when asked.
     """
 
     path: Path
@@ -56,14 +53,14 @@ class Converted:
     spacing: tuple[float, float, float]
     origin: tuple[float, float, float]
     direction: tuple[tuple[float, float, float], ...]
-    source: dict[str, Any] = field(compare=False)
-    files: tuple[str, ...] = field(compare=False)
-    warnings: tuple[str, ...] = field(compare=False)
+    source: dict[str, Any]
+    files: tuple[str, ...]
+    warnings: tuple[str, ...]
     scl_slope: float = 1.0
     """Real values are ``stored * scl_slope + scl_inter`` (1 and 0: the stored values)."""
     scl_inter: float = 0.0
 
-    @cached_property
+    @property
     def meta(self) -> VolumeMeta:
         """The :class:`VolumeMeta` :func:`load_series` gives for the series."""
         from clara_rt.operators.volume import VolumeMeta

@@ -64,7 +64,7 @@ def open_archive(archive: Path, cap: int | None, too_large: type[Exception]
         else:
             stream = raw
         counted = _Counted(stream, cap, too_large)
-        with stream, tarfile.open(fileobj=counted, mode="r|",  # type: ignore[call-overload]
+        with stream, tarfile.open(fileobj=counted, mode="r|",
                                   tarinfo=_BoundedInfo) as tar:
             yield tar
 

@@ -4,8 +4,8 @@ A new process that imports NumPy has spent about 0.1 s before reading a file; dc
 a 300-slice CT in about twice that. For the common series nothing here needs NumPy: headers come
 from the plain-Python scanner (:func:`~._dicom_read.read_header`), geometry is a few dot and
 cross products done in floats, and the voxels are the stored 16-bit values copied from each file
-into the ``.nii`` by the kernel (``os.copy_file_range``), slice after slice in sorted order, the
-rescale going into the header's ``scl_slope`` / ``scl_inter`` as dcm2niix does.
+into the ``.nii`` (a few slices at a time through one small buffer, see :func:`write`) in sorted
+order, the rescale going into the header's ``scl_slope`` / ``scl_inter`` as dcm2niix does.
 
 :func:`plan` takes the fast path only when the output is certain to be what the NumPy path means:
 
@@ -30,7 +30,7 @@ cost the process about 6 ms.
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import itertools
 import math
 import os
@@ -54,8 +54,7 @@ _SOURCE_TAGS = ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", 
                 "PatientName", "StudyDate", "Modality", "SeriesDescription", "SOPClassUID",
                 "Rows", "Columns")  # what dicom_series puts in VolumeMeta.source
 _RULES = ("largest", "first", "only")
-_NO_COPY_RANGE = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP,
-                            errno.EPERM, errno.ETXTBSY})
+_CHUNK_BYTES = 4 << 20  # slices read per write: fits the CPU cache, so the write copy is cheap
 
 
 class Geometry(NamedTuple):
@@ -126,6 +125,12 @@ def plan(headers: list[SliceHeader], *, modality: str | None, description: str |
 def write(fast: FastPlan, fd: int, offset: int) -> bool:
     """Copy every slice's stored values into file ``fd`` from ``offset``, in order.
 
+    The file is first given its full size (``posix_fallocate``: the file system reserves the
+    blocks once instead of page by page); slices are read (``preadv``) into one buffer of about
+    4 MiB and written with one ``pwrite`` each time it is full. Two plain copies through a
+    buffer that stays in the CPU cache cost less than the kernel's file-to-file copy
+    (``copy_file_range`` splices page by page): 45 against 67 ms of CPU for 150 MiB here.
+
     Returns:
         False when an unsigned slice holds a value above 32767 (the file is then unusable:
         the NumPy path must write it, as float32 or rescaled int16).
@@ -134,24 +139,20 @@ def write(fast: FastPlan, fd: int, offset: int) -> bool:
         DicomSeriesError: A file shorter than its header said (changed while converting).
         OSError: The write failed.
     """
-    _, rows, cols = fast.shape
+    slices, rows, cols = fast.shape
     size = rows * cols * 2
-    buffer = bytearray(size) if fast.unsigned else None
-    for header in fast.headers:
-        with open(header.path, "rb", buffering=0) as src:
-            if buffer is None:
-                got = _copy(src.fileno(), fd, header.pixel_offset or 0, offset, size)
-            else:
-                src.seek(header.pixel_offset or 0)
-                got = src.readinto(buffer)
-                if got == size:
-                    if not buffer[1::2].isascii():  # a high byte >= 0x80: a value > 32767
-                        return False
-                    _pwrite_all(fd, memoryview(buffer), offset)
-        if got != size:
-            raise DicomSeriesError(f"{header.path}: pixel data ends after {got} of {size} "
-                                   "bytes (file truncated while loading?)")
-        offset += size
+    per_chunk = max(1, _CHUNK_BYTES // size)
+    buffer = memoryview(bytearray(size * min(per_chunk, slices)))
+    _reserve(fd, offset + size * slices)
+    for start in range(0, slices, per_chunk):
+        chunk = fast.headers[start:start + per_chunk]
+        for i, header in enumerate(chunk):
+            _read_pixels(header, buffer[i * size:(i + 1) * size])
+        data = buffer[:len(chunk) * size]
+        if fast.unsigned and not data[1::2].tobytes().isascii():  # a high byte >= 0x80
+            return False
+        _pwrite_all(fd, data, offset)
+        offset += len(data)
     return True
 
 
@@ -265,25 +266,22 @@ def _slice_spacing(along: list[float], first: SliceHeader) -> float | None:
     return median
 
 
-def _copy(src: int, dst: int, src_offset: int, dst_offset: int, size: int) -> int:
-    """Copy ``size`` bytes file to file in the kernel; the number copied (short at EOF)."""
-    done = 0
-    try:
-        while done < size:
-            n = os.copy_file_range(src, dst, size - done, src_offset + done, dst_offset + done)
-            if n == 0:
-                return done
-            done += n
-    except (AttributeError, OSError) as exc:  # not Linux, or a file system that can't
-        if isinstance(exc, OSError) and exc.errno not in _NO_COPY_RANGE:
-            raise
-    while done < size:
-        data = os.pread(src, min(size - done, 1 << 20), src_offset + done)
-        if not data:
-            break
-        _pwrite_all(dst, memoryview(data), dst_offset + done)
-        done += len(data)
-    return done
+def _read_pixels(header: SliceHeader, out: memoryview) -> None:
+    with open(header.path, "rb", buffering=0) as src:
+        if hasattr(os, "preadv"):  # one system call instead of a seek and a read
+            got = os.preadv(src.fileno(), [out], header.pixel_offset or 0)
+        else:
+            src.seek(header.pixel_offset or 0)
+            got = src.readinto(out) or 0
+    if got != len(out):
+        raise DicomSeriesError(f"{header.path}: pixel data ends after {got} of {len(out)} "
+                               "bytes (file truncated while loading?)")
+
+
+def _reserve(fd: int, length: int) -> None:
+    """Allocate ``length`` bytes of file ``fd`` now, where the file system can (Linux)."""
+    with contextlib.suppress(AttributeError, OSError):  # else the writes allocate as they go
+        os.posix_fallocate(fd, 0, length)
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

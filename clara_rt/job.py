@@ -41,14 +41,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any
 
-from clara_rt.errors import (
-    ClaraRTError,
-    JobCancelledError,
-    JobTimeoutError,
-    PriorityError,
-)
+from clara_rt.errors import ClaraRTError, JobCancelledError, JobTimeoutError
+from clara_rt.priority import PRIORITY_NAMES, Priority, PriorityName
 
 if TYPE_CHECKING:
     from clara_rt.executor import Runtime
@@ -79,59 +75,6 @@ _ids = random.Random(os.urandom(32))
 os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
 
 
-class Priority(enum.IntEnum):
-    """Clara job priorities; a lower value is more urgent.
-
-    ``IMMEDIATE`` jobs wait in their own queue, drained before any other is served; ``HIGH``,
-    ``NORMAL`` and ``LOW`` share the rest by weight (default 4:2:1), so a lower class is served
-    less often but never starved. Applied at every operator dispatch.
-    """
-
-    IMMEDIATE = 0
-    HIGH = 1
-    NORMAL = 2
-    LOW = 3
-
-    @classmethod
-    def parse(cls, value: Priority | str | int) -> Priority:
-        """Accept a :class:`Priority`, its name in any case (``"high"``) or its value.
-
-        Raises:
-            PriorityError: anything else (a ``ValueError``); the message lists the names.
-        """
-        if isinstance(value, Priority):
-            return value
-        if isinstance(value, str):
-            found = _BY_NAME.get(value)  # the common case: a lower-case name
-            if found is not None:
-                return found
-            try:
-                return cls[value.strip().upper()]
-            except KeyError:
-                pass
-        elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 3:
-            return cls(value)
-        names = ", ".join(p.name.lower() for p in cls)
-        raise PriorityError(f"unknown priority {value!r}; priorities are: {names}")
-
-    @property
-    def label(self) -> str:
-        """The lower-case name used by the CLI, the REST API and YAML (``"high"``)."""
-        return self.name.lower()
-
-
-_BY_NAME: dict[str, Priority] = {p.name.lower(): p for p in Priority}
-
-#: A priority's name, for typed APIs and the REST schema (the names of :class:`Priority`).
-PriorityName = Literal["immediate", "high", "normal", "low"]
-
-#: Priority names, most urgent first: the one list the CLI, server, DICOM adapter, cluster and
-#: benchmarks use.
-PRIORITY_NAMES: tuple[str, ...] = get_args(PriorityName)
-if tuple(p.label for p in Priority) != PRIORITY_NAMES:  # one definition: the two cannot drift
-    raise ImportError("clara_rt.job: PriorityName and Priority disagree")
-
-
 class JobState(enum.Enum):
     """Where a job is in its life; the last four are final."""
 
@@ -146,6 +89,9 @@ class JobState(enum.Enum):
     def finished(self) -> bool:
         """Whether the state is final."""
         return self not in (JobState.PENDING, JobState.RUNNING)
+
+
+_SUCCEEDED = JobState.SUCCEEDED
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,22 +352,29 @@ class Job:
         Returns the done-callbacks to call (outside the lock), or None if it was final already.
         """
         with self._lock:
-            if self._done.is_set():
+            if self._done._is_set:
                 return None
+            values = self._values
+            kept: list[Any] = [None] * len(values)
             # A stop request wins even when the operators it interrupted went on to finish.
+            reason = self._stop_reason
             if self._error is not None:
                 state = JobState.FAILED
+            elif reason is not None:
+                state = reason
+                self._error = self._final_error(state)
             else:
-                state = self._stop_reason or JobState.SUCCEEDED
+                state = _SUCCEEDED
+                for slot in self._plan.results.values():
+                    kept[slot] = values[slot]
             self._state = state
             self.finished_ns = now_ns
-            self._error = self._final_error(state)
-            values, self._values = self._values, [None] * len(self._values)
-            if state is JobState.SUCCEEDED:
-                for slot in self._plan.results.values():
-                    self._values[slot] = values[slot]
-            self._events.clear()
-            callbacks, self._callbacks = self._callbacks, []
+            self._values = kept
+            if self._events:
+                self._events.clear()
+            callbacks = self._callbacks
+            if callbacks:
+                self._callbacks = []
             self._done.set()
             return callbacks
 

@@ -41,7 +41,6 @@ __all__ = ["TaskRunner"]
 log = logging.getLogger("clara_rt")
 _perf_ns = time.perf_counter_ns
 _PENDING, _RUNNING = JobState.PENDING, JobState.RUNNING
-_MISSING = object()  # an output port compute() did not set
 
 
 class TaskRunner:
@@ -90,12 +89,15 @@ class TaskRunner:
             _notify(observers, "task_ended", job, pn.operator, None)
         ok = len(outputs) == len(pn.outputs)
         if ok:
-            for port, slot, check in pn.checks:
-                value = outputs.get(port, _MISSING)
-                if value is _MISSING or check(value) is not None:
-                    ok = False
-                    break
-                values[slot] = value
+            try:
+                for port, slot, check in pn.checks:
+                    value = outputs[port]
+                    if check(value) is not None:
+                        ok = False
+                        break
+                    values[slot] = value
+            except KeyError:  # as many outputs as declared, but not the declared names
+                ok = False
         if not ok or (pn.symbolic and not self._symbols_fit(job, pn, inputs, outputs)):
             if not ok:
                 self._bad_outputs(job, pn, outputs)

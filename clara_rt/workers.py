@@ -70,18 +70,18 @@ class WorkerLoop(TaskRunner):
         complete = self._complete
         jobs = self._jobs
         run_task = self._run_task
-        job = None
-        nodes = ()
         while job_id >= 0:
-            if job is None or job._key != job_id:
-                job = jobs.get(job_id)
-                if job is None:  # submit() may still be between sched.submit and the dict insert
-                    with self._lock:
-                        job = jobs[job_id]
-                nodes = job._plan.nodes
+            job = jobs.get(job_id)
+            if job is None:  # submit() may still be between sched.submit and the dict insert
+                with self._lock:
+                    job = jobs[job_id]
+            nodes = job._plan.nodes
             try:
-                run_task(job, nodes[node])
-                finished, next_job, node = complete(job_id, node)
+                while True:  # this job's tasks, as long as the scheduler hands out its own
+                    run_task(job, nodes[node])
+                    finished, next_job, node = complete(job_id, node)
+                    if finished or next_job != job_id:
+                        break
             except Exception as exc:  # a bug in clara-rt itself: fail the job, keep the worker
                 log.exception("internal error on job %s", job.id)
                 self._record_failure(job, SchedulerError(f"internal error: {exc!r}"))

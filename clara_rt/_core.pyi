@@ -68,8 +68,10 @@ class Scheduler:
     def fast_calls(self) -> tuple[Callable[[int, int], tuple[bool, int, int]],
                                   Callable[[int, int], tuple[bool, int, int]],
                                   Callable[[], tuple[int, int] | None],
-                                  Callable[[int], tuple[int, int] | None]]:
-        """Return ``(complete, complete_own, try_next, take_own)`` bound to this scheduler: same
+                                  Callable[[int], tuple[int, int] | None],
+                                  Callable[[int, int], int]]:
+        """Return ``(complete, complete_own, try_next, take_own, submit)`` bound to this scheduler:
+        same
         calls and results through the plain C API (the per-task path); they keep it alive."""
 
     def stats(self) -> dict[str, int]:

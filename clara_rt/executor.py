@@ -117,8 +117,8 @@ class Runtime(WorkerLoop):
         self.workers = workers
         # The per-task calls through the plain C API (pybind11's dispatcher costs more than
         # the scheduler's work there).
-        self._complete, self._complete_own, self._try_next, self._take_own = (
-            self._sched.fast_calls())
+        (self._complete, self._complete_own, self._try_next, self._take_own,
+         self._submit) = self._sched.fast_calls()
         # A caller that runs its own job (help) takes a worker's slot, never an extra thread.
         self._sched.set_max_running(workers)
         self._freeze_shared = freeze_shared
@@ -178,7 +178,7 @@ class Runtime(WorkerLoop):
             if self._closed:
                 raise RuntimeClosedError("this Runtime is closed; create a new one to run jobs")
             try:
-                job._key = self._sched.submit(graph, int(prio))
+                job._key = self._submit(graph, prio)
             except (ValueError, RuntimeError) as exc:
                 raise SchedulerError(f"job {job.id} ('{plan.name}'): {exc}") from exc
             self._jobs[job._key] = job

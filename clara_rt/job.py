@@ -68,7 +68,7 @@ def new_job_id() -> str:
     a busy worker and makes a streaming caller wait a whole switch interval (issue 19.3).
     Unique, not secret: access to a job is guarded by the server's token, not by its id.
     """
-    return f"{_ids.getrandbits(128):032x}"
+    return _ids.getrandbits(128).to_bytes(16, "big").hex()
 
 
 _ids = random.Random(os.urandom(32))
@@ -144,34 +144,44 @@ class Context:
 
 
 class _Latch:
-    """A one-shot event that is cheap to create (one lock; ``threading.Event`` builds a Condition).
+    """A one-shot event that is cheap to create: its lock is made only when someone has to wait.
 
-    ``set`` must be called at most once at a time (the runtime calls it under its lock). Each
-    waiter takes the lock and hands it straight back, so every waiter wakes.
+    ``guard`` is the lock that ``set`` is called under (the job's lock); ``wait`` takes it only to
+    make the wait lock, so a job whose result is read after it finished never makes one. Each
+    waiter takes the wait lock and hands it straight back, so every waiter wakes.
     """
 
-    __slots__ = ("_is_set", "_lock")
+    __slots__ = ("_guard", "_is_set", "_lock")
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
+    def __init__(self, guard: threading.Lock) -> None:
+        self._guard = guard
         self._is_set = False
+        self._lock: threading.Lock | None = None
 
     def is_set(self) -> bool:
         return self._is_set
 
     def set(self) -> None:
+        """Set the latch and wake every waiter; call with ``guard`` held."""
         if not self._is_set:
             self._is_set = True
-            self._lock.release()
+            if self._lock is not None:
+                self._lock.release()
 
     def wait(self, timeout: float | None = None) -> bool:
         if self._is_set:
             return True
-        acquired = (self._lock.acquire() if timeout is None
-                    else self._lock.acquire(timeout=max(timeout, 0.0)))
+        with self._guard:
+            if self._is_set:
+                return True
+            lock = self._lock
+            if lock is None:
+                lock = self._lock = threading.Lock()
+                lock.acquire()
+        acquired = (lock.acquire() if timeout is None
+                    else lock.acquire(timeout=max(timeout, 0.0)))
         if acquired:
-            self._lock.release()
+            lock.release()
         return acquired or self._is_set
 
 
@@ -202,8 +212,8 @@ class Job:
         self._state = JobState.PENDING
         self._stop_reason: JobState | None = None  # set once when the job must stop early
         self._error: ClaraRTError | None = None
-        self._done = _Latch()
         self._lock = threading.Lock()  # guards the ending: stop reason, error, state, callbacks
+        self._done = _Latch(self._lock)
         self._callbacks: list[Callable[[Job], None]] = []
         self._events: dict[int, Any] = {}  # node -> CUDA event recorded after it ran (GPU only)
         self.context = Context(self)

@@ -84,9 +84,9 @@ last running task returns finished=True. Unknown or finished job: False.)doc")
             return py::reinterpret_steal<py::tuple>(calls);
           },
           R"doc(
-Return (complete, complete_own, try_next, take_own) bound to this scheduler: the same calls with
-the same results, through the plain C API instead of pybind11's dispatcher (the per-task path).
-They keep the scheduler alive.)doc")
+Return (complete, complete_own, try_next, take_own, submit) bound to this scheduler: the same calls
+with the same results, through the plain C API instead of pybind11's dispatcher (the per-task
+path). They keep the scheduler alive.)doc")
       .def("stats", &Scheduler::stats,
            "Return counters: jobs, ready tasks per class, parked, running, dispatched, slots.");
 

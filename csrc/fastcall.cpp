@@ -115,6 +115,17 @@ PyObject* take_own(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   }
 }
 
+PyObject* submit(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  std::int64_t ids[2];
+  if (!parse_ints("submit", args, nargs, 2, ids)) return nullptr;
+  try {
+    return PyLong_FromLongLong(scheduler_of(self)->submit(ids[0], ids[1]));
+  } catch (const std::exception& error) {
+    set_error(error);
+    return nullptr;
+  }
+}
+
 PyMethodDef kMethods[] = {
     {"complete", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(complete)),
      METH_FASTCALL, "Scheduler.complete(job, node) (fast path)."},
@@ -124,6 +135,8 @@ PyMethodDef kMethods[] = {
      METH_FASTCALL, "Scheduler.try_next() (fast path)."},
     {"take_own", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(take_own)),
      METH_FASTCALL, "Scheduler.take_own(job) (fast path)."},
+    {"submit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(submit)), METH_FASTCALL,
+     "Scheduler.submit(graph, priority) (fast path)."},
 };
 
 }  // namespace

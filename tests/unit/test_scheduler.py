@@ -717,13 +717,18 @@ def test_issue_19_ctrl_c_in_an_operator_run_by_result_reaches_the_caller() -> No
 
 
 def test_fast_calls_match_the_bound_methods() -> None:
-    """complete/complete_own/try_next/take_own from fast_calls() return what the pybind11
+    """complete/complete_own/try_next/take_own/submit from fast_calls() return what the pybind11
     methods return on a twin scheduler fed the same calls, errors included."""
     fast, slow = Scheduler(), Scheduler()
-    complete, complete_own, try_next, take_own = fast.fast_calls()
-    for s in (fast, slow):
-        g = s.add_graph(4, DIAMOND, [-1] * 4)
-        assert s.submit(g, NORMAL) == 0 and s.submit(g, HIGH) == 1
+    complete, complete_own, try_next, take_own, submit = fast.fast_calls()
+    g = fast.add_graph(4, DIAMOND, [-1] * 4)
+    assert submit(g, NORMAL) == 0 and submit(g, HIGH) == 1
+    g = slow.add_graph(4, DIAMOND, [-1] * 4)
+    assert slow.submit(g, NORMAL) == 0 and slow.submit(g, HIGH) == 1
+    with pytest.raises(ValueError, match=r"unknown graph 9"):
+        submit(9, NORMAL)
+    with pytest.raises(ValueError, match=r"priority must be 0..3"):
+        submit(g, 4)
     assert try_next() == slow.try_next() == (1, 0)
     done = complete(1, 0)
     assert done == slow.complete(1, 0) and done[0] is False and done[1] >= 0
@@ -744,7 +749,7 @@ def test_fast_calls_match_the_bound_methods() -> None:
 
 def test_fast_calls_keep_their_scheduler_alive() -> None:
     s = Scheduler()
-    complete, _, try_next, _ = s.fast_calls()
+    complete, _, try_next, _, _ = s.fast_calls()
     job = s.submit(single(s), LOW)
     del s
     assert try_next() == (job, 0)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -68,8 +67,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace, out: Path) -> int:
     from clara_rt.operators import io
-    # The warnings are printed below with the summary; keep the logger's copy off stderr.
-    logging.getLogger("clara_rt.dicom").addHandler(logging.NullHandler())
+    from clara_rt.operators.io._dicom_read import quiet_logger
+
+    quiet_logger()  # the warnings are printed below with the summary, not twice
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         done = io.convert_series(args.dicom_dir, out, modality=args.modality,

@@ -23,7 +23,7 @@ otherwise holds the stored values with ``scl_slope`` / ``scl_inter`` set: the re
 returns ``None`` from :func:`plan` (or ``False`` from :func:`write`) and :mod:`.convert` goes the
 NumPy way with the headers already read.
 
-Thread-safety: :func:`scan` uses the pool it is given; the rest works on its arguments only.
+Thread-safety: every function works on its arguments only (:func:`scan` starts its own threads).
 Records are named tuples, not dataclasses: importing ``dataclasses`` (and ``inspect``) would
 cost the process about 6 ms.
 """
@@ -35,7 +35,8 @@ import itertools
 import math
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from clara_rt.operators.io._dicom_read import (
@@ -85,16 +86,17 @@ class FastPlan(NamedTuple):
         return len(self.headers), int(first.get("Rows")), int(first.get("Columns"))
 
 
-def scan(root: str, pool: ThreadPoolExecutor,
-         warnings: list[str]) -> tuple[list[SliceHeader], int]:
+def scan(root: str, workers: int, warnings: list[str]) -> tuple[list[SliceHeader], int]:
     """Read every image header under ``root`` (as the loader does); ``(headers, files read)``.
 
-    Damaged files are skipped with a warning appended to ``warnings`` and logged.
+    ``workers`` threads (the calling one included) read chunks of 16 files: plain threads, as
+    ``concurrent.futures`` imports ``logging``. Damaged files are skipped with a warning
+    appended to ``warnings`` and logged.
     """
     files = list_files(root)  # type: ignore[arg-type]
     chunks = [files[i:i + 16] for i in range(0, len(files), 16)]
     headers: list[SliceHeader] = []
-    for results in pool.map(lambda chunk: [read_header(f) for f in chunk], chunks):
+    for results in _map_threads(lambda chunk: [read_header(f) for f in chunk], chunks, workers):
         for header, problem in results:
             if header is not None:
                 headers.append(header)
@@ -181,6 +183,35 @@ def source_tags(headers: list[SliceHeader]) -> dict[str, Any]:
 
 
 # --- private ------------------------------------------------------------------------------
+
+
+def _map_threads(fn: Callable[[Any], Any], items: list[Any], workers: int) -> list[Any]:
+    """``[fn(item) for item in items]`` on ``workers`` threads (this one too), in order.
+
+    The first exception raised by ``fn`` is raised here once every thread has stopped.
+    """
+    results: list[Any] = [None] * len(items)
+    todo = iter(range(len(items)))
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        for i in todo:  # next() on a shared range iterator is atomic under the GIL
+            try:
+                results[i] = fn(items[i])
+            except BaseException as exc:  # handed to the caller below
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=work, name="clara-rt-dicom", daemon=True)
+               for _ in range(min(workers, len(items)) - 1)]
+    for thread in threads:
+        thread.start()
+    work()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 def _accepted(first: SliceHeader, modality: str | None, description: str | None,

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -32,6 +31,8 @@ from clara_rt.operators.io import _convert_fast as fast
 from clara_rt.operators.io._nifti1 import HEADER_BYTES, nifti1_header
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     from clara_rt.operators.io._dicom_read import SliceHeader
     from clara_rt.operators.io.dicom_series import _Stack
     from clara_rt.operators.volume import VolumeMeta
@@ -102,12 +103,10 @@ def convert_series(folder: str | os.PathLike[str], out: str | os.PathLike[str], 
     root = Path(folder)
     if target.name.endswith(".gz") or not root.is_dir():  # compression dominates: NumPy's zlib
         return _convert(target, lambda pool: _scan_series(root, pool, rules), workers)
-    with ThreadPoolExecutor(workers or _default_workers(),
-                            thread_name_prefix="clara-rt-dicom") as pool:
-        warnings: list[str] = []
-        headers, n_files = fast.scan(str(root), pool, warnings)
-        plan = fast.plan(headers, **rules)  # type: ignore[arg-type]
-        done = None if plan is None else _write_fast(plan, target, warnings)
+    warnings: list[str] = []
+    headers, n_files = fast.scan(str(root), workers or _default_workers(), warnings)
+    plan = fast.plan(headers, **rules)  # type: ignore[arg-type]
+    done = None if plan is None else _write_fast(plan, target, warnings)
     if done is not None:
         return done
     return _convert(target, lambda pool: _stack(root, n_files, headers, warnings, rules),

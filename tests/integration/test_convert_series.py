@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,7 @@ _SCL = slice(112, 120)  # scl_slope, scl_inter in the NIfTI-1 header
 
 
 def _is_fast(src: Path) -> bool:
-    with ThreadPoolExecutor(2) as pool:
-        headers, _ = fast.scan(str(src), pool, [])
+    headers, _ = fast.scan(str(src), 2, [])
     return fast.plan(headers, modality=None, description=None, series_uid=None,
                      select="largest") is not None
 

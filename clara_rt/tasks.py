@@ -79,14 +79,23 @@ class TaskRunner:
             pn.compute(inputs, outputs, job.context)
         except BaseException as exc:  # SystemExit from operator code must not kill the worker
             times[pn.end] = _perf_ns()
-            job._op_states[pn.index] = _outcome(job, "failed")
-            if observers:
-                _notify(observers, "task_ended", job, pn.operator, exc)
-            self._operator_failed(job, pn, exc)
+            self._compute_failed(job, pn, exc, observers)
             return
         times[pn.end] = _perf_ns()
         if observers:
             _notify(observers, "task_ended", job, pn.operator, None)
+        if not self._store_outputs(job, pn, inputs, outputs, values):
+            return
+        if self._gpu_or_freeze:
+            self._after_task(job, pn, values, outputs)
+        else:
+            for slot in pn.release:  # free inputs nobody else reads as soon as possible
+                values[slot] = None
+
+    def _store_outputs(self, job: Job, pn: PlanNode, inputs: Inputs, outputs: Outputs,
+                       values: list[Any]) -> bool:
+        """Check each output against its port and store it in its slot, then mark the operator
+        succeeded; False (the failure recorded on the job) when an output does not fit."""
         ok = len(outputs) == len(pn.outputs)
         if ok:
             try:
@@ -101,14 +110,19 @@ class TaskRunner:
         if not ok or (pn.symbolic and not self._symbols_fit(job, pn, inputs, outputs)):
             if not ok:
                 self._bad_outputs(job, pn, outputs)
-            return
+            return False
         job._op_states[pn.index] = ("succeeded" if job._stop_reason is None
                                     else _outcome(job, "succeeded"))
-        if self._gpu_or_freeze:
-            self._after_task(job, pn, values, outputs)
-        else:
-            for slot in pn.release:  # free inputs nobody else reads as soon as possible
-                values[slot] = None
+        return True
+
+    def _compute_failed(self, job: Job, pn: PlanNode, exc: BaseException,
+                        observers: tuple[RuntimeObserver, ...]) -> None:
+        """``compute`` raised ``exc``: mark the operator, tell the observers that saw it start,
+        record the failure on the job."""
+        job._op_states[pn.index] = _outcome(job, "failed")
+        if observers:
+            _notify(observers, "task_ended", job, pn.operator, exc)
+        self._operator_failed(job, pn, exc)
 
     def _bad_outputs(self, job: Job, pn: PlanNode, outputs: Outputs) -> None:
         """Record why ``outputs`` do not fit the operator's output ports (unknown or missing

@@ -65,16 +65,13 @@ class WorkerLoop(TaskRunner):
         while (task := try_next()) is not None:
             self._run_chain(*task)
 
-    def _run_chain(self, job_id: int, node: int) -> None:
-        """Run ``(job_id, node)`` and whatever the scheduler hands this thread next."""
-        complete = self._complete
-        jobs = self._jobs
+    def _run_chain(self, job_id: int, node: int, own: Job | None = None) -> None:
+        """Run ``(job_id, node)`` and whatever the scheduler hands this thread next; with
+        ``own``, only that job's tasks (the caller that waits on it)."""
+        complete = self._complete if own is None else self._complete_own
         run_task = self._run_task
         while job_id >= 0:
-            job = jobs.get(job_id)
-            if job is None:  # submit() may still be between sched.submit and the dict insert
-                with self._lock:
-                    job = jobs[job_id]
+            job = own if own is not None else self._job_of(job_id)
             nodes = job._plan.nodes
             try:
                 while True:  # this job's tasks, as long as the scheduler hands out its own
@@ -90,24 +87,19 @@ class WorkerLoop(TaskRunner):
                 self._finalize(job)
             job_id = next_job
 
+    def _job_of(self, job_id: int) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:  # submit() may still be between sched.submit and the dict insert
+            with self._lock:
+                job = self._jobs[job_id]
+        return job
+
     def _run_own(self, job: Job, node: int) -> None:
         """Run ``node`` of ``job`` and the job's next ready tasks on the caller's thread."""
-        complete_own = self._complete_own
-        nodes = job._plan.nodes
-        key = job._key
-        run_task = self._run_task
-        while node >= 0:
-            try:
-                run_task(job, nodes[node])
-                finished, _, node = complete_own(key, node)
-            except Exception as exc:  # a bug in clara-rt itself: fail the job
-                log.exception("internal error on job %s", job.id)
-                self._record_failure(job, SchedulerError(f"internal error: {exc!r}"))
-                return
-            if finished:
-                self._finalize(job)
-            if job._stop_reason is _FAILED and isinstance(
-                    getattr(job._error, "__cause__", None), KeyboardInterrupt):
-                # Ctrl-C reached the waiting (main) thread inside an operator: the job failed
-                # and is settled above; the caller gets the interrupt, as when it slept.
-                raise KeyboardInterrupt
+        self._run_chain(job._key, node, job)
+        if job._stop_reason is _FAILED and isinstance(
+                getattr(job._error, "__cause__", None), KeyboardInterrupt):
+            # Ctrl-C reached the waiting (main) thread inside an operator: the job failed and is
+            # settled (or its last running task will settle it); the caller gets the interrupt,
+            # as when it slept.
+            raise KeyboardInterrupt

@@ -254,8 +254,9 @@ def _pixel_format(headers: list[SliceHeader]) -> tuple[bool, float, float] | Non
                 or (float(h.get("RescaleSlope", 1.0)),
                     float(h.get("RescaleIntercept", 0.0))) != rescale):
             return None
-    if not (rescale[0].is_integer() and rescale[1].is_integer()):
-        return None  # the NumPy path writes float32 products, rounded as NumPy rounds them
+    if rescale[0] == 0 or not all(v.is_integer() and abs(v) < 2**24 for v in rescale):
+        return None  # fractional: the NumPy path's float32 products, rounded as NumPy rounds
+        # them; 0 or beyond 2**24: scl_slope 0 means "unscaled", float32 would round them
     return unsigned, *rescale
 
 

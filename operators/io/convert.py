@@ -101,7 +101,7 @@ def convert_series(folder: str | os.PathLike[str], out: str | os.PathLike[str], 
     rules = {"modality": modality, "description": description, "series_uid": series_uid,
              "select": select}
     root = Path(folder)
-    if target.name.endswith(".gz") or not root.is_dir():  # compression dominates: NumPy's zlib
+    if target.name.endswith(".gz") or not root.is_dir():  # .nii.gz: compression dominates
         return _convert(target, lambda pool: _scan_series(root, pool, rules), workers)
     warnings: list[str] = []
     headers, n_files = fast.scan(str(root), workers or _default_workers(), warnings)

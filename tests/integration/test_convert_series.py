@@ -131,6 +131,10 @@ def _big_endian(ds: pydicom.Dataset, _: int) -> None:
     ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
 
 
+def _zero_slope(ds: pydicom.Dataset, _: int) -> None:
+    ds.RescaleSlope = 0  # scl_slope 0 would mean "unscaled" in NIfTI
+
+
 def _above_32767(ds: pydicom.Dataset, _: int) -> None:
     ds.PixelRepresentation, ds.RescaleIntercept = 0, 0  # negative HU read as large unsigned
 
@@ -144,8 +148,9 @@ def _above_32767(ds: pydicom.Dataset, _: int) -> None:
     ({"transfer_syntax": RLELossless}, None, "int16"),
     ({"intercept": 0.0}, _above_32767, "float32"),
     ({"missing": (3,)}, None, "int16"),
+    ({}, _zero_slope, "int16"),
 ], ids=["8-bit", "fractional-slope", "12-bit-signed", "per-slice-rescale", "big-endian", "rle",
-        "uint16-above-32767", "missing-slice"])
+        "uint16-above-32767", "missing-slice", "zero-slope"])
 def test_numpy_path_writes_the_library_file(tmp_path: Path, kwargs: dict[str, Any],
                                             change: Callable[..., None] | None,
                                             dtype: str) -> None:

@@ -3,6 +3,7 @@ the scheduler's side and the worker threads)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -105,3 +106,19 @@ def test_operator_states_of_a_job_that_was_stopped_mid_operator() -> None:
     job._times[2] = 190
     assert job.operator_states()[1]["state"] == "running"
     assert [op.name for op in job.operators] == ["a", "b"]
+
+
+def test_wait_lock_is_made_only_for_a_caller_that_waits() -> None:
+    """A job read after it finished never makes its wait lock; a waiter that came first is woken
+    by the settle (the lock is made under the job's lock, so neither side can miss the other)."""
+    done = _job()
+    assert done._settle(200) == [] and done._done._lock is None
+    assert done.wait(0) and done._done._lock is None
+    job = _job()
+    assert not job.wait(0.01) and job._done._lock is not None  # timed out: made the lock
+    woken: list[bool] = []
+    waiter = threading.Thread(target=lambda: woken.append(job.wait(10)))
+    waiter.start()
+    job._settle(300)
+    waiter.join(10)
+    assert woken == [True] and job.state is JobState.SUCCEEDED and job.finished_ns == 300

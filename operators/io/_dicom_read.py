@@ -71,6 +71,9 @@ _FIRST_CHUNK = 16384
 _UNDEFINED = 0xFFFFFFFF
 _PIXEL_DATA = 0x7FE00010
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_TAG_U32 = struct.Struct("<HHI").unpack_from  # compiled once: the scanner calls these ~35
+_TAG_VR_U16 = struct.Struct("<HH2sH").unpack_from  # times per file
+_U32 = struct.Struct("<I").unpack_from
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
                        b"UR", b"UT", b"UV"})
 _TAGS: dict[int, tuple[str, str]] = {
@@ -272,13 +275,15 @@ def _element_at(buf: bytes, pos: int, implicit: bool) -> tuple[int, bytes, int, 
     """Return ``(tag, vr, value offset, length)`` of the element header at ``pos``."""
     if pos + 8 > len(buf):
         raise _Truncated(f"element header at byte {pos} cut off")
-    group, elem = struct.unpack_from("<HH", buf, pos)
-    if implicit or group == 0xFFFE:
-        return group << 16 | elem, b"", pos + 8, struct.unpack_from("<I", buf, pos + 4)[0]
-    vr = buf[pos + 4:pos + 6]
+    if implicit:
+        group, elem, length = _TAG_U32(buf, pos)
+        return group << 16 | elem, b"", pos + 8, length
+    group, elem, vr, length = _TAG_VR_U16(buf, pos)
+    if group == 0xFFFE:  # item and delimiters: no VR, 32-bit length
+        return group << 16 | elem, b"", pos + 8, _U32(buf, pos + 4)[0]
     if vr in _LONG_VRS:
-        return group << 16 | elem, vr, pos + 12, struct.unpack_from("<I", buf, pos + 8)[0]
-    return group << 16 | elem, vr, pos + 8, struct.unpack_from("<H", buf, pos + 6)[0]
+        return group << 16 | elem, vr, pos + 12, _U32(buf, pos + 8)[0]
+    return group << 16 | elem, vr, pos + 8, length
 
 
 def _skip_sequence(buf: bytes, pos: int, implicit: bool) -> int:

@@ -144,12 +144,9 @@ class Context:
 
 
 class _Latch:
-    """A one-shot event that is cheap to create: its lock is made only when someone has to wait.
-
-    ``guard`` is the lock that ``set`` is called under (the job's lock); ``wait`` takes it only to
-    make the wait lock, so a job whose result is read after it finished never makes one. Each
-    waiter takes the wait lock and hands it straight back, so every waiter wakes.
-    """
+    """A one-shot event whose lock is made only when someone has to wait (under ``guard``, the
+    job's lock, which ``set`` is called under). Each waiter takes the wait lock and hands it
+    straight back, so every waiter wakes."""
 
     __slots__ = ("_guard", "_is_set", "_lock")
 

@@ -178,8 +178,8 @@ def test_cancel_running_and_pending_jobs(server: ServerProcess, tmp_path: Path) 
     out = ok(clara("create", "job", "-p", "slow", "-f", note, "--start", server=server))
     job_id = field(out, "JOB_ID")
     client = server.client()
-    wait_for(lambda: client.get_job(job_id)["operators"][0]["state"] == "running", 30,
-             "the sleeper to start")
+    wait_for(lambda: [op["state"] for op in client.get_job(job_id)["operators"]] == ["running"],
+             30, "the sleeper to start")  # no operator rows until the job is dispatched
     canceled = ok(clara("cancel", "job", "-j", job_id, server=server))
     assert field(canceled, "JOB_ID") == job_id
     waited = clara("wait", "job", "-j", job_id, "--timeout", "20", server=server)

@@ -115,14 +115,53 @@ def _qform(rzs: list[list[float]]) -> tuple[list[float], float, list[float]]:
     return zooms, qfac, _mat2quat(m)
 
 
+_H = 0.7071067811865475
+_AXIS_ALIGNED: dict[tuple[int, ...], tuple[float, ...]] = {
+    # nibabel's quaternion (w, x, y, z) of each of the 24 axis-aligned rotations (rows of m
+    # flattened), as LAPACK's eigh gives it: for a half turn (w = 0) q and -q are the same
+    # rotation and the sign is LAPACK's choice, as are the signs of zero components
+    (-1, 0, 0, 0, -1, 0, 0, 0, 1): (0.0, 0.0, 0.0, 1.0),
+    (-1, 0, 0, 0, 1, 0, 0, 0, -1): (0.0, 0.0, 1.0, 0.0),
+    (1, 0, 0, 0, -1, 0, 0, 0, -1): (0.0, 1.0, 0.0, 0.0),
+    (1, 0, 0, 0, 1, 0, 0, 0, 1): (1.0, 0.0, 0.0, 0.0),
+    (-1, 0, 0, 0, 0, -1, 0, -1, 0): (0.0, 0.0, -_H, _H),
+    (-1, 0, 0, 0, 0, 1, 0, 1, 0): (0.0, 0.0, _H, _H),
+    (1, 0, 0, 0, 0, 1, 0, -1, 0): (_H, -_H, 0.0, 0.0),
+    (1, 0, 0, 0, 0, -1, 0, 1, 0): (_H, _H, -0.0, -0.0),
+    (0, -1, 0, -1, 0, 0, 0, 0, -1): (0.0, -_H, _H, 0.0),
+    (0, 1, 0, -1, 0, 0, 0, 0, 1): (_H, 0.0, 0.0, -_H),
+    (0, -1, 0, 1, 0, 0, 0, 0, 1): (_H, 0.0, 0.0, _H),
+    (0, 1, 0, 1, 0, 0, 0, 0, -1): (0.0, _H, _H, 0.0),
+    (0, 0, 1, -1, 0, 0, 0, -1, 0): (0.5, -0.5, 0.5, -0.5),
+    (0, 0, -1, -1, 0, 0, 0, 1, 0): (0.5, 0.5, -0.5, -0.5),
+    (0, 0, -1, 1, 0, 0, 0, -1, 0): (0.5, -0.5, -0.5, 0.5),
+    (0, 0, 1, 1, 0, 0, 0, 1, 0): (0.5, 0.5, 0.5, 0.5),
+    (0, -1, 0, 0, 0, 1, -1, 0, 0): (0.5, -0.5, 0.5, 0.5),
+    (0, 1, 0, 0, 0, -1, -1, 0, 0): (0.5, 0.5, 0.5, -0.5),
+    (0, -1, 0, 0, 0, -1, 1, 0, 0): (0.5, 0.5, -0.5, 0.5),
+    (0, 1, 0, 0, 0, 1, 1, 0, 0): (0.5, -0.5, -0.5, -0.5),
+    (0, 0, -1, 0, -1, 0, -1, 0, 0): (0.0, -_H, 0.0, _H),
+    (0, 0, 1, 0, 1, 0, -1, 0, 0): (_H, -0.0, _H, -0.0),
+    (0, 0, 1, 0, -1, 0, 1, 0, 0): (0.0, -_H, 0.0, -_H),
+    (0, 0, -1, 0, 1, 0, 1, 0, 0): (_H, 0.0, -_H, 0.0),
+}
+
+
 def _mat2quat(m: list[list[float]]) -> list[float]:
     """The unit quaternion ``(w, x, y, z)``, ``w >= 0``, of the rotation nearest ``m``.
 
     nibabel takes the eigenvector of Bar-Itzhack's symmetric matrix ``K`` with the largest
     eigenvalue (for a rotation: 1, the others -1/3); that vector is also the quaternion of the
-    rotation nearest ``m``. Here: Shepperd's closed form as a start, then power iterations on
-    ``K + I`` (ratio 1/3 per step) until the vector stops changing.
+    rotation nearest ``m``. Here: the table of nibabel's answers for the axis-aligned rotations
+    (axial, coronal, sagittal...: where LAPACK picks signs), else Shepperd's closed form as a
+    start, then power iterations on ``K + I`` (ratio 1/3 per step) until the vector stops
+    changing.
     """
+    flat = [v for row in m for v in row]
+    if all(v in (-1.0, 0.0, 1.0) for v in flat):
+        known = _AXIS_ALIGNED.get(tuple(int(v) for v in flat))
+        if known is not None:
+            return list(known)
     (qxx, qyx, qzx), (qxy, qyy, qzy), (qxz, qyz, qzz) = m  # nibabel's names for m.flat
     k = [[(qxx - qyy - qzz) / 3, (qyx + qxy) / 3, (qzx + qxz) / 3, (qyz - qzy) / 3],
          [(qyx + qxy) / 3, (qyy - qxx - qzz) / 3, (qzy + qyz) / 3, (qzx - qxz) / 3],

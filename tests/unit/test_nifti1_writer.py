@@ -8,6 +8,7 @@ a negative determinant); a ``.nii.gz`` must decompress to those bytes.
 from __future__ import annotations
 
 import gzip
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,21 @@ def test_bytes_equal_nibabel(tmp_path: Path, name: str, dtype: str) -> None:
     write_nifti1(data, affine, tmp_path / "ours.nii.gz")
     assert gzip.decompress((tmp_path / "ours.nii.gz").read_bytes()) == (
         tmp_path / "nib.nii").read_bytes()
+
+
+def test_axis_aligned_headers_equal_nibabel(tmp_path: Path) -> None:
+    """All 48 axial/coronal/sagittal orientations, flips included: half turns and zero
+    components of the quaternion carry LAPACK's signs in nibabel's header, and in ours."""
+    data = np.zeros((3, 4, 5), np.int16)
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((-1.0, 1.0), repeat=3):
+            affine = np.eye(4)
+            affine[:3, :3] = 0.0
+            for column, row in enumerate(perm):
+                affine[row, column] = signs[column] * (0.7, 0.8, 1.25)[column]
+            write_nifti1(data, affine, tmp_path / "ours.nii")
+            assert (tmp_path / "ours.nii").read_bytes() == _nibabel_bytes(
+                data, affine, tmp_path / "nib.nii"), (perm, signs)
 
 
 def test_non_contiguous_and_bool_volumes(tmp_path: Path) -> None:

@@ -91,7 +91,7 @@ class JobState(enum.Enum):
         return self not in (JobState.PENDING, JobState.RUNNING)
 
 
-_SUCCEEDED = JobState.SUCCEEDED
+_PENDING, _SUCCEEDED = JobState.PENDING, JobState.SUCCEEDED
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,9 +204,10 @@ class Job:
         self._runtime = runtime
         self._plan = plan
         self._values = values
-        self._times = [0] * (2 * len(plan.nodes))
-        self._op_states: list[str | None] = [None] * len(plan.nodes)  # final state per node
-        self._state = JobState.PENDING
+        n = len(plan.nodes)
+        self._times = [0] * (2 * n)
+        self._op_states: list[str | None] = [None] * n  # final state per node
+        self._state = _PENDING
         self._stop_reason: JobState | None = None  # set once when the job must stop early
         self._error: ClaraRTError | None = None
         self._lock = threading.Lock()  # guards the ending: stop reason, error, state, callbacks
@@ -265,12 +266,13 @@ class Job:
             JobCancelledError: the job was cancelled.
             JobTimeoutError: the job ran past the timeout given at submit.
         """
-        if timeout is None and self._runtime is not None and not self._done.is_set():
+        done = self._done
+        if timeout is None and self._runtime is not None and not done._is_set:
             self._runtime.help(self)  # run the job's ready operators here rather than sleep
-        if not self._done.wait(timeout):
+        if not done._is_set and not done.wait(timeout):
             raise TimeoutError(f"job {self.id} ('{self.pipeline}') still {self._state.value} "
                                f"after {timeout} s")
-        if self._state is JobState.SUCCEEDED:
+        if self._state is _SUCCEEDED:
             values = self._values
             return {key: values[slot] for key, slot in self._plan.results.items()}
         assert self._error is not None

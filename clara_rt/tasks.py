@@ -84,18 +84,6 @@ class TaskRunner:
         times[pn.end] = _perf_ns()
         if observers:
             _notify(observers, "task_ended", job, pn.operator, None)
-        if not self._store_outputs(job, pn, inputs, outputs, values):
-            return
-        if self._gpu_or_freeze:
-            self._after_task(job, pn, values, outputs)
-        else:
-            for slot in pn.release:  # free inputs nobody else reads as soon as possible
-                values[slot] = None
-
-    def _store_outputs(self, job: Job, pn: PlanNode, inputs: Inputs, outputs: Outputs,
-                       values: list[Any]) -> bool:
-        """Check each output against its port and store it in its slot, then mark the operator
-        succeeded; False (the failure recorded on the job) when an output does not fit."""
         ok = len(outputs) == len(pn.outputs)
         if ok:
             try:
@@ -110,10 +98,14 @@ class TaskRunner:
         if not ok or (pn.symbolic and not self._symbols_fit(job, pn, inputs, outputs)):
             if not ok:
                 self._bad_outputs(job, pn, outputs)
-            return False
+            return
         job._op_states[pn.index] = ("succeeded" if job._stop_reason is None
                                     else _outcome(job, "succeeded"))
-        return True
+        if self._gpu_or_freeze:
+            self._after_task(job, pn, values, outputs)
+        else:
+            for slot in pn.release:  # free inputs nobody else reads as soon as possible
+                values[slot] = None
 
     def _compute_failed(self, job: Job, pn: PlanNode, exc: BaseException,
                         observers: tuple[RuntimeObserver, ...]) -> None:

@@ -64,7 +64,7 @@ def write_nifti1(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
             _write_data(f, little)  # type: ignore[arg-type]
 
 
-def nifti1_header(shape_kji: Sequence[int], dtype: Any, affine: Affine, *,
+def nifti1_header(shape_kji: Sequence[int], dtype: Any, affine: Affine | np.ndarray, *,
                   scl_slope: float = 1.0, scl_inter: float = 0.0) -> bytes:
     """The first :data:`HEADER_BYTES` bytes of a NIfTI-1 file (header, no extensions).
 
@@ -94,7 +94,7 @@ def nifti1_header(shape_kji: Sequence[int], dtype: Any, affine: Affine, *,
 
 
 def _write_data(f: BinaryIO, data: np.ndarray) -> None:
-    flat = memoryview(data.reshape(-1)).cast("B")
+    flat = memoryview(data.reshape(-1)).cast("B")  # type: ignore[arg-type]
     for start in range(0, len(flat), _CHUNK):  # chunks: gzip would copy the whole at once
         f.write(flat[start:start + _CHUNK])
 

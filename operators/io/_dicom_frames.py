@@ -91,6 +91,8 @@ def _frames(header: SliceHeader, warnings: list[str]) -> list[SliceHeader]:
         raise DicomSeriesError(f"{header.path}: cannot read its functional groups "
                                f"({type(exc).__name__}: {exc})") from exc
     count = frame_count(header)
+    if count == 1 and not per_frame and shared is None:
+        return [header]  # a one-frame image without functional groups: placed as it is
     if per_frame and len(per_frame) != count:
         raise DicomSeriesError(f"{header.path}: {len(per_frame)} per-frame functional groups "
                                f"for {count} frames")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from clara_rt.operators._lazy import lazy_names
 
 if TYPE_CHECKING:
     from clara_rt.operators.preprocess.crop_pad import CropPadOp as CropPadOp
@@ -26,15 +27,4 @@ _HOMES: dict[str, str] = {
 __all__ = ["PRESETS", "CropPadOp", "NormalizeOp", "ResampleOp", "Resize2DOp", "WindowOp"]
 
 
-def __getattr__(name: str) -> Any:
-    """Import the public name ``name`` from its module on first use, then keep it here."""
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _HOMES, __all__)

@@ -1,6 +1,5 @@
 """The inputs and outputs of an ONNX Runtime session (for the ONNX backend, ``onnxruntime.py``).
 
-:class:`Expected` checks an input against the model's declared tensor cheaply on every call;
 :func:`bind_inputs` binds NumPy inputs in place and CuPy inputs by device pointer (I/O binding),
 and :func:`to_numpy` / :func:`to_cupy` return the outputs on the inputs' device without a copy.
 """
@@ -12,40 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from clara_rt.backends.base import TensorSpec
+from clara_rt.backends._input_check import is_cuda
 
-__all__ = ["ONNX_DTYPES", "Expected", "bind_inputs", "is_cuda", "to_cupy", "to_numpy"]
+__all__ = ["ONNX_DTYPES", "bind_inputs", "is_cuda", "to_cupy", "to_numpy"]
 
 ONNX_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(bool)": "bool",
                "tensor(float16)": "float16"} | {
     f"tensor({t}{n})": f"{t}{n}" for t in ("int", "uint") for n in (8, 16, 32, 64)}
 """ONNX tensor type -> NumPy dtype name: the types clara-rt supports."""
-
-
-class Expected:
-    """What one input must look like, precomputed for a cheap per-call check."""
-
-    def __init__(self, tensor: TensorSpec) -> None:
-        self.tensor, self.dtype, self.rank = tensor, np.dtype(tensor.dtype), len(tensor.shape)
-        self.fixed = tuple((axis, size) for axis, size in enumerate(tensor.shape) if size >= 0)
-
-    def problem(self, value: Any) -> str | None:
-        shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
-        if shape is None or dtype is None:
-            return f"a {type(value).__name__} (not an array)"
-        if dtype == self.dtype and len(shape) == self.rank and all(
-                shape[axis] == size for axis, size in self.fixed):
-            return None  # the per-call path: no strings built
-        got = f"{dtype}{list(shape)}"
-        if dtype != self.dtype:
-            return f"{got} (dtype {dtype}, not {self.dtype})"
-        if len(shape) != self.rank:
-            return f"{got} (rank {len(shape)}, not {self.rank})"
-        axis, size = next((a, n) for a, n in self.fixed if shape[a] != n)
-        return f"{got} (axis {axis} is {shape[axis]}, not {size})"
-
-    def describe(self) -> str:
-        return f"{self.tensor.dtype}{list(self.tensor.shape)}"
 
 
 def bind_inputs(binding: Any, inputs: Mapping[str, Any],
@@ -93,7 +66,3 @@ def to_cupy(value: Any) -> Any:
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     memory = cupy.cuda.UnownedMemory(value.data_ptr(), nbytes, value)
     return cupy.ndarray(shape, dtype, cupy.cuda.MemoryPointer(memory, 0))
-
-
-def is_cuda(value: Any) -> bool:
-    return hasattr(value, "__cuda_array_interface__")

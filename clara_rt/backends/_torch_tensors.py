@@ -15,35 +15,9 @@ from typing import Any
 import numpy as np
 
 from clara_rt.arrays import count_transfer, to_host
-from clara_rt.backends.base import TensorSpec
+from clara_rt.backends._input_check import is_cuda
 
-__all__ = ["InputCheck", "external_stream", "from_tensor", "is_cuda", "tensor_for"]
-
-
-class InputCheck:
-    """What one input must look like, precomputed for a cheap per-call check."""
-
-    def __init__(self, tensor: TensorSpec) -> None:
-        self.tensor, self.dtype, self.rank = tensor, np.dtype(tensor.dtype), len(tensor.shape)
-        self.fixed = tuple((axis, size) for axis, size in enumerate(tensor.shape) if size >= 0)
-
-    def problem(self, value: Any) -> str | None:
-        shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
-        if shape is None or dtype is None:
-            return f"a {type(value).__name__} (not an array)"
-        if dtype == self.dtype and len(shape) == self.rank and all(
-                shape[axis] == size for axis, size in self.fixed):
-            return None
-        got = f"{dtype}{list(shape)}"
-        if dtype != self.dtype:
-            return f"{got} (dtype {dtype}, not {self.dtype})"
-        if len(shape) != self.rank:
-            return f"{got} (rank {len(shape)}, not {self.rank})"
-        axis, size = next((a, n) for a, n in self.fixed if shape[a] != n)
-        return f"{got} (axis {axis} is {shape[axis]}, not {size})"
-
-    def describe(self) -> str:
-        return f"{self.tensor.dtype}{list(self.tensor.shape)}"
+__all__ = ["external_stream", "from_tensor", "is_cuda", "tensor_for"]
 
 
 def tensor_for(torch: Any, value: Any, device: Any) -> Any:
@@ -100,7 +74,3 @@ def external_stream(torch: Any, device: Any) -> Any:
                   else torch.cuda.ExternalStream(ptr, device=device))
         cached[(ptr, device.index)] = stream
     return stream
-
-
-def is_cuda(value: Any) -> bool:
-    return hasattr(value, "__cuda_array_interface__")

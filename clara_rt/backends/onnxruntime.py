@@ -29,25 +29,24 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clara_rt.arrays import cuda_available, to_device, to_host
-from clara_rt.backends._onnx_io import (
-    ONNX_DTYPES,
-    Expected,
-    bind_inputs,
-    is_cuda,
-    to_cupy,
-    to_numpy,
+from clara_rt.backends._input_check import InputCheck
+from clara_rt.backends._model_cache import (
+    CachedModelBackend,
+    Key,
+    ModelCache,
+    file_key,
+    import_library,
 )
+from clara_rt.backends._onnx_io import ONNX_DTYPES, bind_inputs, is_cuda, to_cupy, to_numpy
 from clara_rt.backends.base import ModelSpec, TensorSpec
-from clara_rt.errors import BackendError, BackendUnavailableError
+from clara_rt.errors import BackendError
 
 __all__ = ["DEFAULT_MAX_BATCH", "OnnxBackend", "default_intra_op_threads", "default_providers"]
 
@@ -72,7 +71,7 @@ def default_intra_op_threads() -> int:
     return max(1, (os.cpu_count() or 1) // 2)
 
 
-class OnnxBackend:
+class OnnxBackend(CachedModelBackend[Any]):
     """One ONNX model run in this process by ONNX Runtime (an :class:`InferenceBackend`).
 
     Thread-safe: every method may be called from several threads at once. Cheap to create; the
@@ -101,16 +100,15 @@ class OnnxBackend:
                  max_batch_size: int = DEFAULT_MAX_BATCH) -> None:
         if intra_op_threads is not None and intra_op_threads < 1:
             raise ValueError(f"intra_op_threads must be >= 1, got {intra_op_threads!r}")
+        super().__init__(_cache)
         self.path = Path(path)
         self.url = os.fspath(path)
         self.model, self._version = _name_and_version(self.path, name)
         self._providers = None if providers is None else tuple(providers)
         self._threads = intra_op_threads
         self._max_batch = max_batch_size
-        self._lock = threading.Lock()
-        self._entry: _Entry | None = None
-        self._spec: ModelSpec | None = None
-        self._expected: dict[str, Expected] = {}
+        self._cuda = False
+        self._expected: dict[str, InputCheck] = {}
 
     # --- InferenceBackend ---------------------------------------------------------------------
 
@@ -121,9 +119,7 @@ class OnnxBackend:
             BackendUnavailableError: The file does not exist.
             BackendError: onnxruntime cannot load it, or a tensor type is not supported.
         """
-        self._open()
-        assert self._spec is not None
-        return self._spec
+        return self._opened_spec()
 
     def infer(self, inputs: Mapping[str, Any],
               outputs: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -138,11 +134,10 @@ class OnnxBackend:
             BackendError: Unknown, missing or mistyped input, unknown output, or onnxruntime
                 failed (its message included).
         """
-        entry = self._open()
-        session = entry.session
+        session = self._open()
         on_gpu = self._check_inputs(inputs)
         names = self._output_names(outputs)
-        if on_gpu and not entry.cuda:
+        if on_gpu and not self._cuda:
             return self._infer_via_host(inputs, names)
         binding = session.io_binding()
         device, _bound = bind_inputs(binding, inputs, on_gpu)  # _bound: alive until run
@@ -156,60 +151,30 @@ class OnnxBackend:
         convert = to_cupy if on_gpu else to_numpy
         return {out: convert(value) for out, value in zip(names, values, strict=True)}
 
-    def close(self) -> None:
-        """Release this backend's hold on the shared session. Idempotent."""
-        with self._lock:
-            entry, self._entry = self._entry, None
-        if entry is not None:
-            _release(entry)
+    # close() and warmup() (open the session now, not at the first job): CachedModelBackend
 
     # --- extras -------------------------------------------------------------------------------
-
-    def warmup(self) -> None:
-        """Open the session now (load and optimise the model) instead of at the first job."""
-        self._open()
 
     @property
     def session(self) -> Any:
         """The shared ``onnxruntime.InferenceSession`` (opened if needed)."""
-        return self._open().session
+        return self._open()
 
     @property
     def providers(self) -> tuple[str, ...]:
         """The execution providers the session uses (opened if needed)."""
-        return tuple(self._open().session.get_providers())
+        return tuple(self._open().get_providers())
 
     def __repr__(self) -> str:
         return f"<OnnxBackend '{self.model}' {self.url}>"
 
     # --- private ------------------------------------------------------------------------------
 
-    def _open(self) -> _Entry:
-        entry = self._entry
-        if entry is not None:
-            return entry
-        with self._lock:
-            if self._entry is None:
-                entry = _acquire(self._key(), self)
-                try:
-                    self._load_spec(entry.session)
-                except BaseException:
-                    _release(entry)
-                    raise
-                self._entry = entry
-            return self._entry
-
-    def _key(self) -> tuple[Any, ...]:
-        try:
-            stat = self.path.stat()
-        except OSError as exc:
-            why = ("not found" if isinstance(exc, FileNotFoundError)
-                   else f"cannot be read ({exc})")
-            raise BackendUnavailableError(f"ONNX model file {why}: {self.path}",
-                                          model=self.model, url=self.url) from exc
+    def _key(self) -> Key:
         providers = self._providers if self._providers is not None else default_providers()
         threads = self._threads if self._threads is not None else default_intra_op_threads()
-        return (os.path.realpath(self.path), stat.st_mtime_ns, stat.st_size, providers, threads)
+        return (*file_key(self.path, "ONNX model file", model=self.model, url=self.url),
+                providers, threads)
 
     def _load_spec(self, session: Any) -> None:
         ins = tuple(self._tensor(arg) for arg in session.get_inputs())
@@ -218,7 +183,8 @@ class OnnxBackend:
         batch = self._max_batch if firsts == {-1} else 1 if firsts <= {1, -1} else 0
         self._spec = ModelSpec(self.model, self._version, ins, outs, max_batch_size=batch,
                                platform="onnxruntime")
-        self._expected = {t.name: Expected(t) for t in ins}
+        self._expected = {t.name: InputCheck(t) for t in ins}
+        self._cuda = "CUDAExecutionProvider" in session.get_providers()
 
     def _tensor(self, arg: Any) -> TensorSpec:
         dtype = ONNX_DTYPES.get(arg.type)
@@ -246,17 +212,6 @@ class OnnxBackend:
                               f"{', '.join(expected)}")
         return on_gpu
 
-    def _output_names(self, outputs: tuple[str, ...] | None) -> tuple[str, ...]:
-        assert self._spec is not None
-        known = tuple(t.name for t in self._spec.outputs)
-        if outputs is None:
-            return known
-        unknown = [o for o in outputs if o not in known]
-        if unknown:
-            raise self._error(f"unknown output(s) {', '.join(unknown)}; outputs are: "
-                              f"{', '.join(known)}")
-        return tuple(outputs)
-
     def _infer_via_host(self, inputs: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
         log.debug("model '%s': CPU session given CuPy inputs; copying through the host",
                   self.model)
@@ -264,53 +219,11 @@ class OnnxBackend:
         result = self.infer(host, names)
         return {k: to_device(v) for k, v in result.items()}
 
-    def _error(self, message: str) -> BackendError:
-        return BackendError(f"model '{self.model}' ({self.url}): {message}", model=self.model,
-                            url=self.url)
-
 
 # --- the session cache ----------------------------------------------------------------------
 
 
-@dataclass
-class _Entry:
-    """One cached session; ``lock`` makes concurrent first uses build it once."""
-
-    key: tuple[Any, ...]
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    session: Any = None
-    cuda: bool = False
-    users: int = 0
-
-
-_cache: dict[tuple[Any, ...], _Entry] = {}
-_cache_lock = threading.Lock()
-
-
-def _acquire(key: tuple[Any, ...], backend: OnnxBackend) -> _Entry:
-    """Return the cached session for ``key`` (building it once), counting one more user."""
-    with _cache_lock:
-        entry = _cache.setdefault(key, _Entry(key))
-        entry.users += 1
-    try:
-        with entry.lock:  # other keys build in parallel
-            if entry.session is None:
-                entry.session = _new_session(key, backend)
-                entry.cuda = "CUDAExecutionProvider" in entry.session.get_providers()
-    except BaseException:
-        _release(entry)
-        raise
-    return entry
-
-
-def _release(entry: _Entry) -> None:
-    with _cache_lock:
-        entry.users -= 1
-        if entry.users <= 0 and _cache.get(entry.key) is entry:
-            del _cache[entry.key]
-
-
-def _new_session(key: tuple[Any, ...], backend: OnnxBackend) -> Any:
+def _new_session(key: Key, backend: OnnxBackend) -> Any:
     ort = _ort()
     path, _mtime, _size, providers, threads = key
     options = ort.SessionOptions()
@@ -327,6 +240,9 @@ def _new_session(key: tuple[Any, ...], backend: OnnxBackend) -> Any:
     return session
 
 
+_cache: ModelCache[Any] = ModelCache(_new_session)
+
+
 def _name_and_version(path: Path, name: str | None) -> tuple[str, str]:
     """``X/1/model.onnx`` -> ``("X", "1")``; ``dir/seg.onnx`` -> ``("seg", "")``."""
     version = path.parent.name if path.name == "model.onnx" else ""
@@ -336,9 +252,5 @@ def _name_and_version(path: Path, name: str | None) -> tuple[str, str]:
 
 
 def _ort() -> Any:
-    try:
-        import onnxruntime  # type: ignore[import-untyped, unused-ignore]
-    except ImportError as exc:
-        raise BackendUnavailableError("onnxruntime is not installed: pip install "
-                                      "'clara-rt[onnx]' (or onnxruntime-gpu for CUDA)") from exc
-    return onnxruntime
+    return import_library("onnxruntime", "onnxruntime is not installed: pip install "
+                          "'clara-rt[onnx]' (or onnxruntime-gpu for CUDA)")

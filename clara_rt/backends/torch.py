@@ -38,9 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,16 +46,17 @@ from typing import Any
 
 import numpy as np
 
-from clara_rt.backends._torch_tensors import (
-    InputCheck,
-    external_stream,
-    from_tensor,
-    is_cuda,
-    tensor_for,
+from clara_rt.backends._input_check import InputCheck
+from clara_rt.backends._model_cache import (
+    CachedModelBackend,
+    Key,
+    ModelCache,
+    file_key,
+    import_library,
 )
+from clara_rt.backends._torch_tensors import external_stream, from_tensor, is_cuda, tensor_for
 from clara_rt.backends.base import ModelSpec, TensorSpec
 from clara_rt.backends.monai_bundle import bundle_root, load_bundle, parse_network_data_format
-from clara_rt.errors import BackendError, BackendUnavailableError
 
 __all__ = ["DEFAULT_MAX_BATCH", "IDLE_MODELS", "TorchBackend", "default_device",
            "default_threads"]
@@ -83,7 +82,7 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 1) // 2)
 
 
-class TorchBackend:
+class TorchBackend(CachedModelBackend["_Model"]):
     """One TorchScript model (or MONAI bundle) run in this process by PyTorch.
 
     Thread-safe: every method may be called from several threads at once. Cheap to create; the
@@ -113,6 +112,7 @@ class TorchBackend:
             raise ValueError(f"threads must be >= 1, got {threads!r}")
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size!r}")
+        super().__init__(_cache)
         self.url = os.fspath(path)
         self._root = bundle_root(path)
         bundle = load_bundle(path) if self._root is not None else None
@@ -123,9 +123,6 @@ class TorchBackend:
         self._device, self.amp, self._threads = device, bool(amp), threads
         self._ndf = None if network_data_format is None else dict(network_data_format)
         self._max_batch = max_batch_size
-        self._lock = threading.Lock()
-        self._entry: _Entry | None = None
-        self._spec: ModelSpec | None = None
         self._checks: tuple[InputCheck, ...] = ()
 
     # --- InferenceBackend ---------------------------------------------------------------------
@@ -137,9 +134,7 @@ class TorchBackend:
             BackendUnavailableError: The file does not exist, or torch is not installed.
             BackendError: The file is not TorchScript, or its metadata is malformed.
         """
-        self._open()
-        assert self._spec is not None
-        return self._spec
+        return self._opened_spec()
 
     def infer(self, inputs: Mapping[str, Any],
               outputs: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -154,27 +149,18 @@ class TorchBackend:
             BackendError: Unknown, missing or mistyped input, unknown output, or the model
                 raised (torch's message included).
         """
-        entry = self._open()
+        loaded = self._open()
         on_gpu = self._check_inputs(inputs)
         names = self._output_names(outputs)
-        torch = entry.torch
-        if entry.device.type == "cuda" and on_gpu:
-            with torch.cuda.stream(external_stream(torch, entry.device)):
-                return self._run(entry, inputs, names, on_gpu)
-        return self._run(entry, inputs, names, on_gpu)
+        torch = loaded.torch
+        if loaded.device.type == "cuda" and on_gpu:
+            with torch.cuda.stream(external_stream(torch, loaded.device)):
+                return self._run(loaded, inputs, names, on_gpu)
+        return self._run(loaded, inputs, names, on_gpu)
 
-    def close(self) -> None:
-        """Release this backend's hold on the shared model. Idempotent."""
-        with self._lock:
-            entry, self._entry = self._entry, None
-        if entry is not None:
-            _release(entry)
+    # close() and warmup() (load the model now, not at the first job): CachedModelBackend
 
     # --- extras -------------------------------------------------------------------------------
-
-    def warmup(self) -> None:
-        """Load the model now instead of at the first job."""
-        self._open()
 
     @property
     def module(self) -> Any:
@@ -191,53 +177,32 @@ class TorchBackend:
 
     # --- private ------------------------------------------------------------------------------
 
-    def _open(self) -> _Entry:
-        entry = self._entry
-        if entry is not None:
-            return entry
-        with self._lock:
-            if self._entry is None:
-                entry = _acquire(self._key(), self)
-                try:
-                    self._load_spec(entry)
-                except BaseException:
-                    _release(entry)
-                    raise
-                self._entry = entry
-            return self._entry
-
-    def _key(self) -> tuple[Any, ...]:
-        try:
-            stat = self.path.stat()
-        except OSError as exc:
-            why = ("not found" if isinstance(exc, FileNotFoundError)
-                   else f"cannot be read ({exc})")
-            raise BackendUnavailableError(f"TorchScript model file {why}: {self.path}",
-                                          model=self.model, url=self.url) from exc
+    def _key(self) -> Key:
         device = self._device or default_device()
         threads = self._threads if self._threads is not None else default_threads()
-        return (os.path.realpath(self.path), stat.st_mtime_ns, stat.st_size, device, threads)
+        return (*file_key(self.path, "TorchScript model file", model=self.model, url=self.url),
+                device, threads)
 
-    def _load_spec(self, entry: _Entry) -> None:
+    def _load_spec(self, loaded: _Model) -> None:
         where = f"{self.path} (metadata.json inside the archive)"
         if self._ndf is not None:
             ins, outs = parse_network_data_format(self._ndf, where="network_data_format=")
             found = (tuple(i.tensor() for i in ins), tuple(o.tensor() for o in outs))
-        elif isinstance(entry.metadata.get("network_data_format"), Mapping):
-            ins, outs = parse_network_data_format(entry.metadata["network_data_format"],
+        elif isinstance(loaded.metadata.get("network_data_format"), Mapping):
+            ins, outs = parse_network_data_format(loaded.metadata["network_data_format"],
                                                   where=where)
             found = (tuple(i.tensor() for i in ins), tuple(o.tensor() for o in outs))
         elif self.bundle is not None:
             found = (tuple(i.tensor() for i in self.bundle.inputs),
                      tuple(o.tensor() for o in self.bundle.outputs))
         else:
-            found = (tuple(TensorSpec(a, "float32", (-1,) * 5) for a in entry.arguments),
+            found = (tuple(TensorSpec(a, "float32", (-1,) * 5) for a in loaded.arguments),
                      (TensorSpec("output", "float32", (-1,) * 5),))
         ins_t, outs_t = found
-        if len(ins_t) != len(entry.arguments):
+        if len(ins_t) != len(loaded.arguments):
             raise self._error(f"the metadata declares {len(ins_t)} input(s) "
                               f"({', '.join(t.name for t in ins_t)}) but forward() takes "
-                              f"{len(entry.arguments)} ({', '.join(entry.arguments)})")
+                              f"{len(loaded.arguments)} ({', '.join(loaded.arguments)})")
         self._spec = ModelSpec(self.model, self._version, ins_t, outs_t,
                                max_batch_size=self._max_batch, platform="pytorch")
         self._checks = tuple(InputCheck(t) for t in ins_t)
@@ -262,29 +227,18 @@ class TorchBackend:
                               f"{', '.join(known)}")
         return on_gpu
 
-    def _output_names(self, outputs: tuple[str, ...] | None) -> tuple[str, ...]:
-        assert self._spec is not None
-        known = tuple(t.name for t in self._spec.outputs)
-        if outputs is None:
-            return known
-        unknown = [o for o in outputs if o not in known]
-        if unknown:
-            raise self._error(f"unknown output(s) {', '.join(unknown)}; outputs are: "
-                              f"{', '.join(known)}")
-        return tuple(outputs)
-
-    def _run(self, entry: _Entry, inputs: Mapping[str, Any], names: tuple[str, ...],
+    def _run(self, loaded: _Model, inputs: Mapping[str, Any], names: tuple[str, ...],
              on_gpu: bool) -> dict[str, Any]:
-        torch, device = entry.torch, entry.device
+        torch, device = loaded.torch, loaded.device
         args = [tensor_for(torch, inputs[c.tensor.name], device) for c in self._checks]
         try:
             with torch.inference_mode():
                 if self.amp:
                     half = torch.float16 if device.type == "cuda" else torch.bfloat16
                     with torch.autocast(device.type, dtype=half):
-                        result = entry.module(*args)
+                        result = loaded.module(*args)
                 else:
-                    result = entry.module(*args)
+                    result = loaded.module(*args)
         except Exception as exc:  # torch.jit.Error, RuntimeError: shape mismatch in a layer
             raise self._error(f"the model raised: {_first_lines(exc)}") from exc
         assert self._spec is not None
@@ -305,10 +259,6 @@ class TorchBackend:
                               f"{len(declared)} output(s) are declared: {', '.join(declared)}")
         return dict(zip(declared, values, strict=False))
 
-    def _error(self, message: str) -> BackendError:
-        return BackendError(f"model '{self.model}' ({self.url}): {message}", model=self.model,
-                            url=self.url)
-
 
 def _first_lines(exc: BaseException, lines: int = 6) -> str:
     text = str(exc).strip().splitlines()
@@ -319,55 +269,19 @@ def _first_lines(exc: BaseException, lines: int = 6) -> str:
 
 
 @dataclass
-class _Entry:
-    """One cached model; ``lock`` makes concurrent first uses load it once."""
+class _Model:
+    """One loaded TorchScript module, with what its spec is read from."""
 
-    key: tuple[Any, ...]
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    torch: Any = None
-    module: Any = None
-    device: Any = None
+    torch: Any
+    module: Any
+    device: Any
     arguments: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
-    users: int = 0
 
 
-_cache: dict[tuple[Any, ...], _Entry] = {}
-_idle: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
-_cache_lock = threading.Lock()
-
-
-def _acquire(key: tuple[Any, ...], backend: TorchBackend) -> _Entry:
-    """Return the cached model for ``key`` (loading it once), counting one more user."""
-    with _cache_lock:
-        entry = _cache.get(key) or _idle.pop(key, None) or _Entry(key)
-        _cache[key] = entry
-        entry.users += 1
-    try:
-        with entry.lock:  # other keys load in parallel
-            if entry.module is None:
-                _load(entry, backend)
-    except BaseException:
-        _release(entry)
-        raise
-    return entry
-
-
-def _release(entry: _Entry) -> None:
-    with _cache_lock:
-        entry.users -= 1
-        if entry.users > 0 or _cache.get(entry.key) is not entry:
-            return
-        del _cache[entry.key]
-        if entry.module is not None:
-            _idle[entry.key] = entry
-            while len(_idle) > IDLE_MODELS:
-                _idle.popitem(last=False)
-
-
-def _load(entry: _Entry, backend: TorchBackend) -> None:
+def _load(key: Key, backend: TorchBackend) -> _Model:
     torch = _torch()
-    path, _mtime, _size, device_name, threads = entry.key
+    path, _mtime, _size, device_name, threads = key
     try:
         device = torch.device(device_name)
         if device.type == "cuda" and device.index is None:  # compare equal to tensors' devices
@@ -387,11 +301,14 @@ def _load(entry: _Entry, backend: TorchBackend) -> None:
             "the model with torch.jit.script(net).save(path) or torch.jit.trace; a torch.save() "
             "checkpoint or state_dict cannot be run without its Python class") from exc
     module.eval()
-    entry.arguments = tuple(a.name for a in module.forward.schema.arguments[1:])
-    entry.metadata = _metadata(extra["metadata.json"], path)
-    entry.torch, entry.device, entry.module = torch, device, module
     log.info("model '%s': TorchScript on %s, %d intra-op thread(s)", backend.model, device,
              threads)
+    return _Model(torch, module, device,
+                  arguments=tuple(a.name for a in module.forward.schema.arguments[1:]),
+                  metadata=_metadata(extra["metadata.json"], path))
+
+
+_cache: ModelCache[_Model] = ModelCache(_load, idle=IDLE_MODELS)
 
 
 def _metadata(raw: str | bytes, path: str) -> dict[str, Any]:
@@ -406,9 +323,5 @@ def _metadata(raw: str | bytes, path: str) -> dict[str, Any]:
 
 
 def _torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:
-        raise BackendUnavailableError("PyTorch is not installed: pip install 'clara-rt[torch]' "
-                                      "(or a CUDA build of torch from pytorch.org)") from exc
-    return torch
+    return import_library("torch", "PyTorch is not installed: pip install 'clara-rt[torch]' "
+                          "(or a CUDA build of torch from pytorch.org)")

@@ -128,7 +128,7 @@ def test_cache_drops_session_after_last_close(seg_net: OnnxNet) -> None:
     a.close()  # idempotent
     assert b.session is session
     b.close()
-    assert not any(entry.session is session for entry in ortb._cache.values())
+    assert not any(entry.value is session for entry in ortb._cache.live.values())
     again = a.session  # reopened on next use
     assert again is not session
     a.close()
@@ -203,7 +203,7 @@ def test_corrupt_file_carries_onnxruntime_message(tmp_path: Path) -> None:
                                            r".*(INVALID_PROTOBUF|Protobuf parsing failed)") as info:
         OnnxBackend(path).spec()
     assert not isinstance(info.value, BackendUnavailableError)
-    assert not any(key[0] == os.path.realpath(path) for key in ortb._cache)
+    assert not any(key[0] == os.path.realpath(path) for key in ortb._cache.live)
 
 
 # --- GPU ------------------------------------------------------------------------------------

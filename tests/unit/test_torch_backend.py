@@ -155,8 +155,8 @@ def test_one_model_per_file_shared_and_reloaded_when_the_file_changes(tmp_path: 
     assert not np.array_equal(c.infer({"image": x})["pred"], before)
     for backend in (a, b, c):
         backend.close()
-    assert all(key[0] != str(path) for key in torch_backend._cache)
-    assert len(torch_backend._idle) <= torch_backend.IDLE_MODELS
+    assert all(key[0] != str(path) for key in torch_backend._cache.live)
+    assert len(torch_backend._cache.idle) <= torch_backend.IDLE_MODELS
 
 
 def test_concurrent_first_uses_load_once_and_calls_run_in_parallel(unet_file: Path) -> None:

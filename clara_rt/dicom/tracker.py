@@ -244,6 +244,7 @@ class SeriesTracker:
             return None
         try:
             staged.mkdir(parents=True)
+            self._describe(group, staged)  # before the data: the submitter needs both
             os.rename(group.folder, staged / "data")
         except OSError as exc:
             logger.error("%s: cannot move %s to the staging area %s: %s; trying again after "
@@ -258,18 +259,27 @@ class SeriesTracker:
                 parent.rmdir()
         return staged
 
-    def _complete(self, group: _Group, staged: Path) -> None:
-        called_ae = staged.parent.name
-        data = staged / "data"
-        info = SeriesInfo(called_ae=called_ae, study_uid=group.study_uid,
+    def _describe(self, group: _Group, staged: Path) -> None:
+        """Write ``staged/group.json`` while the files are still in ``group.folder``.
+
+        Staged groups are listed once their ``data`` folder is there, so the description has to
+        be in place before the rename that brings the data: the submit thread never sees a group
+        without it (unless it could not be written: then it is rebuilt from the files).
+        """
+        info = SeriesInfo(called_ae=staged.parent.name, study_uid=group.study_uid,
                           series_uids=tuple(group.series_uids), modality=group.modality,
-                          instances=sum(1 for _ in data.rglob("*.dcm")),
+                          instances=sum(1 for _ in group.folder.rglob("*.dcm")),
                           calling_ae=group.calling_ae, group_id=staged.name)
         try:
             write_json(staged / GROUP_FILE, asdict(info))
         except OSError as exc:
             logger.error("%s: cannot write %s: %s (the group is rebuilt from its files later)",
-                         called_ae, staged / GROUP_FILE, exc)
+                         info.called_ae, staged / GROUP_FILE, exc)
+
+    def _complete(self, group: _Group, staged: Path) -> None:
+        called_ae = staged.parent.name
+        data = staged / "data"
+        info = read_group(staged)
         ae = self._config.called_ae(called_ae)
         logger.info("complete: %s -> %s", info.describe(), data)
         if ae is None:  # an AE title removed from the configuration since the files arrived
@@ -310,7 +320,7 @@ def read_group(staged: Path) -> SeriesInfo:
     except (OSError, ValueError, TypeError, KeyError):
         data = staged / "data"
         header = _first_header(data) or {}
-        series = sorted({p.parent.name for p in data.rglob("*.dcm")})
+        series = sorted({p.parent.name for p in data.rglob("*.dcm") if p.parent != data})
         return SeriesInfo(called_ae=staged.parent.name, study_uid=header.get("study", ""),
                           series_uids=tuple(series) or (header.get("series", ""),),
                           modality=header.get("modality", ""),

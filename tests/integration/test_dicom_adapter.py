@@ -531,3 +531,17 @@ def _export_set(tmp_path: Path) -> list[Path]:
 def _bytes_file(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_a_staged_group_without_its_description_is_named_by_its_files(tmp_path: Path) -> None:
+    """A group whose group.json was never written is rebuilt from the DICOM headers: its series
+    is the files' SeriesInstanceUID, not the name of the folder they lie in (was 'data')."""
+    from clara_rt.dicom.tracker import read_group
+    from tests.data.dicom_series import make_series
+
+    staged = tmp_path / ".staging" / "LUNGSEG" / "20261204T000000-abc-0123abcd"
+    files = make_series(staged / "data", slices=3, rows=8, cols=8)
+    series = pydicom.dcmread(files[0]).SeriesInstanceUID
+    info = read_group(staged)
+    assert info.series_uids == (series,)
+    assert (info.called_ae, info.instances) == ("LUNGSEG", 3)

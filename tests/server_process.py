@@ -12,6 +12,7 @@ failing test can print it.
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -25,7 +26,7 @@ from typing import Any
 from clara_rt.bench import checkout_env
 from clara_rt.client import Client, ClientError
 
-__all__ = ["ServerProcess", "free_port", "wait_for"]
+__all__ = ["ServerProcess", "free_port", "run_job", "wait_for"]
 
 
 def free_port() -> int:
@@ -78,6 +79,18 @@ class ServerProcess:
     def client(self, token: str | None = "<server>") -> Client:
         return Client(self.url, self.token if token == "<server>" else token, timeout=30.0)
 
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+        """One raw HTTP request (no token unless ``headers`` has one): status, content type,
+        body."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, response.getheader("content-type", ""), response.read()
+        finally:
+            conn.close()
+
     def kill(self) -> None:
         """SIGKILL the server (a crash): nothing is flushed or shut down."""
         if self.proc is not None and self.proc.poll() is None:
@@ -122,3 +135,10 @@ def wait_for(predicate: Any, timeout: float, what: str, poll: float = 0.05) -> A
             return value
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def run_job(client: Client, pipeline: str, payload: dict[str, str],
+            variables: dict[str, str] | None = None) -> dict[str, Any]:
+    """Create and start a job of ``pipeline`` on ``payload``; return its record once stopped."""
+    job = client.create_job(pipeline, [payload["id"]], variables=variables)
+    return client.wait_job(str(job["id"]), 60)

@@ -24,7 +24,7 @@ import pytest
 
 from clara_rt.client import Client
 from tests.conftest import need_peer
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, run_job
 
 pytest.importorskip("fastapi")
 
@@ -74,19 +74,9 @@ def _need_pynetdicom() -> None:
 
 def get(server: ServerProcess, path: str) -> tuple[int, bytes]:
     """GET without a token (result reads are open)."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        conn.request("GET", path)
-        answer = conn.getresponse()
-        return answer.status, answer.read()
-    finally:
-        conn.close()
+    status, _, body = server.request("GET", path)
+    return status, body
 
-
-def run(client: Client, name: str, payload: dict[str, str],
-        variables: dict[str, str] | None = None) -> dict[str, object]:
-    job = client.create_job(name, [payload["id"]], variables=variables)
-    return client.wait_job(str(job["id"]), 60)
 
 
 # --- 3: a shell behind a wrapper, or nested in the script ----------------------------------
@@ -102,10 +92,10 @@ def test_issue_16_3_a_wrapped_shell_gets_job_values_as_data(
     marker = tmp_path / "pwned"
     name = f"wrapped-{abs(hash(tuple(command))) % 10**8}"
     client.create_pipeline(pipeline(name, command), replace=True)
-    job = run(client, name, payload, {"SECS": f"0; touch {marker}"})
+    job = run_job(client, name, payload, {"SECS": f"0; touch {marker}"})
     assert not marker.exists(), f"{command}: a job value was run as shell text"
     assert job["status"] == "faulted"  # sleep got the one argument "0; touch ..." and refused it
-    assert run(client, name, payload, {"SECS": "0"})["status"] == "healthy"
+    assert run_job(client, name, payload, {"SECS": "0"})["status"] == "healthy"
 
 
 @pytest.mark.parametrize("command", [
@@ -121,7 +111,7 @@ def test_issue_16_3_a_job_value_in_code_run_by_a_nested_shell_is_refused(
     client.create_pipeline(pipeline(name, command), replace=True)
     hostile = f"a'); import os; os.system('touch {marker}'); print('" if "python3" in command \
         else f"a; touch {marker}"
-    job = run(client, name, payload, {"X": hostile})
+    job = run_job(client, name, payload, {"X": hostile})
     assert job["status"] == "faulted" and not job["operators"], job  # refused, never started
     assert "would be pasted into" in str(job["error"]) and "CLARA_VAR_X" in str(job["error"])
     assert not marker.exists()
@@ -135,7 +125,7 @@ def test_issue_16_2_no_process_environment_holds_the_token(
     script = ("for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ 2>/dev/null; done "
               "> /output/all.txt; tr '\\0' '\\n' < /proc/$PPID/environ > /output/parent.txt")
     client.create_pipeline(pipeline("procenv", ["/bin/sh", "-c", script]))
-    job = run(client, "procenv", payload)
+    job = run_job(client, "procenv", payload)
     assert job["status"] == "healthy", job
     base = f"/v1/jobs/{job['id']}/results/files/cmd/output"
     status, parent = get(server, f"{base}/parent.txt")
@@ -155,7 +145,7 @@ def test_issue_16_1_hard_links_never_serve_a_file_outside_the_output(
     outside.write_text("secret v1\n")
     client.create_pipeline(pipeline("hardlink", [
         "/bin/sh", "-c", f"ln {outside} /output/linked && echo mine > /output/own.txt"]))
-    job = run(client, "hardlink", payload)
+    job = run_job(client, "hardlink", payload)
     assert job["status"] == "healthy", job
     job_id = str(job["id"])
     output = server.data / "jobs" / job_id / "output" / "cmd" / "output"
@@ -204,7 +194,7 @@ def test_issue_16_19_job_values_a_command_cannot_take_are_refused_at_creation(
     finally:
         conn.close()
     assert status == 422 and says in detail, (status, detail)
-    assert run(client, "echoer", payload, {"A": "fine"})["status"] == "healthy"
+    assert run_job(client, "echoer", payload, {"A": "fine"})["status"] == "healthy"
 
 
 # --- 18: associations that hold a slot by sending a PDU slowly, or never finishing it --------
@@ -337,7 +327,7 @@ def test_issue_16_12_processes_that_left_the_command_session_die_with_it(
         client.create_pipeline(pipeline("hang", ["/bin/sh", "-c", escape.replace(
             "sleep 4", "sleep 6").replace("sleep 5", "sleep 7") + "sleep 60"]))
         try:
-            job = run(client, "escape", payload)
+            job = run_job(client, "escape", payload)
             assert job["status"] == "healthy", job
             time.sleep(0.3)
             assert _sleepers(f"4{tag}") == [] and _sleepers(f"5{tag}") == []
@@ -417,7 +407,7 @@ def test_issue_16_15_a_compressed_header_bomb_stops_at_the_payload_limit(
 def test_issue_16_1_a_link_swapped_in_during_downloads_is_never_followed(
         server: ServerProcess, client: Client, payload: dict[str, str]) -> None:
     client.create_pipeline(pipeline("swapped", ["/bin/sh", "-c", "echo mine > /output/f"]))
-    job = run(client, "swapped", payload)
+    job = run_job(client, "swapped", payload)
     assert job["status"] == "healthy", job
     output = server.data / "jobs" / str(job["id"]) / "output" / "cmd" / "output"
     stop = threading.Event()
@@ -529,7 +519,7 @@ def test_issue_16_17_a_nifti_declaring_a_huge_volume_is_not_loaded_by_the_viewer
     bomb = client.create_payload(folder)
     client.create_pipeline(pipeline("viewed", ["/bin/sh", "-c", "echo hi > /output/x"]),
                            replace=True)
-    job = run(client, "viewed", bomb)
+    job = run_job(client, "viewed", bomb)
     assert job["status"] == "healthy", job
     assert server.proc is not None
     before = _peak_rss_kib(server.proc.pid)
@@ -569,7 +559,7 @@ def test_issue_16_17_a_deflated_dicom_series_declaring_a_huge_volume_is_not_load
     bomb = client.create_payload(folder)
     client.create_pipeline(pipeline("viewed", ["/bin/sh", "-c", "echo hi > /output/x"]),
                            replace=True)
-    job = run(client, "viewed", bomb)
+    job = run_job(client, "viewed", bomb)
     assert server.proc is not None
     before = _peak_rss_kib(server.proc.pid)
     status, page = get(server, f"/console/jobs/{job['id']}/viewer")

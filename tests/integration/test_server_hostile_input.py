@@ -10,7 +10,6 @@ whole module takes well under a minute) so CI runs the same cases every time.
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import tarfile
@@ -61,15 +60,8 @@ def request(server: ServerProcess, method: str, path: str, body: bytes | None = 
     headers = {"Authorization": f"Bearer {TOKEN}"}
     if ctype:
         headers["Content-Type"] = ctype
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers)
-        response = conn.getresponse()
-        data = response.read()
-        ctype_out = response.getheader("content-type", "")
-        return response.status, json.loads(data) if "json" in ctype_out else data
-    finally:
-        conn.close()
+    status, ctype_out, data = server.request(method, path, body, headers)
+    return status, json.loads(data) if "json" in ctype_out else data
 
 
 def tar_of(members: list[tuple[str, bytes, bytes]]) -> bytes:

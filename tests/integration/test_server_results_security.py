@@ -8,7 +8,6 @@ their input, print far more than a log keeps, and outlive a ``kill -9`` of the s
 from __future__ import annotations
 
 import hashlib
-import http.client
 import io
 import json
 import os
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from clara_rt.client import Client, ClientError
-from tests.server_process import ServerProcess, wait_for
+from tests.server_process import ServerProcess, run_job, wait_for
 
 pytest.importorskip("fastapi")
 
@@ -72,19 +71,8 @@ def payload(client: Client, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
 def get(server: ServerProcess, path: str) -> tuple[int, bytes]:
     """GET without a token (result and log reads are open)."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        conn.request("GET", path)
-        answer = conn.getresponse()
-        return answer.status, answer.read()
-    finally:
-        conn.close()
-
-
-def run_job(client: Client, pipeline: str, payload: dict[str, str],
-            variables: dict[str, str] | None = None) -> dict[str, object]:
-    job = client.create_job(pipeline, [payload["id"]], variables=variables)
-    return client.wait_job(str(job["id"]), 60)
+    status, _, body = server.request("GET", path)
+    return status, body
 
 
 # --- 1: results never leave the output folder ------------------------------------------------

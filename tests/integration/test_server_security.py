@@ -8,7 +8,6 @@ never needs to be on a command line.
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import socket
@@ -92,14 +91,8 @@ def flood(server: ServerProcess, head: bytes, total: int, *, chunked: bool = Fal
 
 def raw(server: ServerProcess, method: str, path: str, body: bytes | None = None,
         headers: dict[str, str] | None = None) -> tuple[int, dict[str, object]]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        text = response.read()
-        return response.status, json.loads(text) if text.startswith(b"{") else {}
-    finally:
-        conn.close()
+    status, _, text = server.request(method, path, body, headers)
+    return status, json.loads(text) if text.startswith(b"{") else {}
 
 
 def auth(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -267,12 +260,7 @@ def test_issue_16_16_a_broken_link_in_results_is_no_500(server: ServerProcess,
 
 
 def _get(server: ServerProcess, path: str) -> bytes:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().read()
-    finally:
-        conn.close()
+    return server.request("GET", path)[2]
 
 
 # --- 8, 19: bounded timeouts, payloads required, filters checked -----------------------------

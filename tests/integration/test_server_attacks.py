@@ -78,7 +78,6 @@ def get(server: ServerProcess, path: str) -> tuple[int, bytes]:
     return status, body
 
 
-
 # --- 3: a shell behind a wrapper, or nested in the script ----------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 __version__: str
 
@@ -71,8 +72,15 @@ class Scheduler:
                                   Callable[[int], tuple[int, int] | None],
                                   Callable[[int, int], int]]:
         """Return ``(complete, complete_own, try_next, take_own, submit)`` bound to this scheduler:
-        same
-        calls and results through the plain C API (the per-task path); they keep it alive."""
+        same calls and results through the plain C API (the per-task path); they keep it alive."""
+
+    def task_loop(self, types: tuple[Any, Any, Any, Any]
+                  ) -> Callable[[Any, Any, int, int, bool], tuple[bool, int, int]]:
+        """Return ``run_tasks(runtime, job, job_id, node, own) -> (finished, next_job,
+        next_node)``: the runtime's task loop in C (csrc/task_loop.cpp; ``clara_rt.tasks`` is
+        the reference). ``types`` is ``(Inputs, Outputs, JobState.PENDING, JobState.RUNNING)``.
+        Runs ``(job_id, node)`` and the job's next tasks while ``complete()`` (``complete_own()``
+        when ``own``) hands them to this thread; keeps the scheduler alive."""
 
     def stats(self) -> dict[str, int]:
         """Return counters: jobs, ready tasks per class, parked, running, dispatched, slots,

@@ -53,6 +53,7 @@ from clara_rt.errors import PipelineError, PortTypeError, RuntimeClosedError, Sc
 from clara_rt.graphs import GraphTable, stop_operator
 from clara_rt.job import Job, JobState, Priority
 from clara_rt.observer import RuntimeObserver
+from clara_rt.operator import Inputs, Outputs
 from clara_rt.pipeline import Pipeline
 from clara_rt.plan import Plan
 from clara_rt.preload import preload
@@ -124,6 +125,9 @@ class Runtime(WorkerLoop):
         self._freeze_shared = freeze_shared
         self._cuda = cuda_available()
         self._gpu_or_freeze = self._cuda or freeze_shared
+        # The common case's task loop in C; CUDA events and freezing take the Python loop.
+        self._run_tasks = None if self._gpu_or_freeze else self._sched.task_loop(
+            (Inputs, Outputs, JobState.PENDING, JobState.RUNNING))
         self._lock = threading.Lock()
         self._jobs: dict[int, Job] = {}  # scheduler job number -> job, while it runs
         self._graphs = GraphTable(self._sched)  # plans, graphs, operators; released when dead

@@ -43,6 +43,9 @@ class PlanNode:
             ``-1`` stands for the payload (the submitting thread's stream).
         start: Index of its start time in a job's time list (``2 * index``).
         end: Index of its end time (``2 * index + 1``).
+        hot: What the C task loop reads of the node, in one tuple: ``(compute, inputs,
+            checks, len(outputs), start, end, index, release, operator, bool(symbolic))``
+            (csrc/task_loop.cpp, ``HotField``, keeps the same order).
     """
 
     index: int
@@ -57,6 +60,7 @@ class PlanNode:
     producers: tuple[int, ...]
     start: int
     end: int
+    hot: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)
@@ -154,17 +158,23 @@ def _node(i: int, op: Operator, ins: list[tuple[str, int]], out_slot: dict[tuple
     outs = tuple((port, out_slot[(op.name, port)], ps) for port, ps in spec.outputs.items())
     symbolic = tuple((ps, False, port) for port, ps in spec.inputs.items() if ps.symbols) + tuple(
         (ps, True, port) for port, ps in spec.outputs.items() if ps.symbols)
+    compute = op.compute
+    inputs = tuple(ins)
+    checks = tuple((port, slot, ps._check) for port, slot, ps in outs)
+    release = tuple(slot for _, slot in ins if readers[slot] == 1)
     return PlanNode(
         index=i,
         operator=op,
-        compute=op.compute,
-        inputs=tuple(ins),
+        compute=compute,
+        inputs=inputs,
         outputs=outs,
-        checks=tuple((port, slot, ps._check) for port, slot, ps in outs),
+        checks=checks,
         output_names=frozenset(spec.outputs),
-        release=tuple(slot for _, slot in ins if readers[slot] == 1),
+        release=release,
         symbolic=symbolic,
         producers=producers,
         start=2 * i,
         end=2 * i + 1,
+        hot=(compute, inputs, checks, len(outs), 2 * i, 2 * i + 1, i, release, op,
+             bool(symbolic)),
     )

@@ -7,6 +7,11 @@ check every output against its port and store it in its slot, then drop the inpu
 reads. Nothing here allocates per task beyond the two port dicts the operator sees, and
 observers cost one tuple test unless some are registered.
 
+``_run_task`` is the reference. The C task loop (``Scheduler.task_loop``, csrc/task_loop.cpp)
+does the same for the common case (no observers, no CUDA, no shared-input freezing, no symbolic
+ports) and calls back into ``_run_task``, ``_compute_failed``, ``_bad_outputs`` and
+``_stopped_outcome`` for the rest.
+
 A failure (``compute`` raised, a value broke its port, outputs missing or unknown) is recorded
 on its job and never raised: the first one stops the job (``Scheduler.fail``) and is re-raised
 by ``job.result()``. ``_finalize`` settles a job whose last task has completed (or that was
@@ -116,6 +121,10 @@ class TaskRunner:
             _notify(observers, "task_ended", job, pn.operator, exc)
         self._operator_failed(job, pn, exc)
 
+    def _stopped_outcome(self, job: Job) -> str:
+        """The state of an operator that returned after its job was stopped (C task loop)."""
+        return _outcome(job, "succeeded")
+
     def _bad_outputs(self, job: Job, pn: PlanNode, outputs: Outputs) -> None:
         """Record why ``outputs`` do not fit the operator's output ports (unknown or missing
         names, or the first value that breaks its port)."""
@@ -164,7 +173,7 @@ class TaskRunner:
         name = pn.operator.name
         error = OperatorError(f"operator '{name}' failed in job {job.id} ('{job.pipeline}'): "
                               f"{type(exc).__name__}: {exc}", operator=name, job_id=job.id,
-                              traceback=traceback.format_exc())
+                              traceback="".join(traceback.format_exception(exc)))
         error.__cause__ = exc
         self._record_failure(job, error)
 

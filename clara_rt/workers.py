@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from clara_rt.arrays import worker_stream
 from clara_rt.errors import SchedulerError
@@ -38,6 +39,7 @@ class WorkerLoop(TaskRunner):
     _complete: Callable[[int, int], tuple[bool, int, int]]
     _complete_own: Callable[[int, int], tuple[bool, int, int]]
     _try_next: Callable[[], tuple[int, int] | None]
+    _run_tasks: Callable[[Any, Job, int, int, bool], tuple[bool, int, int]] | None
 
     def _worker(self) -> None:
         if self._cuda:
@@ -67,18 +69,25 @@ class WorkerLoop(TaskRunner):
 
     def _run_chain(self, job_id: int, node: int, own: Job | None = None) -> None:
         """Run ``(job_id, node)`` and whatever the scheduler hands this thread next; with
-        ``own``, only that job's tasks (the caller that waits on it)."""
+        ``own``, only that job's tasks (the caller that waits on it).
+
+        A job's consecutive tasks run in the C task loop unless observers are registered or the
+        runtime runs CUDA or freezes shared inputs; those take the Python loop (the reference).
+        """
         complete = self._complete if own is None else self._complete_own
-        run_task = self._run_task
+        run_task, run_tasks, is_own = self._run_task, self._run_tasks, own is not None
         while job_id >= 0:
             job = own if own is not None else self._job_of(job_id)
-            nodes = job._plan.nodes
             try:
-                while True:  # this job's tasks, as long as the scheduler hands out its own
-                    run_task(job, nodes[node])
-                    finished, next_job, node = complete(job_id, node)
-                    if finished or next_job != job_id:
-                        break
+                if run_tasks is not None and not self._observers:
+                    finished, next_job, node = run_tasks(self, job, job_id, node, is_own)
+                else:
+                    nodes = job._plan.nodes
+                    while True:  # this job's tasks, as long as the scheduler hands out its own
+                        run_task(job, nodes[node])
+                        finished, next_job, node = complete(job_id, node)
+                        if finished or next_job != job_id:
+                            break
             except Exception as exc:  # a bug in clara-rt itself: fail the job, keep the worker
                 log.exception("internal error on job %s", job.id)
                 self._record_failure(job, SchedulerError(f"internal error: {exc!r}"))

@@ -6,6 +6,7 @@
 #include "fastcall.hpp"
 #include "ready_queue.hpp"
 #include "scheduler.hpp"
+#include "task_loop.hpp"
 
 namespace py = pybind11;
 
@@ -87,6 +88,19 @@ last running task returns finished=True. Unknown or finished job: False.)doc")
 Return (complete, complete_own, try_next, take_own, submit) bound to this scheduler: the same calls
 with the same results, through the plain C API instead of pybind11's dispatcher (the per-task
 path). They keep the scheduler alive.)doc")
+      .def(
+          "task_loop",
+          [](py::object self, py::tuple types) {
+            PyObject* loop = clara_rt::task_loop(self.cast<Scheduler*>(), self.ptr(), types.ptr());
+            if (loop == nullptr) throw py::error_already_set();
+            return py::reinterpret_steal<py::object>(loop);
+          },
+          py::arg("types"), R"doc(
+Return run_tasks(runtime, job, job_id, node, own) -> (finished, next_job, next_node): the
+runtime's task loop in C (clara_rt/tasks.py is the reference). types is (Inputs, Outputs,
+JobState.PENDING, JobState.RUNNING). It runs (job_id, node) and the job's next tasks while
+complete() (complete_own() when own) hands them to this thread, and hands symbolic ports,
+stopped jobs and failures to the runtime's Python methods. Keeps the scheduler alive.)doc")
       .def("stats", &Scheduler::stats,
            "Return counters: jobs, ready tasks per class, parked, running, dispatched, slots.");
 

@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <stdexcept>
 
 namespace clara_rt {
@@ -26,9 +27,26 @@ enum HotField : Py_ssize_t {
   kHotFields
 };
 
+// What run_tasks is bound to; holds a strong reference to each object (made and freed with the
+// GIL held: by task_loop() and by the capsule's destructor).
 struct Loop {
+  Loop(Scheduler* bound, PyObject* scheduler_object, PyObject* types)
+      : scheduler(bound),
+        owner(scheduler_object),
+        inputs_type(PyTuple_GET_ITEM(types, 0)),
+        outputs_type(PyTuple_GET_ITEM(types, 1)),
+        pending(PyTuple_GET_ITEM(types, 2)),
+        running(PyTuple_GET_ITEM(types, 3)) {
+    for (PyObject* held : {owner, inputs_type, outputs_type, pending, running}) Py_INCREF(held);
+  }
+  ~Loop() {
+    for (PyObject* held : {owner, inputs_type, outputs_type, pending, running}) Py_DECREF(held);
+  }
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
   Scheduler* scheduler;
-  PyObject* owner;  // the Python Scheduler: a strong reference
+  PyObject* owner;  // the Python Scheduler
   PyObject* inputs_type;
   PyObject* outputs_type;
   PyObject* pending;
@@ -315,14 +333,7 @@ PyObject* run_tasks(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
 }
 
 void free_loop(PyObject* capsule) {
-  auto* loop = static_cast<Loop*>(PyCapsule_GetPointer(capsule, kCapsule));
-  if (loop == nullptr) return;
-  Py_XDECREF(loop->owner);
-  Py_XDECREF(loop->inputs_type);
-  Py_XDECREF(loop->outputs_type);
-  Py_XDECREF(loop->pending);
-  Py_XDECREF(loop->running);
-  delete loop;
+  delete static_cast<Loop*>(PyCapsule_GetPointer(capsule, kCapsule));
 }
 
 PyMethodDef kRunTasks = {
@@ -338,24 +349,9 @@ PyObject* task_loop(Scheduler* scheduler, PyObject* owner, PyObject* types) {
     return nullptr;
   }
   if (!make_names()) return nullptr;
-  auto* loop = new Loop{scheduler,
-                        owner,
-                        PyTuple_GET_ITEM(types, 0),
-                        PyTuple_GET_ITEM(types, 1),
-                        PyTuple_GET_ITEM(types, 2),
-                        PyTuple_GET_ITEM(types, 3)};
-  Py_INCREF(loop->owner);
-  Py_INCREF(loop->inputs_type);
-  Py_INCREF(loop->outputs_type);
-  Py_INCREF(loop->pending);
-  Py_INCREF(loop->running);
+  auto* loop = new Loop(scheduler, owner, types);
   PyObject* capsule = PyCapsule_New(loop, kCapsule, free_loop);
   if (capsule == nullptr) {
-    Py_DECREF(loop->owner);
-    Py_DECREF(loop->inputs_type);
-    Py_DECREF(loop->outputs_type);
-    Py_DECREF(loop->pending);
-    Py_DECREF(loop->running);
     delete loop;
     return nullptr;
   }

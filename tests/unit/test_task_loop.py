@@ -221,3 +221,28 @@ def test_the_c_loop_keeps_no_reference_to_what_a_job_dropped() -> None:
     alive = [r for r in refs if r() is not None]
     assert len(refs) == 200 and len(alive) == 50  # the results only
     assert {id(r()) for r in alive} == {id(res["k3.out"]) for res in results}
+
+
+def test_the_task_loop_keeps_its_scheduler_alive_and_no_runtime() -> None:
+    from clara_rt import _core
+    from clara_rt.operator import Inputs, Outputs
+
+    sched = _core.Scheduler()
+    run_tasks = sched.task_loop((Inputs, Outputs, JobState.PENDING, JobState.RUNNING))
+    alive = weakref.ref(sched)
+    del sched
+    gc.collect()
+    assert alive() is not None  # held by run_tasks
+    del run_tasks
+    gc.collect()
+    assert alive() is None
+    with pytest.raises(TypeError, match=r"task_loop\(\) takes \(Inputs, Outputs"):
+        _core.Scheduler().task_loop((Inputs, Outputs))  # type: ignore[arg-type]
+
+    rt = Runtime(workers=1)
+    rt.run(diamond(), {"src.in": vec()})
+    rt.close()
+    gone = weakref.ref(rt)
+    del rt
+    gc.collect()
+    assert gone() is None  # the loop holds the scheduler, never the runtime

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import logging
 
 __all__ = ["SUPPORTED_NATIVE", "DicomSeriesError", "NoSeriesError", "SliceHeader", "list_files",
-           "logger", "quiet_logger", "read_header"]
+           "logger", "quiet_logger", "read_header", "reader_threads"]
 
 
 
@@ -408,3 +408,13 @@ def list_files(folder: Path) -> list[str]:
         found.extend(os.path.join(root, n) for n in names)
     found.sort()
     return found
+
+
+def reader_threads() -> int:
+    """Threads for reading a series' headers: the usable CPUs, at most 8 (the header walk holds
+    the GIL, so more threads only contend)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return min(8, cpus)

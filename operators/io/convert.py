@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from clara_rt.operators.io import _convert_fast as fast
+from clara_rt.operators.io._dicom_read import reader_threads
 from clara_rt.operators.io._nifti1 import HEADER_BYTES, nifti1_header
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def convert_series(folder: str | os.PathLike[str], out: str | os.PathLike[str], 
     if target.name.endswith(".gz") or not root.is_dir():  # .nii.gz: compression dominates
         return _convert(target, lambda pool: _scan_series(root, pool, rules), workers)
     warnings: list[str] = []
-    headers, n_files = fast.scan(str(root), workers or _default_workers(), warnings)
+    headers, n_files = fast.scan(str(root), workers or reader_threads(), warnings)
     plan = fast.plan(headers, **rules)  # type: ignore[arg-type]
     done = None if plan is None else _write_fast(plan, target, warnings)
     if done is not None:
@@ -199,12 +200,3 @@ def _write_temp(target: Path, write: Callable[[int], bytes | bool | None]) -> bo
         return False
     finally:
         temp.unlink(missing_ok=True)
-
-
-def _default_workers() -> int:
-    """Usable CPUs, at most 8 (as the loader's pool)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return min(8, cpus)

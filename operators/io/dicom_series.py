@@ -51,6 +51,7 @@ from clara_rt.operators.io._dicom_read import (
     list_files,
     logger,
     read_header,
+    reader_threads,
 )
 from clara_rt.operators.volume import VolumeMeta
 
@@ -157,7 +158,7 @@ def load_series(folder: str | os.PathLike[str], *, modality: str | None = None,
 
 def reader_pool(workers: int | None = None) -> ThreadPoolExecutor:
     """The loader's thread pool: ``workers`` threads (default: the usable CPUs, at most 8)."""
-    return ThreadPoolExecutor(workers or _default_workers(), thread_name_prefix="clara-rt-dicom")
+    return ThreadPoolExecutor(workers or reader_threads(), thread_name_prefix="clara-rt-dicom")
 
 
 def scan_series(folder: str | os.PathLike[str], pool: ThreadPoolExecutor, *,
@@ -369,15 +370,6 @@ def _meta(stack: _Stack, warnings: list[str]) -> VolumeMeta:
         origin=tuple(float(v) for v in stack.positions[0]),  # type: ignore[arg-type]
         direction=tuple((float(r[0]), float(r[1]), float(r[2])) for r in direction),
         source=source, files=tuple(h.path for h in stack.headers), warnings=tuple(warnings))
-
-
-def _default_workers() -> int:
-    """Usable CPUs, at most 8: the header scan holds the GIL, so more threads only contend."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return min(8, cpus)
 
 
 def _warn(warnings: list[str], message: str) -> None:

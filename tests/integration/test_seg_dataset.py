@@ -51,6 +51,40 @@ def _frames(items: list[dict[str, Any]]) -> list[str]:
     return sorted(map(str, items))
 
 
+def _ours(sources: list[Any], mask: np.ndarray, segments: list[tuple[Any, ...]]) -> Dataset:
+    """The SEG under test: clara-rt's pydicom writer."""
+    return segmentation_dataset(sources, mask, segments, empty=False,
+                                algorithm=("clara-rt", "1.0"), series=("lungs", 900),
+                                manufacturer="clara-rt", software_versions="clara-rt 1.0")
+
+
+def _highdicoms(source_images: list[Dataset], pixel_array: np.ndarray,
+                segments: list[tuple[Any, ...]]) -> Dataset:
+    """The reference: highdicom's ``Segmentation`` with the same algorithm, series and device."""
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="clara-rt", family=codes.cid7162.ArtificialIntelligence, version="1.0")
+    return hd.seg.Segmentation(
+        source_images=source_images, pixel_array=pixel_array, segmentation_type="BINARY",
+        segment_descriptions=[hd.seg.SegmentDescription(
+            segment_number=n, segment_label=name, segmented_property_category=category,
+            segmented_property_type=kind, algorithm_type="AUTOMATIC",
+            algorithm_identification=algorithm)
+            for n, (name, category, kind) in enumerate(segments, start=1)],
+        series_instance_uid=hd.UID(), series_number=900, sop_instance_uid=hd.UID(),
+        instance_number=1, manufacturer="clara-rt", manufacturer_model_name="clara-rt",
+        software_versions="clara-rt 1.0", device_serial_number="0", series_description="lungs",
+        omit_empty_frames=True)
+
+
+def _assert_same_tree(ours: Dataset, theirs: Dataset) -> None:
+    """The same attributes and values (but for _VOLATILE), and the same frames, perhaps in
+    another order (and so with other dimension index values)."""
+    mine, reference = _tree(ours), _tree(theirs)
+    key = "PerFrameFunctionalGroupsSequence"
+    assert _frames(mine.pop(key)) == _frames(reference.pop(key))
+    assert mine == reference
+
+
 @pytest.mark.parametrize("labels", [{1: "Lung"}, {1: "Lung", 2: "Bone tissue"}])
 def test_same_attributes_and_frames_as_highdicom(tmp_path: Path, labels: dict[int, str]) -> None:
     write_chest_series(tmp_path / "ct", shape=(10, 40, 40))
@@ -61,27 +95,8 @@ def test_same_attributes_and_frames_as_highdicom(tmp_path: Path, labels: dict[in
     mask[:2] = 0  # slices without any segment: no frames
     sources = read_source_frames(meta, mask.shape, "seg")
     segments = [(name, *segment_codes(name)) for name in labels.values()]
-    ours = segmentation_dataset(sources, mask, segments, empty=False,
-                                algorithm=("clara-rt", "1.0"), series=("lungs", 900),
-                                manufacturer="clara-rt", software_versions="clara-rt 1.0")
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name="clara-rt", family=codes.cid7162.ArtificialIntelligence, version="1.0")
-    theirs = hd.seg.Segmentation(
-        source_images=[s.dataset for s in sources], pixel_array=mask, segmentation_type="BINARY",
-        segment_descriptions=[hd.seg.SegmentDescription(
-            segment_number=n, segment_label=name, segmented_property_category=category,
-            segmented_property_type=kind, algorithm_type="AUTOMATIC",
-            algorithm_identification=algorithm)
-            for n, (name, category, kind) in enumerate(segments, start=1)],
-        series_instance_uid=hd.UID(), series_number=900, sop_instance_uid=hd.UID(),
-        instance_number=1, manufacturer="clara-rt", manufacturer_model_name="clara-rt",
-        software_versions="clara-rt 1.0", device_serial_number="0", series_description="lungs",
-        omit_empty_frames=True)
-    mine, reference = _tree(ours), _tree(theirs)
-    # the same frames, perhaps in another order (and so other dimension index values)
-    key = "PerFrameFunctionalGroupsSequence"
-    assert _frames(mine.pop(key)) == _frames(reference.pop(key))
-    assert mine == reference
+    ours = _ours(sources, mask, segments)
+    _assert_same_tree(ours, _highdicoms([s.dataset for s in sources], mask, segments))
     path = tmp_path / "ours.dcm"
     ours.save_as(path, enforce_file_format=True)
     uids = meta.source["SOPInstanceUIDs"]
@@ -103,27 +118,10 @@ def test_multiframe_source_same_attributes_and_frames_as_highdicom(tmp_path: Pat
     sources = read_source_frames(meta, mask.shape, "seg")
     assert [s.frame for s in sources] == meta.source["FrameNumbers"]
     segments = [("Lung", *segment_codes("Lung"))]
-    ours = segmentation_dataset(sources, mask, segments, empty=False,
-                                algorithm=("clara-rt", "1.0"), series=("lungs", 900),
-                                manufacturer="clara-rt", software_versions="clara-rt 1.0")
+    ours = _ours(sources, mask, segments)
     # highdicom takes the multi-frame image itself and a mask in its frame order
     by_frame = mask[np.argsort(meta.source["FrameNumbers"])]
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name="clara-rt", family=codes.cid7162.ArtificialIntelligence, version="1.0")
-    theirs = hd.seg.Segmentation(
-        source_images=[sources[0].dataset], pixel_array=by_frame,
-        segmentation_type="BINARY", segment_descriptions=[hd.seg.SegmentDescription(
-            segment_number=1, segment_label="Lung", segmented_property_category=segments[0][1],
-            segmented_property_type=segments[0][2], algorithm_type="AUTOMATIC",
-            algorithm_identification=algorithm)],
-        series_instance_uid=hd.UID(), series_number=900, sop_instance_uid=hd.UID(),
-        instance_number=1, manufacturer="clara-rt", manufacturer_model_name="clara-rt",
-        software_versions="clara-rt 1.0", device_serial_number="0", series_description="lungs",
-        omit_empty_frames=True)
-    mine, reference = _tree(ours), _tree(theirs)
-    key = "PerFrameFunctionalGroupsSequence"
-    assert _frames(mine.pop(key)) == _frames(reference.pop(key))
-    assert mine == reference
+    _assert_same_tree(ours, _highdicoms([sources[0].dataset], by_frame, segments))
     out = tmp_path / "ours.dcm"
     ours.save_as(out, enforce_file_format=True)
     decoded = hd.seg.segread(out).get_pixels_by_source_frame(

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -60,6 +61,54 @@ def echoscu(port: int, *, called: str, calling: str = "ECHOSCU"
     """C-ECHO with dcmtk echoscu; return the finished process."""
     return subprocess.run([dcmtk("echoscu"), "-aet", calling, "-aec", called, "127.0.0.1",
                            str(port)], capture_output=True, text=True, timeout=30, check=False)
+
+
+def meta_end(data: bytes) -> int:
+    """Offset of the data set in a Part 10 file (after the group-length-prefixed meta)."""
+    assert data[128:132] == b"DICM" and data[132:136] == b"\x02\x00\x00\x00"
+    return 144 + int.from_bytes(data[140:144], "little")
+
+
+def pynetdicom_send(port: int, files: list[Path], called: str = "LUNGSEG") -> list[int]:
+    """C-STORE ``files`` with a pynetdicom SCU, one presentation context per SOP class and
+    transfer syntax of their file meta (sent as they are); the statuses."""
+    import pydicom
+    from pynetdicom import AE, build_context
+
+    metas = [pydicom.filereader.read_file_meta_info(p) for p in files]
+    ae = AE(ae_title="PYSCU")
+    ae.requested_contexts = [build_context(sop, [ts]) for sop, ts in sorted(
+        {(str(m.MediaStorageSOPClassUID), str(m.TransferSyntaxUID)) for m in metas})]
+    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    assert assoc.is_established
+    try:
+        return [int(assoc.send_c_store(path).Status) for path in files]
+    finally:
+        assoc.release()
+
+
+@contextlib.contextmanager
+def dicom_adapter(config: Path, port: int, log: Path, *extra: str,
+                  env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``clara-rt dicom --config config`` (output to ``log``) with no server behind it (a
+    free port): series wait staged while the listener serves. Yields once the listener answers
+    C-ECHO as CLARA on ``port`` (the config's); at the end SIGTERM, after which it must exit 0."""
+    from clara_rt.bench import checkout_env
+
+    with log.open("wb") as out:
+        adapter = subprocess.Popen(
+            [sys.executable, "-m", "clara_rt.cli", "dicom", "--config", str(config), "--server",
+             f"http://127.0.0.1:{free_port()}", *extra], env=env or checkout_env(), stdout=out,
+            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while echoscu(port, called="CLARA").returncode != 0:
+            assert adapter.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield adapter
+    finally:
+        adapter.send_signal(signal.SIGTERM)
+        assert adapter.wait(timeout=30) == 0, log.read_text()
 
 
 @contextlib.contextmanager

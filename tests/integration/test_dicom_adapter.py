@@ -31,7 +31,15 @@ from clara_rt.dicom.scp import STATUS, StorageScp
 from clara_rt.dicom.tracker import SeriesInfo
 from tests.conftest import need_peer
 from tests.data.dicom_series import make_series, pydicom_file
-from tests.dicom_peers import echoscu, free_port, orthanc, storescp, storescu
+from tests.dicom_peers import (
+    echoscu,
+    free_port,
+    meta_end,
+    orthanc,
+    pynetdicom_send,
+    storescp,
+    storescu,
+)
 
 RT_DOSE = "1.2.840.10008.5.1.4.1.1.481.2"
 QUIET = 1.0  # seconds; long enough that a busy CI machine does not split a series
@@ -238,7 +246,7 @@ def test_transfer_syntaxes_kept_and_ignored_class_dropped(
         result = storescu(rx.port, odd[name], options=(option,))
         assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
     assert storescu(rx.port, dose, options=("-xi",)).returncode == 0  # Success, not stored
-    assert _scu_send(rx.port, [seg]) == [STATUS["success"]]  # storescu lacks the SEG context
+    assert pynetdicom_send(rx.port, [seg]) == [STATUS["success"]]  # storescu lacks the SEG context
     sent = [*odd.values(), seg]
     groups = {(pydicom.dcmread(p).StudyInstanceUID, pydicom.dcmread(p).SeriesInstanceUID)
               for p in sent}
@@ -273,7 +281,7 @@ def test_bad_instances_fail_and_the_listener_goes_on(
     rx = receive()
     # Send the files' bytes as they are (no pydicom decoding on the sending side).
     monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
-    statuses = _scu_send(rx.port, [no_study, garbage, mismatch, good])
+    statuses = pynetdicom_send(rx.port, [no_study, garbage, mismatch, good])
     assert statuses[0] == STATUS["missing_uid"]
     assert statuses[1] in (STATUS["cannot_understand"], STATUS["missing_uid"])
     assert statuses[2] == STATUS["missing_uid"]
@@ -301,7 +309,7 @@ def test_full_disk_answers_out_of_resources(receive: Callable[..., Receiver],
     try:
         files = make_series(tmp_path / "ct", slices=30, rows=64, cols=64)  # ~9 KB each
         rx = receive(storage=small / "store")
-        statuses = _scu_send(rx.port, files)
+        statuses = pynetdicom_send(rx.port, files)
         full = statuses.index(STATUS["out_of_resources"])
         assert full > 3 and set(statuses[:full]) == {STATUS["success"]}
         assert not list((rx.storage / ".tmp").iterdir())  # partial files removed
@@ -461,36 +469,14 @@ def _storescu_args(port: int) -> list[str]:
             "127.0.0.1", str(port)]
 
 
-def _scu_send(port: int, files: list[Path]) -> list[int]:
-    """Send with a pynetdicom SCU (one context per SOP class / transfer syntax); statuses."""
-    from pynetdicom import AE, build_context
-
-    metas = [pydicom.filereader.read_file_meta_info(p) for p in files]
-    ae = AE(ae_title="PYSCU")
-    ae.requested_contexts = [build_context(sop, [ts]) for sop, ts in sorted(
-        {(str(m.MediaStorageSOPClassUID), str(m.TransferSyntaxUID)) for m in metas})]
-    assoc = ae.associate("127.0.0.1", port, ae_title="LUNGSEG")
-    assert assoc.is_established
-    try:
-        return [int(assoc.send_c_store(path).Status) for path in files]
-    finally:
-        assoc.release()
-
-
-def _meta_end(data: bytes) -> int:
-    """Offset of the data set in a Part 10 file (after the group-length-prefixed meta)."""
-    assert data[128:132] == b"DICM" and data[132:136] == b"\x02\x00\x00\x00"
-    return 144 + int.from_bytes(data[140:144], "little")
-
-
 def _dataset_bytes(path: Path) -> bytes:
     data = path.read_bytes()
-    return data[_meta_end(data):]
+    return data[meta_end(data):]
 
 
 def _replace_dataset(path: Path, dataset: bytes) -> None:
     data = path.read_bytes()
-    path.write_bytes(data[:_meta_end(data)] + dataset)
+    path.write_bytes(data[:meta_end(data)] + dataset)
 
 
 def _assert_same(copy: pydicom.Dataset, original: pydicom.Dataset) -> None:

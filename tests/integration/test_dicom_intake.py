@@ -12,11 +12,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import shutil
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -28,13 +25,12 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from clara_rt.bench import checkout_env
 from clara_rt.dicom.config import parse_config
 from clara_rt.dicom.scp import STATUS, StorageScp
 from clara_rt.dicom.tracker import safe_part
 from tests.conftest import need_peer
 from tests.data.dicom_series import make_series
-from tests.dicom_peers import echoscu, free_port, storescu
+from tests.dicom_peers import dicom_adapter, free_port, meta_end, pynetdicom_send, storescu
 
 QUIET = 0.5
 
@@ -150,7 +146,7 @@ def test_malformed_data_sets_get_a_failure_status(
         path.write_bytes(_meta_bytes(files[index]) + dataset)
         sent.append((name, path))
     monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)  # bytes sent as they are
-    statuses = _send_files(port, [p for _, p in sent] + [files[6]])
+    statuses = pynetdicom_send(port, [p for _, p in sent] + [files[6]])
     expected = [STATUS["cannot_understand"], STATUS["cannot_understand"],
                 STATUS["dataset_mismatch"], STATUS["cannot_understand"],
                 STATUS["cannot_understand"], STATUS["success"]]
@@ -293,16 +289,7 @@ def test_clara_rt_dicom_process_survives_idle_sockets_and_bad_data(tmp_path: Pat
         dots = pydicom.dcmread(files[0])
         dots.StudyInstanceUID, dots.SOPInstanceUID = "...", pydicom.uid.generate_uid()
     log = tmp_path / "adapter.log"
-    with log.open("wb") as out:  # no server behind it: series wait staged, the listener serves
-        adapter = subprocess.Popen(
-            [sys.executable, "-m", "clara_rt.cli", "dicom", "--config", str(config), "--server",
-             f"http://127.0.0.1:{free_port()}"], env=checkout_env(), stdout=out,
-            stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while echoscu(port, called="CLARA").returncode != 0:
-            assert adapter.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+    with dicom_adapter(config, port, log):  # no server behind it: series wait staged
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
         time.sleep(0.3)
         assert storescu(port, files[0]).returncode != 0  # every slot taken
@@ -315,9 +302,6 @@ def test_clara_rt_dicom_process_survives_idle_sockets_and_bad_data(tmp_path: Pat
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             assert _send(port, [dots]) == [STATUS["missing_uid"]]
-    finally:
-        adapter.send_signal(signal.SIGTERM)
-        assert adapter.wait(timeout=30) == 0, log.read_text()
     text = log.read_text()
     assert "StudyInstanceUID '...': not a usable UID" in text
     stored = list((tmp_path / "store" / "LUNGSEG").rglob("*.dcm"))
@@ -341,32 +325,14 @@ def _send(port: int, datasets: list[Dataset]) -> list[int]:
         assoc.release()
 
 
-def _send_files(port: int, files: list[Path]) -> list[int]:
-    from pynetdicom import AE
-    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
-
-    ae = AE(ae_title="PYSCU")
-    ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
-    assoc = ae.associate("127.0.0.1", port, ae_title="LUNGSEG")
-    assert assoc.is_established
-    try:
-        return [int(assoc.send_c_store(path).Status) for path in files]
-    finally:
-        assoc.release()
-
-
-def _meta_end(data: bytes) -> int:
-    return 144 + int.from_bytes(data[140:144], "little")
-
-
 def _meta_bytes(path: Path) -> bytes:
     data = path.read_bytes()
-    return data[:_meta_end(data)]
+    return data[:meta_end(data)]
 
 
 def _dataset_bytes(path: Path) -> bytes:
     data = path.read_bytes()
-    return data[_meta_end(data):]
+    return data[meta_end(data):]
 
 
 def _end_of(data: bytes, header: bytes) -> int:

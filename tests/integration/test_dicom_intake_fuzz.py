@@ -31,7 +31,7 @@ from clara_rt.dicom.intake import DatasetProblem, check_dataset
 from clara_rt.dicom.scp import STATUS, StorageScp
 from tests.conftest import need_peer
 from tests.data.dicom_series import make_series, pydicom_file
-from tests.dicom_peers import free_port
+from tests.dicom_peers import free_port, meta_end
 
 SEEDS = ("CT_small.dcm", "MR_small_bigendian.dcm", "image_dfl.dcm", "SC_rgb_jpeg_dcmtk.dcm",
          "rtplan.dcm", "nested_priv_SQ.dcm")
@@ -45,12 +45,8 @@ def _seeds() -> list[tuple[str, bytes, str]]:
     for name in SEEDS:
         data = pydicom_file(name).read_bytes()
         meta = pydicom.filereader.read_file_meta_info(pydicom_file(name))
-        out.append((name, data[_meta_end(data):], str(meta.TransferSyntaxUID)))
+        out.append((name, data[meta_end(data):], str(meta.TransferSyntaxUID)))
     return out
-
-
-def _meta_end(data: bytes) -> int:
-    return 144 + int.from_bytes(data[140:144], "little")
 
 
 class Case:
@@ -162,7 +158,7 @@ def _ct_slice(folder: str) -> tuple[bytes, bytes, int, int]:
     """A CT slice: file meta bytes, data set bytes, and where its UIDs end and pixels start."""
     [path] = make_series(Path(folder), slices=1, rows=16, cols=16)
     data = path.read_bytes()
-    meta, dataset = data[:_meta_end(data)], data[_meta_end(data):]
+    meta, dataset = data[:meta_end(data)], data[meta_end(data):]
     series = dataset.index(b"\x20\x00\x0e\x00UI")
     after_uids = series + 8 + struct.unpack_from("<H", dataset, series + 6)[0]
     return meta, dataset, after_uids, dataset.index(b"\xe0\x7f\x10\x00")
@@ -199,7 +195,7 @@ def test_listener_stores_only_readable_data_sets(listener: StorageScp, tmp_path:
     if status == STATUS["success"]:
         [copy] = stored
         copy_bytes = copy.read_bytes()
-        _assert_readable(copy_bytes[_meta_end(copy_bytes):], "1.2.840.10008.1.2.1")
+        _assert_readable(copy_bytes[meta_end(copy_bytes):], "1.2.840.10008.1.2.1")
         copy.unlink()
     else:
         assert status in (STATUS["cannot_understand"], STATUS["dataset_mismatch"]), hex(status)

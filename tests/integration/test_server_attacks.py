@@ -449,12 +449,8 @@ def test_issue_16_1_a_link_swapped_in_during_downloads_is_never_followed(
 @pytest.mark.parametrize("how", ["env", "file", "argv"])
 def test_issue_16_7_the_dicom_adapter_token_is_not_left_in_proc(tmp_path: Path, how: str) -> None:
     _need_pynetdicom()
-    import signal
-    import subprocess
-    import sys
-
     from clara_rt.bench import checkout_env
-    from tests.dicom_peers import echoscu, free_port
+    from tests.dicom_peers import dicom_adapter, free_port
 
     port, token = free_port(), f"adapter-token-{how}-7c1d"
     config = tmp_path / "adapter.yaml"
@@ -466,24 +462,12 @@ def test_issue_16_7_the_dicom_adapter_token_is_not_left_in_proc(tmp_path: Path, 
              "argv": ["--token", token]}[how]
     env = {**checkout_env(), **({"CLARA_RT_TOKEN": token} if how == "env" else {})}
     log = tmp_path / "adapter.log"
-    with log.open("wb") as out:
-        adapter = subprocess.Popen(
-            [sys.executable, "-m", "clara_rt.cli", "dicom", "--config", str(config), "--server",
-             f"http://127.0.0.1:{free_port()}", *extra], env=env, stdout=out,
-            stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while echoscu(port, called="CLARA").returncode != 0:
-            assert adapter.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+    with dicom_adapter(config, port, log, *extra, env=env) as adapter:
         proc = Path(f"/proc/{adapter.pid}")
         assert token.encode() not in (proc / "environ").read_bytes()
         assert token.encode() not in (proc / "cmdline").read_bytes()
         assert ("--token is visible" in log.read_text()) == (how == "argv")
         assert ("may be read by other users (mode 644)" in log.read_text()) == (how == "file")
-    finally:
-        adapter.send_signal(signal.SIGTERM)
-        assert adapter.wait(timeout=30) == 0, log.read_text()
 
 
 # --- 17: a small NIfTI that declares a huge volume costs the viewer nothing -------------------

@@ -19,29 +19,7 @@ from clara_rt.server.store import Store
 
 pytest.importorskip("fastapi")
 
-
-def _yaml(name: str, seconds: float = 0.0) -> str:
-    return f"""\
-api-version: 0.4.0
-name: {name}
-operators:
-- name: first
-  clara-rt:
-    operator: "tests.ops:FolderWork"
-    args: {{seconds: {seconds}}}
-  input:
-  - path: /input
-  output:
-  - path: /output
-- name: second
-  clara-rt:
-    operator: "tests.ops:FolderWork"
-  input:
-  - from: first
-    path: /input
-  output:
-  - path: /output
-"""
+from tests.integration.test_server_api import folder_pipeline
 
 
 def test_evicted_replaced_and_deleted_pipelines_are_released(tmp_path: Path) -> None:
@@ -60,13 +38,13 @@ def test_evicted_replaced_and_deleted_pipelines_are_released(tmp_path: Path) -> 
 
     with Runtime(workers=2) as rt:
         rt.add_observer(OperatorLogs())  # as the server's runtime has
-        registry.create(_yaml("kept"))
+        registry.create(folder_pipeline("kept"))
         for i in range(60):  # distinct variables: 60 builds through a 32-entry cache
             run_once(rt, "kept", i)
         for i in range(10):  # replaced ten times: every older version's build goes
-            registry.create(_yaml("swapped", seconds=0.001 * i), replace=True)
+            registry.create(folder_pipeline("swapped", seconds=0.001 * i), replace=True)
             run_once(rt, "swapped", 100 + i)
-        registry.create(_yaml("gone"))
+        registry.create(folder_pipeline("gone"))
         run_once(rt, "gone", 200)
         registry.delete("gone")
         gc.collect()

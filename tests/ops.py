@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from typing import Any
 
 import numpy as np
 
-from clara_rt import Operator
+from clara_rt import Operator, Pipeline
 from clara_rt.arrays import get_array_module
 
 
@@ -34,6 +35,30 @@ class Scale(Operator):
 
     def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
         outputs["out"] = (inputs["in"] * self.factor).astype("float32")
+
+
+class Lifecycle(Scale):
+    """Scale that records its ``start()`` and ``stop()`` calls in ``events``."""
+
+    def setup(self, spec: Any) -> None:
+        super().setup(spec)
+        self.events: list[str] = []
+
+    def start(self) -> None:
+        self.events.append("start")
+
+    def stop(self) -> None:
+        self.events.append("stop")
+
+
+def chain(*ops: Operator, name: str = "chain") -> Pipeline:
+    """``ops[0] -> ops[1] -> ...`` joined ``out -> in``."""
+    p = Pipeline(name)
+    for op in ops:
+        p.add(op)
+    for a, b in itertools.pairwise(ops):
+        p.connect(a, "out", b, "in")
+    return p
 
 
 class Passthrough(Operator):

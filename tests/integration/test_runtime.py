@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections import Counter
@@ -27,7 +26,18 @@ from clara_rt import (
     run,
 )
 from clara_rt.arrays import data_pointer
-from tests.ops import Add, Fail, Passthrough, Record, Scale, Sleep, Source, vec
+from tests.ops import (
+    Add,
+    Fail,
+    Lifecycle,
+    Passthrough,
+    Record,
+    Scale,
+    Sleep,
+    Source,
+    chain,
+    vec,
+)
 
 
 class Gate(Operator):
@@ -44,15 +54,6 @@ class Gate(Operator):
     def compute(self, inputs: Any, outputs: Any, context: Any) -> None:
         assert self.event.wait(10)
         outputs["out"] = inputs["in"]
-
-
-def chain(*ops: Operator, name: str = "chain") -> Pipeline:
-    p = Pipeline(name)
-    for op in ops:
-        p.add(op)
-    for a, b in itertools.pairwise(ops):
-        p.connect(a, "out", b, "in")
-    return p
 
 
 def diamond(name: str = "diamond") -> Pipeline:
@@ -329,20 +330,8 @@ def test_result_wait_timeout() -> None:
         assert job.result(timeout=5)
 
 
-class _Lifecycle(Scale):
-    def setup(self, spec: Any) -> None:
-        super().setup(spec)
-        self.events: list[str] = []
-
-    def start(self) -> None:
-        self.events.append("start")
-
-    def stop(self) -> None:
-        self.events.append("stop")
-
-
 def test_close_drains_then_stops_operators() -> None:
-    op = _Lifecycle("life")
+    op = Lifecycle("life")
     p = chain(Source("s"), Sleep("z", seconds=0.05), op)
     rt = Runtime(workers=2)
     jobs = [rt.submit(p, {"s.in": vec()}) for _ in range(4)]

@@ -3,42 +3,19 @@
 from __future__ import annotations
 
 import gc
-import itertools
 import weakref
 
-from clara_rt import Pipeline
 from clara_rt._core import Scheduler
 from clara_rt.graphs import GraphTable
-from tests.ops import Scale
-
-
-class _Life(Scale):
-    def setup(self, spec: object) -> None:
-        super().setup(spec)
-        self.events: list[str] = []
-
-    def start(self) -> None:
-        self.events.append("start")
-
-    def stop(self) -> None:
-        self.events.append("stop")
-
-
-def _pipeline(name: str, *ops: Scale) -> Pipeline:
-    p = Pipeline(name)
-    for op in ops:
-        p.add(op)
-    for a, b in itertools.pairwise(ops):
-        p.connect(a, "out", b, "in")
-    return p
+from tests.ops import Lifecycle, Scale, chain
 
 
 def test_shared_operator_starts_once_and_stops_with_its_last_plan() -> None:
     sched = Scheduler()
     table = GraphTable(sched)
-    shared = _Life("shared", max_concurrency=2)
-    p1 = _pipeline("one", shared, _Life("x"))
-    p2 = _pipeline("two", shared)
+    shared = Lifecycle("shared", max_concurrency=2)
+    p1 = chain(shared, Lifecycle("x"), name="one")
+    p2 = chain(shared, name="two")
     g1, g2 = table.register(p1.validate()), table.register(p2.validate())
     assert table.lookup(p1.validate()) == g1 and g1 != g2
     assert shared.events == ["start"] and (table.plans, table.operators) == (2, 2)
@@ -55,9 +32,9 @@ def test_shared_operator_starts_once_and_stops_with_its_last_plan() -> None:
 def test_a_plan_dying_inside_a_release_is_released_by_the_next_lookup() -> None:
     sched = Scheduler()
     table = GraphTable(sched)
-    op = _Life("a")
+    op = Lifecycle("a")
     ref = weakref.ref(op)
-    p = _pipeline("dying", op)
+    p = chain(op, name="dying")
     table.register(p.validate())
     del op
     with table._lock:  # as if garbage collection ran inside a release
@@ -65,15 +42,15 @@ def test_a_plan_dying_inside_a_release_is_released_by_the_next_lookup() -> None:
         gc.collect()
         assert table.plans == 0 and len(table._released) == 1  # queued, not released
     assert ref() is not None and sched.stats()["graphs"] == 1
-    other = _pipeline("other", Scale("b"))
+    other = chain(Scale("b"), name="other")
     table.lookup(other.validate())
     assert ref() is None and sched.stats()["graphs"] == 0 and table.operators == 0
 
 
 def test_close_detaches_and_hands_back_the_started_operators() -> None:
     table = GraphTable(Scheduler())
-    op = _Life("a")
-    p = _pipeline("p", op)
+    op = Lifecycle("a")
+    p = chain(op, name="p")
     table.register(p.validate())
     assert table.close() == [op]
     del p

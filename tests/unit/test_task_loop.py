@@ -8,7 +8,6 @@ which operators have times, and which intermediate values the job still holds.
 from __future__ import annotations
 
 import gc
-import itertools
 import threading
 import weakref
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from clara_rt import Operator, Pipeline, Runtime
 from clara_rt.errors import OperatorError, PipelineError, PortTypeError
 from clara_rt.job import Job, JobState
+from tests.ops import chain
 
 LOOPS = ("c", "python")
 
@@ -211,10 +211,7 @@ def test_the_c_loop_keeps_no_reference_to_what_a_job_dropped() -> None:
             outputs["out"] = made
 
     refs: list[weakref.ref[np.ndarray]] = []
-    p = Pipeline("chain")
-    ops = [p.add(Keep(f"k{i}")) for i in range(4)]
-    for a, b in itertools.pairwise(ops):
-        p.connect(a, "out", b, "in")
+    p = chain(*(Keep(f"k{i}") for i in range(4)))
     with Runtime(workers=1) as rt:
         results = [rt.run(p, {"k0.in": vec()}) for _ in range(50)]
     gc.collect()

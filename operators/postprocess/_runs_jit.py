@@ -12,36 +12,47 @@ import numba
 import numpy as np
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def row_count(row: Any, thr: Any, background: Any) -> Any:  # pragma: no cover - jitted
+    """Number of runs of ``row > thr`` (with ``background``: of ``row <= thr``)."""
+    n, inside = 0, False
+    for x in range(row.shape[0]):
+        on = row[x] <= thr if background else row[x] > thr
+        if on and not inside:
+            n += 1
+        inside = on
+    return n
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def row_fill(row: Any, thr: Any, background: Any, i: Any, x0: Any,
+             x1: Any) -> None:  # pragma: no cover - jitted
+    """Write the runs :func:`row_count` counts as ``[x0, x1)`` from index ``i`` on."""
+    nx, inside = row.shape[0], False
+    for x in range(nx):
+        on = row[x] <= thr if background else row[x] > thr
+        if on and not inside:
+            x0[i] = x
+        elif inside and not on:
+            x1[i] = x
+            i += 1
+        inside = on
+    if inside:
+        x1[i] = nx
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
 def count(src: Any, thr: Any, counts: Any) -> None:  # pragma: no cover - jitted
-    nz, ny, nx = src.shape
+    nz, ny, _ = src.shape
     for r in numba.prange(nz * ny):
-        z, y = r // ny, r % ny
-        n, inside = 0, False
-        for x in range(nx):
-            on = src[z, y, x] > thr
-            if on and not inside:
-                n += 1
-            inside = on
-        counts[r] = n
+        counts[r] = row_count(src[r // ny, r % ny], thr, False)
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
 def fill(src: Any, thr: Any, row_start: Any, x0: Any, x1: Any) -> None:  # pragma: no cover
-    nz, ny, nx = src.shape
+    nz, ny, _ = src.shape
     for r in numba.prange(nz * ny):
-        z, y = r // ny, r % ny
-        i, inside = row_start[r], False
-        for x in range(nx):
-            on = src[z, y, x] > thr
-            if on and not inside:
-                x0[i] = x
-            elif inside and not on:
-                x1[i] = x
-                i += 1
-            inside = on
-        if inside:
-            x1[i] = nx
+        row_fill(src[r // ny, r % ny], thr, False, row_start[r], x0, x1)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -145,29 +156,13 @@ def fill_holes_2d(mask: Any) -> None:  # pragma: no cover - jitted
     nz, ny, nx = mask.shape
     for z in numba.prange(nz):
         row_start = np.zeros(ny + 1, dtype=np.int64)
-        for y in range(ny):
-            n, inside = 0, False
-            for x in range(nx):
-                bg = mask[z, y, x] == 0
-                if bg and not inside:
-                    n += 1
-                inside = bg
-            row_start[y + 1] = row_start[y] + n
+        for y in range(ny):  # the runs of background (mask == 0: a 0/1 uint8 mask is <= 0)
+            row_start[y + 1] = row_start[y] + row_count(mask[z, y], 0, True)
         runs = row_start[ny]
         x0 = np.empty(runs, dtype=np.int32)
         x1 = np.empty(runs, dtype=np.int32)
         for y in range(ny):
-            i, inside = row_start[y], False
-            for x in range(nx):
-                bg = mask[z, y, x] == 0
-                if bg and not inside:
-                    x0[i] = x
-                elif inside and not bg:
-                    x1[i] = x
-                    i += 1
-                inside = bg
-            if inside:
-                x1[i] = nx
+            row_fill(mask[z, y], 0, True, row_start[y], x0, x1)
         parent = np.arange(runs).astype(np.int32)
         for y in range(1, ny):
             join_rows(row_start, x0, x1, y, y - 1, parent)

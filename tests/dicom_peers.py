@@ -3,7 +3,9 @@
 Every helper calls dcmtk by its full path (``/usr/bin/storescu``...): pynetdicom installs
 console scripts of the same names into the virtual environment, which take other options.
 :func:`storescp` and :func:`orthanc` are context managers that start the peer on a free port,
-wait until it answers, and kill it at the end. A missing tool skips the test locally and fails
+wait until it answers, and kill it at the end; :func:`dicom_adapter` does the same for a
+``clara-rt dicom`` process, and :func:`pynetdicom_send` / :func:`meta_end` send and take apart
+Part 10 files. A missing tool skips the test locally and fails
 it in CI (:func:`tests.conftest.need_peer`).
 """
 
